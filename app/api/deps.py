@@ -1,0 +1,26 @@
+"""Request dependencies as `Annotated` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.context import Gateway
+from app.jobs.polling import Poller
+
+
+def get_gateway(request: Request) -> Gateway:
+    """The process-wide gateway built in the lifespan."""
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+def get_poller(request: Request) -> Poller:
+    """The process-wide coalescing poller."""
+    poller: Poller = request.app.state.poller
+    return poller
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+PollerDep = Annotated[Poller, Depends(get_poller)]

@@ -1,0 +1,167 @@
+"""`POST /v1/images/edit` (and the upstream's own path): validate, 402, or buy a job."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse, Response
+from x402.http import (
+    PAYMENT_REQUIRED_HEADER,
+    PAYMENT_RESPONSE_HEADER,
+    X_PAYMENT_RESPONSE_HEADER,
+    encode_payment_response_header,
+)
+from x402.schemas import SettleResponse
+
+from app.api.deps import GatewayDep
+from app.context import Gateway
+from app.core.errors import AppError, PaymentOutcomeUnknown, UpstreamError
+from app.jobs.models import Job, JobState
+from app.jobs.purchase import purchase
+from app.jobs.views import accepted_view, job_view
+from app.payments.incoming import PaymentRejected, parse_payment
+from app.payments.offer import Offer, OfferTerms
+from app.payments.pricing import sale_price
+from app.upstream import listing
+from app.upstream.schemas import EditRequest
+
+router = APIRouter(tags=["edits"])
+
+EDIT_PATH = "/v1/images/edit"
+UPSTREAM_PATH = "/api/ai/generations/images/nano-banana-edit"
+_PAYMENT_HEADERS = ("x-payment", "payment-signature")
+
+
+def current_offer(gw: Gateway, path: str) -> Offer:
+    """Our offer for `path` at the current price (follows the upstream's cached quote)."""
+    s = gw.settings
+    quote = gw.upstream.cached_quote()
+    basis = max(s.upstream_price_atomic, quote.amount if quote else 0)
+    return gw.offers.get(
+        OfferTerms(
+            resource_url=s.base_url + path,
+            price_atomic=sale_price(basis, s.markup_bps, s.markup_fixed_atomic),
+            network=s.network,
+            asset=s.asset,
+            pay_to=s.pay_to,
+            max_timeout_seconds=s.max_timeout_seconds,
+            description=listing.DESCRIPTION,
+            input_schema=listing.INPUT_SCHEMA,
+            output_schema=listing.OUTPUT_SCHEMA,
+        )
+    )
+
+
+def payment_required(
+    offer: Offer, reason: str | None = None, message: str | None = None
+) -> Response:
+    """The 402: v1 JSON body and v2 `PAYMENT-REQUIRED` header."""
+    if reason is None:
+        body, header = offer.unpaid_body, offer.unpaid_header
+    else:
+        body, header = offer.payment_required(reason, message)
+    return Response(
+        body,
+        status_code=402,
+        media_type="application/json",
+        headers={PAYMENT_REQUIRED_HEADER: header},
+    )
+
+
+def _settlement_headers(gw: Gateway, job: Job) -> dict[str, str]:
+    if not job.settle_tx:
+        return {}
+    v1 = job.x402_version == 1
+    response = SettleResponse(
+        success=True,
+        transaction=job.settle_tx,
+        network=gw.settings.network if v1 else job.pay_network,
+        payer=job.payer,
+        amount=str(job.pay_amount),
+    )
+    name = X_PAYMENT_RESPONSE_HEADER if v1 else PAYMENT_RESPONSE_HEADER
+    return {name: encode_payment_response_header(response)}
+
+
+def _answer(gw: Gateway, offer: Offer, job: Job) -> Response:
+    """Map where the job stands after the request path to an HTTP answer."""
+    base = gw.settings.base_url
+    if job.state == JobState.PAYMENT_FAILED.value:
+        return payment_required(offer, job.error_code or "settle_failed", job.error_message)
+    if job.state == JobState.VERIFIED.value:
+        raise PaymentOutcomeUnknown(
+            "settlement outcome is unknown; retry with the SAME payment", details={"jobId": job.id}
+        )
+    if job.state in (
+        JobState.FAILED.value,
+        JobState.REFUNDING.value,
+        JobState.REFUNDED.value,
+        JobState.NEEDS_ATTENTION.value,
+    ):
+        view = job_view(job, base)
+        raise UpstreamError(
+            f"the upstream could not serve this paid request: {job.error_message}",
+            code=job.error_code or "upstream_error",
+            details={"jobId": job.id, "statusUrl": view["statusUrl"], "refund": view.get("refund")},
+            headers=_settlement_headers(gw, job),
+        )
+    return JSONResponse(accepted_view(job, base), headers=_settlement_headers(gw, job))
+
+
+async def _edit(
+    gw: Gateway, request: Request, body: EditRequest, idempotency_key: str | None
+) -> Response:
+    offer = current_offer(gw, request.url.path)
+    header = next((request.headers[h] for h in _PAYMENT_HEADERS if h in request.headers), None)
+    if header is None:
+        return payment_required(offer)
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
+        raise AppError(
+            "Idempotency-Key must be 1-200 characters",
+            code="invalid_idempotency_key",
+            status_code=400,
+        )
+    try:
+        payment = parse_payment(header, offer)
+        job = await purchase(
+            gw,
+            route=request.url.path,
+            body=body.upstream_json(),
+            payment=payment,
+            idempotency_key=idempotency_key,
+        )
+    except PaymentRejected as exc:
+        return payment_required(offer, exc.reason, exc.message)
+    return _answer(gw, offer, job)
+
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    402: {"description": "Payment required (x402 v1 body, v2 PAYMENT-REQUIRED header)"},
+    409: {"description": "Idempotency key or payment reused for a different request"},
+    422: {"description": "Invalid body; nothing charged"},
+    502: {"description": "Upstream failed after payment; see refund"},
+    503: {"description": "Retry with the same payment, or selling is paused"},
+}
+
+
+@router.post(EDIT_PATH, responses=_RESPONSES, summary="Edit images (paid, x402)")
+async def create_edit(
+    body: EditRequest,
+    request: Request,
+    gw: GatewayDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response:
+    """Pay with x402 and start a nano-banana edit; poll the returned statusUrl."""
+    return await _edit(gw, request, body, idempotency_key)
+
+
+@router.post(UPSTREAM_PATH, responses=_RESPONSES, summary="Same as /v1/images/edit (drop-in path)")
+async def create_edit_upstream_path(
+    body: EditRequest,
+    request: Request,
+    gw: GatewayDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response:
+    """The upstream's own path, so switching the base URL is all a client needs."""
+    return await _edit(gw, request, body, idempotency_key)

@@ -1,0 +1,47 @@
+"""The long-lived objects one gateway process shares between requests and workers."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import httpx
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.core.settings import Settings
+from app.payments.chain import ChainReader
+from app.payments.facilitator import Facilitator
+from app.payments.offer import OfferCache
+from app.upstream.client import UpstreamClient
+
+
+@dataclass
+class Gateway:
+    """Settings plus the shared clients, pools and caches of one process."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    facilitator: Facilitator
+    upstream: UpstreamClient
+    http: httpx.AsyncClient
+    chain: ChainReader | None = None
+    offers: OfferCache = field(default_factory=OfferCache)
+
+    @property
+    def hot_wallet(self) -> LocalAccount:
+        """The operator's hot wallet (pays the upstream, signs refunds)."""
+        key = self.settings.hot_wallet_private_key.get_secret_value()
+        account: LocalAccount = Account.from_key(key)
+        return account
+
+    async def supported_kinds(self) -> set[tuple[int, str, str]]:
+        """(x402Version, scheme, network) triples the facilitator supports."""
+        fac = self.facilitator
+        if hasattr(fac, "supported"):
+            response = await fac.supported()
+        else:  # the SDK's HTTP client only has a blocking get_supported()
+            response = await asyncio.to_thread(fac.get_supported)  # type: ignore[attr-defined]
+        return {(k.x402_version, k.scheme, str(k.network)) for k in response.kinds}

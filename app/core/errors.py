@@ -1,0 +1,128 @@
+"""One error base for the service, rendered everywhere as `{"error": code, "message": ...}`.
+
+AppError
+ ├── InvalidRequest (400)      malformed input the schema could not express
+ ├── NotFound (404)
+ ├── Conflict (409)            an idempotency key reused with a different request
+ ├── PaymentOutcomeUnknown (503 / 504)  retry with the SAME payment, never pay again
+ ├── ServiceUnavailable (503)  selling is paused (spend cap, upstream price above ceiling)
+ └── UpstreamError (502)       the upstream failed; the job carries the refund outcome
+
+A 402 is not an AppError: it is the x402 payment-required answer, built in app.payments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+
+class AppError(Exception):
+    """Base of every error we answer deliberately."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status_code: int | None = None,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+        self.details = details or {}
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body every error shares."""
+        out: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+class InvalidRequest(AppError):
+    """The request cannot be understood."""
+
+    status_code = 400
+    code = "invalid_request"
+
+
+class NotFound(AppError):
+    """No such resource."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(AppError):
+    """The request conflicts with an earlier one."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class PaymentOutcomeUnknown(AppError):
+    """Settlement may or may not have happened; the client must retry with the same payment."""
+
+    status_code = 503
+    code = "payment_outcome_unknown"
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"Retry-After": "5"})
+        super().__init__(message, **kwargs)
+
+
+class ServiceUnavailable(AppError):
+    """Selling is paused; no money was taken."""
+
+    status_code = 503
+    code = "service_unavailable"
+
+
+class UpstreamError(AppError):
+    """The upstream failed to serve a paid request."""
+
+    status_code = 502
+    code = "upstream_error"
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    details = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        details.append(
+            {"field": ".".join(loc) or "body", "message": err.get("msg"), "type": err.get("type")}
+        )
+    return details
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render AppError and request validation errors in the one shape."""
+
+    async def app_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AppError)
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        fields = _validation_details(exc)
+        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
+        return JSONResponse(
+            {"error": "invalid_request", "message": summary, "details": fields},
+            status_code=422,
+        )
+
+    app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(RequestValidationError, validation_error)

@@ -1,0 +1,140 @@
+"""Typed configuration from `X402R_*` environment variables and `.env`, validated at start-up."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from typing import Self
+
+from eth_account import Account
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from web3 import Web3
+
+DOPAMINT_EDIT_URL = "https://x402-dev.dopamint.ai/api/ai/generations/images/nano-banana-edit"
+BASE_USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+
+
+class RefundPolicy(StrEnum):
+    """What to give back when a paid job cannot be served."""
+
+    FULL = "full"
+    IF_UPSTREAM_NOT_CHARGED = "if_upstream_not_charged"
+    OFF = "off"
+
+
+class SettlementOrder(StrEnum):
+    """When the client's payment is settled relative to buying from the upstream."""
+
+    SETTLE_FIRST = "settle_first"
+    SETTLE_AFTER = "settle_after"
+
+
+def _checksum(value: str, name: str) -> str:
+    if not Web3.is_address(value):
+        raise ValueError(f"{name} is not an EVM address: {value!r}")
+    return str(Web3.to_checksum_address(value))
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; secrets are SecretStr and have no default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="X402R_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # Where we run and how we are reached.
+    database_url: str = "sqlite+aiosqlite:///./.sandbox/x402-reseller.db"
+    public_base_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8402")
+    log_level: str = "INFO"
+    auto_migrate: bool = Field(True, description="Run `alembic upgrade head` at start-up")
+
+    # What we sell and for how much.
+    network: str = Field("base", description="x402 v1 network name; v2 uses its CAIP-2 id")
+    asset: str = BASE_USDC
+    pay_to: str = Field(description="Operator address that receives client payments")
+    markup_percent: Decimal = Decimal("20")
+    markup_fixed_atomic: int = Field(0, ge=0)
+    max_timeout_seconds: int = Field(300, ge=30, le=3600)
+
+    # Facilitator: remote HTTP, or embedded (gas key + RPC).
+    facilitator_url: AnyHttpUrl | None = None
+    facilitator_auth_header: SecretStr | None = None
+    facilitator_private_key: SecretStr | None = None
+    rpc_url: AnyHttpUrl | None = None
+    facilitator_timeout_s: float = Field(20.0, gt=0)
+
+    # The upstream and the wallet that pays it.
+    upstream_url: AnyHttpUrl = AnyHttpUrl(DOPAMINT_EDIT_URL)
+    upstream_price_atomic: int = Field(52700, gt=0, description="Expected upstream price")
+    hot_wallet_private_key: SecretStr
+    upstream_timeout_s: float = Field(60.0, gt=0)
+    max_upstream_price_atomic: int = Field(100_000, gt=0)
+    daily_upstream_cap_atomic: int = Field(50_000_000, gt=0)
+    upstream_requirements_ttl_s: float = Field(300.0, ge=0)
+
+    # Money-safety policy.
+    refund_policy: RefundPolicy = RefundPolicy.FULL
+    settlement_order: SettlementOrder = SettlementOrder.SETTLE_FIRST
+
+    # Status polling.
+    poll_interval_s: float = Field(2.0, gt=0)
+    max_wait_s: float = Field(30.0, ge=0, le=120)
+    workers_enabled: bool = True
+    worker_interval_s: float = Field(1.0, gt=0)
+
+    @field_validator("pay_to", "asset")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return _checksum(value, "address")
+
+    @field_validator("markup_percent")
+    @classmethod
+    def _markup(cls, value: Decimal) -> Decimal:
+        if value < 0 or value > 1000:
+            raise ValueError("must be between 0 and 1000")
+        if value != value.quantize(Decimal("0.01")):
+            raise ValueError("at most two decimal places (it is applied in basis points)")
+        return value
+
+    @field_validator("hot_wallet_private_key", "facilitator_private_key")
+    @classmethod
+    def _key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        try:
+            Account.from_key(value.get_secret_value())
+        except Exception as exc:  # the key itself must never reach the message
+            raise ValueError("is not a valid hex private key") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _facilitator_mode(self) -> Self:
+        embedded = self.facilitator_private_key is not None
+        if self.facilitator_url is None and not embedded:
+            raise ValueError(
+                "set X402R_FACILITATOR_URL (remote facilitator) or "
+                "X402R_FACILITATOR_PRIVATE_KEY + X402R_RPC_URL (embedded facilitator)"
+            )
+        if self.facilitator_url is not None and embedded:
+            raise ValueError("set either X402R_FACILITATOR_URL or X402R_FACILITATOR_PRIVATE_KEY")
+        if embedded and self.rpc_url is None:
+            raise ValueError("X402R_RPC_URL is required with X402R_FACILITATOR_PRIVATE_KEY")
+        if self.upstream_price_atomic > self.max_upstream_price_atomic:
+            raise ValueError("X402R_UPSTREAM_PRICE_ATOMIC exceeds X402R_MAX_UPSTREAM_PRICE_ATOMIC")
+        return self
+
+    @property
+    def markup_bps(self) -> int:
+        """Percent markup in integer basis points (validated to two decimals)."""
+        return int(self.markup_percent * 100)
+
+    @property
+    def base_url(self) -> str:
+        """Public base URL without a trailing slash."""
+        return str(self.public_base_url).rstrip("/")
+
+    @property
+    def hot_wallet_address(self) -> str:
+        """Address of the wallet that pays the upstream and signs refunds."""
+        return str(Account.from_key(self.hot_wallet_private_key.get_secret_value()).address)

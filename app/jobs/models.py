@@ -1,0 +1,150 @@
+"""Tables: one row per paid job, and an append-only ledger of every transfer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base
+
+
+class JobState(StrEnum):
+    """Persisted steps of a paid job; each transition is committed before the next step."""
+
+    VERIFIED = "verified"  # client payment verified, not yet settled
+    PAID = "paid"  # client payment settled on chain
+    UPSTREAM_SIGNED = "upstream_signed"  # our upstream payment signed and stored, maybe sent
+    SUBMITTED = "submitted"  # upstream accepted the job
+    COMPLETED = "completed"
+    FAILED = "failed"  # upstream job failed (refund outcome on the row)
+    PAYMENT_FAILED = "payment_failed"  # client payment refused at settlement: nothing charged
+    REFUNDING = "refunding"
+    REFUNDED = "refunded"
+    NEEDS_ATTENTION = "needs_attention"
+
+
+# Steps after which the client's HTTP request has its answer.
+ANSWERED_STATES = frozenset(
+    {
+        JobState.SUBMITTED,
+        JobState.COMPLETED,
+        JobState.FAILED,
+        JobState.PAYMENT_FAILED,
+        JobState.REFUNDING,
+        JobState.REFUNDED,
+        JobState.NEEDS_ATTENTION,
+    }
+)
+FINAL_STATES = frozenset(
+    {
+        JobState.COMPLETED,
+        JobState.FAILED,
+        JobState.PAYMENT_FAILED,
+        JobState.REFUNDED,
+        JobState.NEEDS_ATTENTION,
+    }
+)
+
+
+class LedgerKind(StrEnum):
+    """Kinds of transfer the gateway takes part in."""
+
+    CHARGE = "charge"  # client -> operator
+    UPSTREAM = "upstream"  # hot wallet -> upstream
+    REFUND = "refund"  # hot wallet -> client
+
+
+class Job(Base):
+    """A paid request and everything we know about its money and its upstream job."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("pay_network", "payer", "pay_nonce", name="uq_jobs_payment_identity"),
+        Index("ix_jobs_state_next_check_at", "state", "next_check_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    state: Mapped[str] = mapped_column(String(24), index=True)
+    route: Mapped[str] = mapped_column(String(200))
+    request_body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+
+    # What the client paid us.
+    x402_version: Mapped[int] = mapped_column(Integer)
+    payer: Mapped[str] = mapped_column(String(42))
+    pay_network: Mapped[str] = mapped_column(String(40))
+    pay_asset: Mapped[str] = mapped_column(String(42))
+    pay_amount: Mapped[int] = mapped_column(BigInteger)
+    pay_to: Mapped[str] = mapped_column(String(42))
+    pay_nonce: Mapped[str] = mapped_column(String(66))
+    pay_valid_before: Mapped[int] = mapped_column(BigInteger)
+    payment_payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    payment_requirements: Mapped[dict[str, Any]] = mapped_column(JSON)
+    settle_tx: Mapped[str | None] = mapped_column(String(80))
+    settle_attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+    # What we paid the upstream; the signed header is stored before it is sent.
+    upstream_payment_header: Mapped[str | None] = mapped_column(Text)
+    upstream_nonce: Mapped[str | None] = mapped_column(String(66))
+    upstream_amount: Mapped[int | None] = mapped_column(BigInteger)
+    upstream_pay_to: Mapped[str | None] = mapped_column(String(42))
+    upstream_valid_before: Mapped[int | None] = mapped_column(BigInteger)
+    upstream_tx: Mapped[str | None] = mapped_column(String(80))
+    upstream_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    upstream_job_id: Mapped[str | None] = mapped_column(String(200))
+    upstream_request_id: Mapped[str | None] = mapped_column(String(200))
+    upstream_status_url: Mapped[str | None] = mapped_column(Text)
+
+    # Outcome.
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error_code: Mapped[str | None] = mapped_column(String(80))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    refund_amount: Mapped[int | None] = mapped_column(BigInteger)
+    refund_nonce: Mapped[str | None] = mapped_column(String(66))
+    refund_payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    refund_tx: Mapped[str | None] = mapped_column(String(80))
+
+    # Background work scheduling.
+    next_check_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_polled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LedgerEntry(Base):
+    """One on-chain transfer; rows are only ever inserted."""
+
+    __tablename__ = "ledger"
+    __table_args__ = (UniqueConstraint("job_id", "kind", name="uq_ledger_job_id_kind"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    asset: Mapped[str] = mapped_column(String(42))
+    network: Mapped[str] = mapped_column(String(40))
+    from_address: Mapped[str] = mapped_column(String(42))
+    to_address: Mapped[str] = mapped_column(String(42))
+    tx_hash: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), index=True
+    )

@@ -1,0 +1,83 @@
+"""Upstream status polling, coalesced: at most one upstream request per job per interval.
+
+Within a process, concurrent readers share one in-flight refresh; across replicas, a
+conditional UPDATE on `last_polled_at` lets exactly one of them poll in each interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from app.context import Gateway
+from app.core.db import transaction
+from app.jobs.models import Job, JobState
+from app.jobs.refunding import fail_job
+from app.jobs.repository import JobRepository, transition, utcnow
+from app.upstream.errors import UpstreamError
+
+
+def _result_of(data: dict[str, Any]) -> dict[str, Any]:
+    """What we keep of an upstream status document (everything but transport noise)."""
+    return {k: v for k, v in data.items() if k not in ("statusUrl",)}
+
+
+class Poller:
+    """Single-flight upstream refreshes for one process."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self._gw = gw
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+
+    async def refresh(self, job_id: str) -> None:
+        """Poll the upstream for `job_id` unless someone polled it within the interval."""
+        task = self._inflight.get(job_id)
+        if task is None:
+            task = asyncio.create_task(self._refresh(job_id))
+            self._inflight[job_id] = task
+            task.add_done_callback(lambda _: self._inflight.pop(job_id, None))
+        await asyncio.shield(task)
+
+    async def _refresh(self, job_id: str) -> None:
+        gw = self._gw
+        async with transaction(gw.sessions) as session:
+            if not await JobRepository(session).claim_poll(job_id, gw.settings.poll_interval_s):
+                return
+            job = await JobRepository(session).get(job_id)
+        assert job is not None
+        assert job.upstream_status_url is not None
+        try:
+            data = await gw.upstream.status(job.upstream_status_url)
+        except UpstreamError:
+            return  # transient: the next poll will try again
+        await apply_status(gw, job, data)
+
+
+async def apply_status(gw: Gateway, job: Job, data: dict[str, Any]) -> None:
+    """Store a terminal upstream status; schedule the next check otherwise."""
+    status = data["status"]
+    if status == "completed":
+        async with transaction(gw.sessions) as session:
+            await transition(
+                session,
+                job.id,
+                [JobState.SUBMITTED],
+                state=JobState.COMPLETED.value,
+                result=_result_of(data),
+                finished_at=utcnow(),
+                next_check_at=None,
+            )
+    elif status == "failed":
+        async with transaction(gw.sessions) as session:
+            await transition(session, job.id, [JobState.SUBMITTED], result=_result_of(data))
+        message = str(data.get("error") or "the upstream job failed")
+        await fail_job(gw, job.id, "upstream_job_failed", message, upstream_charged=True)
+    else:
+        async with transaction(gw.sessions) as session:
+            await transition(
+                session,
+                job.id,
+                [JobState.SUBMITTED],
+                next_check_at=utcnow() + timedelta(seconds=gw.settings.poll_interval_s),
+            )

@@ -1,0 +1,195 @@
+"""Failing a paid job: decide on a refund by policy, sign it once, settle it, record it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from app.context import Gateway
+from app.core.db import transaction
+from app.core.settings import RefundPolicy
+from app.jobs.models import Job, JobState, LedgerKind
+from app.jobs.repository import JobRepository, transition, utcnow
+from app.payments.facilitator import SettleOutcome, settle_payment
+from app.payments.refunds import load_refund, refund_requirements, sign_refund
+
+# States from which a job may be failed.
+FAILABLE = [
+    JobState.VERIFIED,
+    JobState.PAID,
+    JobState.UPSTREAM_SIGNED,
+    JobState.SUBMITTED,
+]
+
+
+async def _load(gw: Gateway, job_id: str) -> Job:
+    async with gw.sessions() as session:
+        job = await JobRepository(session).get(job_id)
+    assert job is not None
+    return job
+
+
+async def upstream_was_charged(gw: Gateway, job: Job) -> tuple[bool | None, str | None]:
+    """(charged?, tx) for our upstream authorization; None when it cannot be known."""
+    if job.upstream_nonce is None:
+        return False, None
+    if job.upstream_tx:
+        return True, job.upstream_tx
+    if gw.chain is None:
+        return None, None
+    hot = gw.settings.hot_wallet_address
+    try:
+        if not await gw.chain.authorization_used(hot, job.upstream_nonce):
+            return False, None
+        return True, await gw.chain.authorization_tx(hot, job.upstream_nonce)
+    except Exception:
+        return None, None
+
+
+def _should_refund(policy: RefundPolicy, upstream_charged: bool | None) -> bool | None:
+    """True/False, or None when the policy cannot decide without knowing the upstream charge."""
+    if policy is RefundPolicy.OFF:
+        return False
+    if policy is RefundPolicy.FULL:
+        return True
+    return None if upstream_charged is None else not upstream_charged
+
+
+async def fail_job(
+    gw: Gateway, job_id: str, code: str, message: str, *, upstream_charged: bool | None
+) -> Job:
+    """Move a job to failed, refunding the client when policy says so."""
+    job = await _load(gw, job_id)
+    upstream_tx = None
+    if upstream_charged is not False:
+        upstream_charged, upstream_tx = await upstream_was_charged(gw, job)
+    client_charged = job.settle_tx is not None
+    decision = (
+        _should_refund(gw.settings.refund_policy, upstream_charged) if client_charged else False
+    )
+    async with transaction(gw.sessions) as session:
+        repo = JobRepository(session)
+        if upstream_charged and upstream_tx and not job.upstream_tx:
+            job.upstream_tx = upstream_tx
+            await transition(session, job_id, FAILABLE, upstream_tx=upstream_tx)
+            _record_upstream_spend(repo, gw, job, upstream_tx)
+        common = {"error_code": code, "error_message": message[:2000]}
+        if decision is None:
+            await transition(
+                session,
+                job_id,
+                FAILABLE,
+                state=JobState.NEEDS_ATTENTION.value,
+                finished_at=utcnow(),
+                next_check_at=None,
+                **common,
+            )
+        elif not decision:
+            await transition(
+                session,
+                job_id,
+                FAILABLE,
+                state=JobState.FAILED.value,
+                finished_at=utcnow(),
+                next_check_at=None,
+                **common,
+            )
+        else:
+            await transition(
+                session,
+                job_id,
+                FAILABLE,
+                state=JobState.REFUNDING.value,
+                refund_amount=job.pay_amount,
+                next_check_at=utcnow() + timedelta(seconds=30),
+                **common,
+            )
+    if decision:
+        return await refund(gw, job_id)
+    return await _load(gw, job_id)
+
+
+def _record_upstream_spend(repo: JobRepository, gw: Gateway, job: Job, tx: str) -> None:
+    assert job.upstream_amount is not None
+    assert job.upstream_pay_to is not None
+    repo.record(
+        job,
+        LedgerKind.UPSTREAM,
+        amount=job.upstream_amount,
+        asset=job.pay_asset,
+        network=job.pay_network,
+        from_address=gw.settings.hot_wallet_address,
+        to_address=job.upstream_pay_to,
+        tx_hash=tx,
+    )
+
+
+async def refund(gw: Gateway, job_id: str) -> Job:
+    """Sign (once) and settle the refund of a REFUNDING job."""
+    job = await _load(gw, job_id)
+    if job.state != JobState.REFUNDING.value or job.refund_amount is None:
+        return job
+    if job.refund_payload is None:
+        requirements = refund_requirements(
+            payer=job.payer, amount=job.refund_amount, network=job.pay_network, asset=job.pay_asset
+        )
+        signed = await sign_refund(gw.hot_wallet, requirements)
+        nonce = str(signed["payload"]["authorization"]["nonce"]).lower()
+        async with transaction(gw.sessions) as session:
+            await transition(
+                session, job_id, [JobState.REFUNDING], refund_payload=signed, refund_nonce=nonce
+            )
+        job = await _load(gw, job_id)
+    assert job.refund_payload is not None
+    assert job.refund_nonce is not None
+    payload, requirements = load_refund(job.refund_payload)
+    result = await settle_payment(
+        gw.facilitator, payload, requirements, gw.settings.facilitator_timeout_s
+    )
+    tx = result.tx
+    if result.outcome is SettleOutcome.UNKNOWN and gw.chain is not None:
+        try:
+            hot = gw.settings.hot_wallet_address
+            if await gw.chain.authorization_used(hot, job.refund_nonce):
+                tx = await gw.chain.authorization_tx(hot, job.refund_nonce)
+        except Exception:
+            tx = None
+    async with transaction(gw.sessions) as session:
+        if tx is not None and result.outcome is not SettleOutcome.REFUSED:
+            if await transition(
+                session,
+                job_id,
+                [JobState.REFUNDING],
+                state=JobState.REFUNDED.value,
+                refund_tx=tx,
+                finished_at=utcnow(),
+                next_check_at=None,
+            ):
+                JobRepository(session).record(
+                    job,
+                    LedgerKind.REFUND,
+                    amount=job.refund_amount or 0,
+                    asset=job.pay_asset,
+                    network=job.pay_network,
+                    from_address=gw.settings.hot_wallet_address,
+                    to_address=job.payer,
+                    tx_hash=tx,
+                )
+        elif result.outcome is SettleOutcome.REFUSED:
+            await transition(
+                session,
+                job_id,
+                [JobState.REFUNDING],
+                state=JobState.NEEDS_ATTENTION.value,
+                error_code="refund_refused",
+                error_message=f"refund refused by facilitator: {result.reason}",
+                finished_at=utcnow(),
+                next_check_at=None,
+            )
+        else:
+            await transition(
+                session,
+                job_id,
+                [JobState.REFUNDING],
+                next_check_at=utcnow() + timedelta(seconds=30),
+            )
+    return await _load(gw, job_id)

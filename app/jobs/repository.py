@@ -1,0 +1,152 @@
+"""All job and ledger queries; callers own the transaction."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.jobs.models import Job, JobState, LedgerEntry, LedgerKind
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now (stored as UTC everywhere)."""
+    return datetime.now(UTC)
+
+
+class JobRepository:
+    """Queries over `jobs` and `ledger` inside one session."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, job_id: str) -> Job | None:
+        """A job by id."""
+        return await self.session.get(Job, job_id)
+
+    async def by_payment(self, network: str, payer: str, nonce: str) -> Job | None:
+        """The job bought by this payment identity, if any."""
+        stmt = select(Job).where(
+            Job.pay_network == network, Job.payer == payer, Job.pay_nonce == nonce
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def by_idempotency_key(self, key: str) -> Job | None:
+        """The job created under this idempotency key, if any."""
+        stmt = select(Job).where(Job.idempotency_key == key)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def for_update(self, job_id: str, *, skip_locked: bool = False) -> Job | None:
+        """Lock a job row for a state transition (no-op lock on SQLite)."""
+        stmt = (
+            select(Job)
+            .where(Job.id == job_id)
+            .with_for_update(skip_locked=skip_locked)
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def claim_due(self, states: list[JobState], limit: int) -> list[Job]:
+        """Rows due for background work, locked so other replicas skip them."""
+        now = utcnow()
+        stmt = (
+            select(Job)
+            .where(
+                Job.state.in_([s.value for s in states]),
+                or_(Job.next_check_at.is_(None), Job.next_check_at <= now),
+            )
+            .order_by(Job.next_check_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def claim_poll(self, job_id: str, interval_s: float) -> bool:
+        """Atomically take the right to poll the upstream for this job now (one per interval)."""
+        now = utcnow()
+        stmt = (
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.state == JobState.SUBMITTED.value,
+                or_(
+                    Job.last_polled_at.is_(None),
+                    Job.last_polled_at <= now - timedelta(seconds=interval_s),
+                ),
+            )
+            .values(last_polled_at=now)
+        )
+        result = await self.session.execute(stmt)
+        return bool(getattr(result, "rowcount", 0))
+
+    def record(
+        self,
+        job: Job,
+        kind: LedgerKind,
+        *,
+        amount: int,
+        asset: str,
+        network: str,
+        from_address: str,
+        to_address: str,
+        tx_hash: str,
+    ) -> LedgerEntry:
+        """Append a ledger row for a confirmed transfer."""
+        entry = LedgerEntry(
+            job_id=job.id,
+            kind=kind.value,
+            amount=amount,
+            asset=asset,
+            network=network,
+            from_address=from_address,
+            to_address=to_address,
+            tx_hash=tx_hash,
+        )
+        self.session.add(entry)
+        return entry
+
+    async def ledger_for(self, job_id: str) -> list[LedgerEntry]:
+        """A job's transfers in order."""
+        stmt = select(LedgerEntry).where(LedgerEntry.job_id == job_id).order_by(LedgerEntry.id)
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def upstream_spend_since(self, since: datetime) -> int:
+        """Upstream money committed since `since`: settled, or signed and possibly spent."""
+        stmt = select(func.coalesce(func.sum(Job.upstream_amount), 0)).where(
+            Job.upstream_amount.is_not(None), Job.created_at >= since
+        )
+        return int((await self.session.execute(stmt)).scalar_one() or 0)
+
+    async def ledger_totals(self) -> dict[str, Any]:
+        """Sum per ledger kind, and the margin they imply."""
+        stmt = select(LedgerEntry.kind, func.coalesce(func.sum(LedgerEntry.amount), 0)).group_by(
+            LedgerEntry.kind
+        )
+        sums = {kind: int(total) for kind, total in (await self.session.execute(stmt)).all()}
+        charges = sums.get(LedgerKind.CHARGE.value, 0)
+        refunds = sums.get(LedgerKind.REFUND.value, 0)
+        upstream = sums.get(LedgerKind.UPSTREAM.value, 0)
+        return {
+            "charges": charges,
+            "refunds": refunds,
+            "upstream_spend": upstream,
+            "margin": charges - refunds - upstream,
+        }
+
+
+async def transition(
+    session: AsyncSession, job_id: str, from_states: list[JobState], **values: Any
+) -> bool:
+    """Compare-and-set a job's columns; False if the job left `from_states` meanwhile."""
+    values.setdefault("updated_at", utcnow())
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.state.in_([s.value for s in from_states]))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    result = await session.execute(stmt)
+    return bool(getattr(result, "rowcount", 0))

@@ -1,0 +1,231 @@
+"""Single state transitions of a job, shared by the request path and the recovery worker.
+
+Each step reads the row, talks to one outside party, and writes the result with a
+compare-and-set on the state, so two actors racing on one job cannot both advance it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+
+from x402.http import PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER
+from x402.schemas.helpers import parse_payment_payload, parse_payment_requirements
+
+from app.context import Gateway
+from app.core.db import transaction
+from app.jobs.models import Job, JobState, LedgerKind
+from app.jobs.refunding import fail_job
+from app.jobs.repository import JobRepository, transition, utcnow
+from app.payments.facilitator import SettleOutcome, SettleResult, settle_payment
+from app.upstream.errors import (
+    UpstreamError,
+    UpstreamPriceTooHigh,
+    UpstreamUnavailable,
+)
+
+MAX_UPSTREAM_ATTEMPTS = 3
+
+
+async def load(gw: Gateway, job_id: str) -> Job:
+    """Fresh copy of a job."""
+    async with gw.sessions() as session:
+        job = await JobRepository(session).get(job_id)
+    assert job is not None, job_id
+    return job
+
+
+def _lease(seconds: float):  # type: ignore[no-untyped-def]
+    return utcnow() + timedelta(seconds=seconds)
+
+
+async def settle_client_payment(gw: Gateway, job_id: str) -> SettleResult:
+    """Settle the client's stored payment once; persist SETTLED/REFUSED, schedule UNKNOWN."""
+    job = await load(gw, job_id)
+    from_states = [JobState.VERIFIED, JobState.SUBMITTED]
+    payload = parse_payment_payload(job.payment_payload)
+    requirements = parse_payment_requirements(job.x402_version, job.payment_requirements)
+    async with transaction(gw.sessions) as session:
+        await transition(
+            session,
+            job_id,
+            from_states,
+            settle_attempts=job.settle_attempts + 1,
+            next_check_at=_lease(gw.settings.facilitator_timeout_s + 5),
+        )
+    result = await settle_payment(
+        gw.facilitator, payload, requirements, gw.settings.facilitator_timeout_s
+    )
+    if result.outcome is SettleOutcome.UNKNOWN and gw.chain is not None:
+        result = await _reconcile_settlement(gw, job, result)
+    await record_settlement(gw, job, result)
+    return result
+
+
+async def _reconcile_settlement(gw: Gateway, job: Job, result: SettleResult) -> SettleResult:
+    """Ask the chain whether an unknown settlement actually happened."""
+    assert gw.chain is not None
+    try:
+        if not await gw.chain.authorization_used(job.payer, job.pay_nonce):
+            return result
+        tx = await gw.chain.authorization_tx(job.payer, job.pay_nonce)
+    except Exception:
+        return result
+    if tx is None:
+        return result
+    from x402.schemas import SettleResponse
+
+    response = SettleResponse(success=True, transaction=tx, network=job.pay_network)
+    return SettleResult(SettleOutcome.SETTLED, response, "", "")
+
+
+async def record_settlement(gw: Gateway, job: Job, result: SettleResult) -> None:
+    """Persist a classified settlement of the client's payment."""
+    paid_state = JobState.PAID if job.state == JobState.VERIFIED.value else JobState(job.state)
+    from_states = [JobState.VERIFIED, JobState.SUBMITTED]
+    async with transaction(gw.sessions) as session:
+        if result.outcome is SettleOutcome.SETTLED:
+            assert result.tx is not None
+            if await transition(
+                session,
+                job.id,
+                from_states,
+                state=paid_state.value,
+                settle_tx=result.tx,
+                next_check_at=utcnow(),
+            ):
+                JobRepository(session).record(
+                    job,
+                    LedgerKind.CHARGE,
+                    amount=job.pay_amount,
+                    asset=job.pay_asset,
+                    network=job.pay_network,
+                    from_address=job.payer,
+                    to_address=job.pay_to,
+                    tx_hash=result.tx,
+                )
+        elif result.outcome is SettleOutcome.REFUSED and job.state == JobState.VERIFIED.value:
+            await transition(
+                session,
+                job.id,
+                [JobState.VERIFIED],
+                state=JobState.PAYMENT_FAILED.value,
+                error_code=result.reason,
+                error_message=result.message,
+                finished_at=utcnow(),
+                next_check_at=None,
+            )
+        else:
+            backoff = min(5 * 2 ** min(job.settle_attempts, 6), 300)
+            await transition(session, job.id, from_states, next_check_at=_lease(backoff))
+
+
+def header_name_for(header_value: str) -> str:
+    """The header a stored payment goes in, from its x402 version."""
+    version = json.loads(base64.b64decode(header_value)).get("x402Version", 2)
+    return X_PAYMENT_HEADER if version == 1 else PAYMENT_SIGNATURE_HEADER
+
+
+async def buy_upstream(gw: Gateway, job_id: str, *, charge_first: bool = True) -> Job:
+    """Sign (once) and submit the upstream purchase for a job."""
+    job = await load(gw, job_id)
+    ready = JobState.PAID if charge_first else JobState.VERIFIED
+    if job.state == ready.value and job.upstream_payment_header is None:
+        try:
+            quote = await gw.upstream.quote(job.request_body)
+            signed = await gw.upstream.sign(quote, max_amount=gw.settings.max_upstream_price_atomic)
+        except UpstreamPriceTooHigh as exc:
+            return await fail_job(gw, job_id, exc.code, exc.message, upstream_charged=False)
+        except UpstreamError as exc:
+            return await fail_job(gw, job_id, exc.code, exc.message, upstream_charged=False)
+        async with transaction(gw.sessions) as session:
+            await transition(
+                session,
+                job_id,
+                [ready],
+                state=JobState.UPSTREAM_SIGNED.value,
+                upstream_payment_header=signed.header_value,
+                upstream_nonce=signed.nonce,
+                upstream_amount=signed.amount,
+                upstream_pay_to=signed.pay_to,
+                upstream_valid_before=signed.valid_before,
+                next_check_at=_lease(gw.settings.upstream_timeout_s + 5),
+            )
+        job = await load(gw, job_id)
+    if job.state != JobState.UPSTREAM_SIGNED.value:
+        return job
+    return await submit_upstream(gw, job_id)
+
+
+async def submit_upstream(gw: Gateway, job_id: str) -> Job:
+    """Send the stored upstream payment (the same one on every retry)."""
+    job = await load(gw, job_id)
+    assert job.upstream_payment_header is not None
+    attempts = job.upstream_attempts + 1
+    async with transaction(gw.sessions) as session:
+        await transition(
+            session,
+            job_id,
+            [JobState.UPSTREAM_SIGNED],
+            upstream_attempts=attempts,
+            next_check_at=_lease(gw.settings.upstream_timeout_s + 5),
+        )
+    header = job.upstream_payment_header
+    try:
+        submission = await gw.upstream.submit(job.request_body, header_name_for(header), header)
+    except UpstreamUnavailable as exc:
+        if attempts < MAX_UPSTREAM_ATTEMPTS:
+            async with transaction(gw.sessions) as session:
+                await transition(
+                    session,
+                    job_id,
+                    [JobState.UPSTREAM_SIGNED],
+                    error_code=exc.code,
+                    error_message=exc.message,
+                    next_check_at=_lease(2 * attempts),
+                )
+            return await load(gw, job_id)
+        return await fail_job(gw, job_id, exc.code, exc.message, upstream_charged=None)
+    except UpstreamError as exc:
+        return await fail_job(gw, job_id, exc.code, exc.message, upstream_charged=None)
+    accepted = submission.job
+    async with transaction(gw.sessions) as session:
+        if (
+            await transition(
+                session,
+                job_id,
+                [JobState.UPSTREAM_SIGNED],
+                state=JobState.SUBMITTED.value,
+                upstream_job_id=accepted.job_id,
+                upstream_request_id=accepted.request_id,
+                upstream_status_url=str(accepted.status_url),
+                upstream_tx=submission.tx,
+                error_code=None,
+                error_message=None,
+                next_check_at=_lease(gw.settings.poll_interval_s),
+            )
+            and submission.tx
+        ):
+            _record_upstream(JobRepository(session), job, submission.tx)
+    return await load(gw, job_id)
+
+
+def _record_upstream(repo: JobRepository, job: Job, tx: str) -> None:
+    assert job.upstream_amount is not None
+    assert job.upstream_pay_to is not None
+    repo.record(
+        job,
+        LedgerKind.UPSTREAM,
+        amount=job.upstream_amount,
+        asset=job.pay_asset,
+        network=job.pay_network,
+        from_address=_hot(job),
+        to_address=job.upstream_pay_to,
+        tx_hash=tx,
+    )
+
+
+def _hot(job: Job) -> str:
+    payload = json.loads(base64.b64decode(job.upstream_payment_header or ""))
+    return str(payload["payload"]["authorization"]["from"])

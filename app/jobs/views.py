@@ -1,0 +1,65 @@
+"""How a job looks to the client: the upstream's vocabulary plus payment and refund facts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.jobs.models import Job, JobState
+from app.payments.pricing import format_usdc
+
+_PUBLIC_STATUS = {
+    JobState.COMPLETED.value: "completed",
+    JobState.FAILED.value: "failed",
+    JobState.PAYMENT_FAILED.value: "failed",
+    JobState.REFUNDING.value: "failed",
+    JobState.REFUNDED.value: "failed",
+}
+
+
+def public_status(job: Job) -> str:
+    """processing | completed | failed, as the upstream says it."""
+    return _PUBLIC_STATUS.get(job.state, "processing")
+
+
+def status_url(base_url: str, job_id: str) -> str:
+    """Our own status URL for a job."""
+    return f"{base_url}/v1/jobs/{job_id}"
+
+
+def accepted_view(job: Job, base_url: str) -> dict[str, Any]:
+    """The answer to a paid submission: the upstream's shape, pointing at our status URL."""
+    return {
+        "jobId": job.id,
+        "status": public_status(job),
+        "requestId": job.upstream_request_id or job.id,
+        "statusUrl": status_url(base_url, job.id),
+    }
+
+
+def job_view(job: Job, base_url: str) -> dict[str, Any]:
+    """Everything a client may know about its job."""
+    out = accepted_view(job, base_url)
+    out["state"] = job.state
+    result = job.result or {}
+    if job.state == JobState.COMPLETED.value:
+        out["images"] = result.get("images", [])
+        out["description"] = result.get("description")
+    if job.error_code:
+        out["error"] = {"code": job.error_code, "message": job.error_message}
+    out["payment"] = {
+        "payer": job.payer,
+        "amount": str(job.pay_amount),
+        "amountDisplay": format_usdc(job.pay_amount),
+        "asset": job.pay_asset,
+        "network": job.pay_network,
+        "transaction": job.settle_tx,
+    }
+    if job.refund_amount is not None:
+        out["refund"] = {
+            "amount": str(job.refund_amount),
+            "transaction": job.refund_tx,
+            "status": "refunded" if job.refund_tx else "pending",
+        }
+    out["createdAt"] = job.created_at.isoformat() if job.created_at else None
+    out["finishedAt"] = job.finished_at.isoformat() if job.finished_at else None
+    return out

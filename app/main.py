@@ -1,0 +1,104 @@
+"""Application factory and lifespan: engine, clients, workers started and stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+import httpx
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.api import edits, health, jobs
+from app.context import Gateway
+from app.core.db import create_engine, create_sessionmaker
+from app.core.errors import install_error_handlers
+from app.core.migrate import upgrade_to_head
+from app.core.settings import Settings
+from app.jobs.polling import Poller
+from app.jobs.workers import run_forever
+from app.payments.chain import ChainReader
+from app.payments.facilitator import build_facilitator
+from app.upstream.client import UpstreamClient
+
+log = logging.getLogger(__name__)
+
+EXPOSED_HEADERS = ["PAYMENT-REQUIRED", "PAYMENT-RESPONSE", "X-PAYMENT-RESPONSE"]
+
+
+def build_gateway(settings: Settings) -> Gateway:
+    """Wire the long-lived objects from settings."""
+    engine = create_engine(settings.database_url)
+    http = httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        follow_redirects=False,
+    )
+    gw = Gateway(
+        settings=settings,
+        engine=engine,
+        sessions=create_sessionmaker(engine),
+        facilitator=build_facilitator(settings),
+        upstream=None,  # type: ignore[arg-type]  # needs the wallet below
+        http=http,
+        chain=ChainReader(str(settings.rpc_url), settings.asset) if settings.rpc_url else None,
+    )
+    gw.upstream = UpstreamClient(
+        str(settings.upstream_url),
+        gw.hot_wallet,
+        http,
+        timeout_s=settings.upstream_timeout_s,
+        quote_ttl_s=settings.upstream_requirements_ttl_s,
+    )
+    return gw
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The ASGI app; settings are read from the environment when not given."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.auto_migrate:
+            await asyncio.to_thread(upgrade_to_head, settings.database_url)
+        gw = build_gateway(settings)
+        poller = Poller(gw)
+        app.state.gateway, app.state.poller = gw, poller
+        stop = asyncio.Event()
+        worker = (
+            asyncio.create_task(run_forever(gw, poller, stop)) if settings.workers_enabled else None
+        )
+        gc.collect()
+        gc.freeze()  # objects alive since start-up never need scanning again
+        try:
+            yield
+        finally:
+            stop.set()
+            if worker is not None:
+                with suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(worker, 10)
+            await gw.http.aclose()
+            if gw.chain is not None:
+                await gw.chain.close()
+            await gw.engine.dispose()
+
+    app = FastAPI(
+        title="x402-reseller",
+        version="0.1.0",
+        summary="Pay with x402; we buy the upstream job for you and track it.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["*"],
+        expose_headers=EXPOSED_HEADERS,
+    )
+    install_error_handlers(app)
+    app.include_router(edits.router)
+    app.include_router(jobs.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,147 @@
+"""Facilitator access (remote HTTP or embedded) with timeouts and outcome classification.
+
+Settlement has three outcomes, not two: SETTLED, REFUSED (definitely nothing moved) and
+UNKNOWN (a timeout, a 5xx, garbage, or a reason that can follow a broadcast). UNKNOWN is
+never turned into a fresh 402: the job is reconciled against the chain instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from x402.http import FacilitatorConfig, HTTPFacilitatorClient
+from x402.http.facilitator_client_base import AuthHeaders
+from x402.schemas import (
+    PaymentPayload,
+    PaymentPayloadV1,
+    PaymentRequirements,
+    PaymentRequirementsV1,
+    SettleResponse,
+    VerifyResponse,
+)
+
+from app.core.settings import Settings
+from app.payments.networks import caip2
+
+Payload = PaymentPayload | PaymentPayloadV1
+Requirements = PaymentRequirements | PaymentRequirementsV1
+
+# Reasons a facilitator gives only before anything was broadcast.
+_UNKNOWN_REASONS = frozenset(
+    {
+        "invalid_exact_evm_nonce_already_used",  # may be our own earlier, unanswered settle
+        "invalid_exact_evm_transaction_simulation_failed",
+        "transaction_failed",
+        "settlement_pending",
+        "unexpected_settle_error",
+    }
+)
+
+
+class Facilitator(Protocol):
+    """What we need from a facilitator."""
+
+    async def verify(self, payload: Payload, requirements: Requirements) -> VerifyResponse: ...
+
+    async def settle(self, payload: Payload, requirements: Requirements) -> SettleResponse: ...
+
+
+class FacilitatorUnavailable(Exception):
+    """The facilitator did not give a usable answer."""
+
+
+class SettleOutcome(StrEnum):
+    """Classified result of a settlement attempt."""
+
+    SETTLED = "settled"
+    REFUSED = "refused"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class SettleResult:
+    """A settlement attempt, classified."""
+
+    outcome: SettleOutcome
+    response: SettleResponse | None
+    reason: str
+    message: str
+
+    @property
+    def tx(self) -> str | None:
+        """The settlement transaction, when there is one."""
+        return self.response.transaction if self.response and self.response.transaction else None
+
+
+class _StaticAuth:
+    """Sends one configured header (e.g. `Authorization: Bearer …`) to every endpoint."""
+
+    def __init__(self, header_line: str) -> None:
+        name, _, value = header_line.partition(":")
+        self._headers = {name.strip(): value.strip()}
+
+    def get_auth_headers(self) -> AuthHeaders:
+        return AuthHeaders(
+            verify=self._headers,
+            settle=self._headers,
+            supported=self._headers,
+            bazaar=self._headers,
+        )
+
+
+def build_facilitator(settings: Settings) -> Facilitator:
+    """The configured facilitator: remote HTTP or embedded in this process."""
+    if settings.facilitator_url is not None:
+        auth = settings.facilitator_auth_header
+        return HTTPFacilitatorClient(
+            FacilitatorConfig(
+                url=str(settings.facilitator_url).rstrip("/"),
+                timeout=settings.facilitator_timeout_s,
+                auth_provider=_StaticAuth(auth.get_secret_value()) if auth else None,
+            )
+        )
+    from app.payments.embedded_facilitator import EmbeddedFacilitator, build_embedded_facilitator
+
+    assert settings.facilitator_private_key is not None
+    assert settings.rpc_url is not None
+    sync = build_embedded_facilitator(
+        settings.facilitator_private_key.get_secret_value(),
+        str(settings.rpc_url),
+        v1_networks=[settings.network],
+        v2_networks=[caip2(settings.network)],
+    )
+    return EmbeddedFacilitator(sync)
+
+
+async def verify_payment(
+    facilitator: Facilitator, payload: Payload, requirements: Requirements, timeout: float
+) -> VerifyResponse:
+    """Verify, turning transport failures into FacilitatorUnavailable."""
+    try:
+        return await asyncio.wait_for(facilitator.verify(payload, requirements), timeout)
+    except Exception as exc:
+        raise FacilitatorUnavailable(f"verify failed: {type(exc).__name__}") from exc
+
+
+async def settle_payment(
+    facilitator: Facilitator, payload: Payload, requirements: Requirements, timeout: float
+) -> SettleResult:
+    """Settle once and classify the outcome; never raises for facilitator faults."""
+    try:
+        response = await asyncio.wait_for(facilitator.settle(payload, requirements), timeout)
+    except TimeoutError:
+        return SettleResult(SettleOutcome.UNKNOWN, None, "settle_timeout", "settlement timed out")
+    except Exception as exc:
+        return SettleResult(
+            SettleOutcome.UNKNOWN, None, "settle_error", f"facilitator error: {type(exc).__name__}"
+        )
+    if response.success and response.transaction:
+        return SettleResult(SettleOutcome.SETTLED, response, "", "")
+    reason = response.error_reason or "settle_failed"
+    message = response.error_message or reason
+    if response.success or reason in _UNKNOWN_REASONS:
+        return SettleResult(SettleOutcome.UNKNOWN, response, reason, message)
+    return SettleResult(SettleOutcome.REFUSED, response, reason, message)
