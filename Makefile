@@ -1,0 +1,44 @@
+# One-command entry points. `make sandbox` and `make test` set up everything they need.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.deps-stamp
+
+.PHONY: deps sandbox test lint fmt typecheck check bench bench-smoke clean
+
+$(STAMP): pyproject.toml package.json package-lock.json
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(STAMP)
+
+deps: $(STAMP)
+
+sandbox: deps  ## the whole local world on SQLite; Ctrl-C stops it
+	$(BIN)/python -m sandbox
+
+test: deps  ## full suite: unit, Postgres, end to end on a local chain
+	$(BIN)/python -m pytest -q
+
+lint: deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: deps
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: deps
+	$(BIN)/mypy app sandbox bench
+
+check: lint typecheck
+
+bench: deps  ## full benchmarks; writes docs/performance.md
+	$(BIN)/python -m bench
+
+bench-smoke: deps  ## seconds-long run that keeps the benchmarks working
+	$(BIN)/python -m bench --smoke
+
+clean:
+	rm -rf .sandbox .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,106 @@
+"""Small helpers the end-to-end tests share: paying clients, DB reads, ledger checks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import create_async_engine
+from x402.http import decode_payment_required_header, encode_payment_signature_header
+from x402.http.clients import wrapHttpxWithPayment
+from x402.schemas import PaymentRequiredV1
+
+from app.jobs.models import Job, LedgerEntry
+from sandbox.pay import EDIT_BODY, payer_client
+
+__all__ = [
+    "EDIT_BODY",
+    "db_rows",
+    "ledger_balances",
+    "paid_post",
+    "poll_until_done",
+    "sign_payment",
+]
+
+
+async def sign_payment(
+    url: str, key: str, body: dict[str, Any] | None = None, *, v1_only: bool = False
+) -> dict[str, str]:
+    """Ask for the 402 and sign it with the SDK client; returns the payment header to send.
+
+    v2 reads the `PAYMENT-REQUIRED` header (as the SDK's transport does); v1 reads the 402
+    body and answers with `X-PAYMENT`, as a v1-only client does.
+    """
+    async with httpx.AsyncClient(timeout=60) as http:
+        unpaid = await http.post(url, json=body or EDIT_BODY)
+    assert unpaid.status_code == 402, unpaid.text
+    client = payer_client(key, v1_only=v1_only)
+    if v1_only:
+        required_v1 = PaymentRequiredV1.model_validate(unpaid.json())
+        payload = await client.create_payment_payload(required_v1)
+        return {"X-PAYMENT": encode_payment_signature_header(payload)}
+    required = decode_payment_required_header(unpaid.headers["PAYMENT-REQUIRED"])
+    payload = await client.create_payment_payload(required)
+    return {"PAYMENT-SIGNATURE": encode_payment_signature_header(payload)}
+
+
+async def paid_post(
+    url: str, key: str, body: dict[str, Any] | None = None, *, v1_only: bool = False
+) -> httpx.Response:
+    """POST `body` to `url`, letting the official SDK client pay the 402.
+
+    v2 goes through the SDK's own httpx transport, end to end as an agent would use it.
+    """
+    if not v1_only:
+        async with wrapHttpxWithPayment(payer_client(key), timeout=60) as http:
+            return await http.post(url, json=body or EDIT_BODY)
+    headers = await sign_payment(url, key, body, v1_only=True)
+    async with httpx.AsyncClient(timeout=60) as http:
+        return await http.post(url, json=body or EDIT_BODY, headers=headers)
+
+
+async def poll_until_done(status_url: str, timeout: float = 60) -> dict[str, Any]:
+    """Long-poll our status URL until the job leaves `processing`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with httpx.AsyncClient(timeout=40) as http:
+        while loop.time() < deadline:
+            job: dict[str, Any] = (await http.get(status_url, params={"wait": 10})).json()
+            if job["status"] != "processing":
+                return job
+    raise AssertionError(f"job at {status_url} still processing after {timeout}s")
+
+
+async def db_rows(database_url: str, job_id: str) -> tuple[Job, list[LedgerEntry]]:
+    """The job row and its ledger rows, read straight from the database."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            job = (await conn.execute(select(Job).where(Job.id == job_id))).one()
+            ledger = (
+                await conn.execute(
+                    select(LedgerEntry).where(LedgerEntry.job_id == job_id).order_by(LedgerEntry.id)
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    return job, ledger  # type: ignore[return-value]
+
+
+async def ledger_balances(database_url: str) -> dict[str, int]:
+    """Ledger sums per kind, plus a check that every row carries a transaction hash."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(LedgerEntry))).all()
+    finally:
+        await engine.dispose()
+    sums = {"charge": 0, "upstream": 0, "refund": 0}
+    for row in rows:
+        assert row.tx_hash.startswith("0x"), row
+        assert len(row.tx_hash) == 66, row
+        sums[row.kind] += row.amount
+    sums["margin"] = sums["charge"] - sums["refund"] - sums["upstream"]
+    return sums
