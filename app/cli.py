@@ -14,7 +14,7 @@ from app.core.settings import Settings
 def load_settings() -> Settings:
     """Settings from the environment, or exit 2 naming each bad variable (never its value)."""
     try:
-        return Settings()  # type: ignore[call-arg]
+        return Settings()
     except ValidationError as exc:
         print("x402-reseller: invalid configuration:", file=sys.stderr)
         for err in exc.errors():

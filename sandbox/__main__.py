@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
 
     world = World(
-        database_url="sqlite+aiosqlite:///./.sandbox/x402-reseller.db", job_delay_s=options.job_delay
+        database_url="sqlite+aiosqlite:///./.sandbox/x402-reseller.db",
+        job_delay_s=options.job_delay,
     )
     world.ports["gateway0"] = options.port
 

@@ -1,6 +1,6 @@
 """Pay for one edit with the official x402 SDK client and poll it to completion.
 
-    python -m sandbox.pay --gateway http://127.0.0.1:8402 --key 0x… [--v1]
+python -m sandbox.pay --gateway http://127.0.0.1:8402 --key 0x… [--v1]
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ async def pay_and_wait(
     deadline = time.monotonic() + 120
     async with httpx.AsyncClient(timeout=60) as http:
         while time.monotonic() < deadline:
-            job: dict[str, Any] = (await http.get(accepted["statusUrl"], params={"wait": 20})).json()
+            job: dict[str, Any] = (
+                await http.get(accepted["statusUrl"], params={"wait": 20})
+            ).json()
             if job["status"] != "processing":
                 return job
     raise SystemExit("job did not finish in 120 s")

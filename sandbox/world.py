@@ -79,8 +79,14 @@ class World:
         self.ports["facilitator"] = free_port()
         self.facilitator = ServiceProcess(
             "facilitator",
-            ["-m", "sandbox.facilitator_server", "--port", str(self.ports["facilitator"]),
-             "--rpc-url", self.rpc_url],
+            [
+                "-m",
+                "sandbox.facilitator_server",
+                "--port",
+                str(self.ports["facilitator"]),
+                "--rpc-url",
+                self.rpc_url,
+            ],
             ready_url=f"{self.facilitator_url}/supported",
             env={"FACILITATOR_PRIVATE_KEY": key_hex(UPSTREAM_FACILITATOR_GAS)},
             log_dir=self.log_dir,
@@ -88,9 +94,18 @@ class World:
         self.ports["upstream"] = free_port()
         self.upstream = ServiceProcess(
             "upstream",
-            ["-m", "sandbox.upstream_sim", "--port", str(self.ports["upstream"]),
-             "--facilitator-url", self.facilitator_url, "--pay-to", address(UPSTREAM_PAYEE),
-             "--job-delay", str(self.job_delay_s)],
+            [
+                "-m",
+                "sandbox.upstream_sim",
+                "--port",
+                str(self.ports["upstream"]),
+                "--facilitator-url",
+                self.facilitator_url,
+                "--pay-to",
+                address(UPSTREAM_PAYEE),
+                "--job-delay",
+                str(self.job_delay_s),
+            ],
             ready_url=f"{self.upstream_base}/health",
             log_dir=self.log_dir,
         ).start()
@@ -119,7 +134,9 @@ class World:
         env.update(self.gateway_env)
         return env
 
-    def start_gateway(self, index: int = 0, extra_env: dict[str, str] | None = None) -> ServiceProcess:
+    def start_gateway(
+        self, index: int = 0, extra_env: dict[str, str] | None = None
+    ) -> ServiceProcess:
         """Start (or restart) gateway replica `index` on its port."""
         port = self.ports.setdefault(f"gateway{index}", free_port())
         env = {**self.gateway_environment(port), **(extra_env or {})}
@@ -150,11 +167,9 @@ class World:
 
     def stop(self) -> None:
         """Stop every process, newest first."""
-        for proc in reversed(self.gateways):
-            proc.stop()
-        for proc in (self.upstream, self.facilitator):
-            if proc is not None:
-                proc.stop()
+        for service in [*reversed(self.gateways), self.upstream, self.facilitator]:
+            if service is not None:
+                service.stop()
         if self.chain is not None:
             self.chain.stop()
 
