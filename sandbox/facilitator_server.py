@@ -29,23 +29,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from x402 import x402FacilitatorSync
-from x402.schemas import (
-    PaymentPayload,
-    PaymentPayloadV1,
-    PaymentRequirements,
-    PaymentRequirementsV1,
-    SettleResponse,
-    SupportedResponse,
-    VerifyResponse,
-)
+from x402.schemas import SettleResponse, SupportedResponse, VerifyResponse
 from x402.schemas.helpers import parse_payment_payload, parse_payment_requirements
 
-from app.payments.embedded_facilitator import EmbeddedFacilitator, build_embedded_facilitator
+from app.payments.embedded_facilitator import (
+    AnyPayload,
+    AnyRequirements,
+    EmbeddedFacilitator,
+    build_embedded_facilitator,
+)
 
 logger = logging.getLogger(__name__)
-
-AnyPayload = PaymentPayload | PaymentPayloadV1
-AnyRequirements = PaymentRequirements | PaymentRequirementsV1
 
 
 class AsyncFacilitator(Protocol):

@@ -29,12 +29,16 @@ from x402.http import (
     decode_payment_response_header,
     encode_payment_signature_header,
 )
-from x402.http.clients.httpx import x402AsyncTransport, x402HttpxClient
+from x402.http.clients.httpx import PaymentError, x402AsyncTransport, x402HttpxClient
 from x402.mechanisms.evm import EthAccountSigner
+from x402.mechanisms.evm.constants import ERR_AUTHORIZATION_VALUE_MISMATCH, ERR_NONCE_ALREADY_USED
 from x402.mechanisms.evm.exact import register_exact_evm_client
 from x402.schemas import (
+    PaymentRequired,
     PaymentRequiredV1,
+    PaymentRequirements,
     PaymentRequirementsV1,
+    ResourceInfo,
     SupportedResponse,
 )
 
@@ -218,9 +222,9 @@ async def test_facilitator_service_verifies_and_settles_for_the_sdk_client(
 
         replay = await remote.settle(payload, requirements)
         assert not replay.success
-        assert replay.error_reason == "invalid_exact_evm_nonce_already_used"
+        assert replay.error_reason == ERR_NONCE_ALREADY_USED
         assert (await remote.verify(payload, requirements)).invalid_reason == (
-            "invalid_exact_evm_nonce_already_used"
+            ERR_NONCE_ALREADY_USED
         )
         assert balances.moved() == 1234
 
@@ -234,6 +238,31 @@ async def test_facilitator_service_verifies_and_settles_for_the_sdk_client(
         kinds = {(k.x402_version, k.scheme, k.network) for k in supported.kinds}
         assert kinds == {(1, "exact", "base"), (2, "exact", "eip155:8453")}
         assert supported.signers == {"eip155:*": [GAS.address]}
+
+
+async def test_facilitator_service_settles_v2_payments_too(
+    chain: LocalChain, facilitator: EmbeddedFacilitator
+) -> None:
+    transport = httpx.ASGITransport(app=create_facilitator_app(facilitator))
+    async with httpx.AsyncClient(transport=transport, base_url=FACILITATOR_URL) as http:
+        remote = HTTPFacilitatorClient(FacilitatorConfig(url=FACILITATOR_URL, http_client=http))
+        requirements = PaymentRequirements(
+            scheme="exact",
+            network="eip155:8453",
+            asset=USDC_ADDRESS,
+            amount="4321",
+            pay_to=PAY_TO,
+            max_timeout_seconds=300,
+            extra={"name": "USD Coin", "version": "2"},
+        )
+        required = PaymentRequired(resource=ResourceInfo(url=SIM_URL), accepts=[requirements])
+        payload = await sdk_client().create_payment_payload(required)
+        assert payload.x402_version == 2
+        balances = Balances(chain.rpc_url)
+        assert (await remote.verify(payload, requirements)).is_valid
+        settled = await remote.settle(payload, requirements)
+        assert (settled.success, settled.network) == (True, "eip155:8453")
+        assert balances.moved() == 4321
 
 
 @pytest.mark.parametrize(
@@ -393,7 +422,7 @@ async def test_replayed_payment_is_refused_and_not_charged_twice(
     assert first.status_code == 200
     again = await plain.post(EDIT_PATH, json=BODY, headers={"X-PAYMENT": header})
     assert again.status_code == 402
-    assert again.json()["error"] == "invalid_exact_evm_nonce_already_used"
+    assert again.json()["error"] == ERR_NONCE_ALREADY_USED
     assert balances.moved() == PRICE
 
 
@@ -504,7 +533,7 @@ async def test_price_change_between_quote_and_payment_is_a_402(
     balances = Balances(chain.rpc_url)
     response = await plain.post(EDIT_PATH, json=BODY, headers={"X-PAYMENT": header})
     assert response.status_code == 402
-    assert response.json()["error"] == "invalid_exact_evm_authorization_value_mismatch"
+    assert response.json()["error"] == ERR_AUTHORIZATION_VALUE_MISMATCH
     assert response.json()["accepts"][0]["maxAmountRequired"] == "52700"
     assert balances.moved() == 0
 
@@ -522,7 +551,7 @@ async def test_payment_loop_keeps_asking_without_settling(
 
 
 async def test_fault_controls_validate_and_reset(plain: httpx.AsyncClient) -> None:
-    for bad in (
+    bad_specs: list[Any] = [
         {"no_such_fault": True},
         {"price_atomic": 1.5},
         {"price_atomic": True},
@@ -530,7 +559,8 @@ async def test_fault_controls_validate_and_reset(plain: httpx.AsyncClient) -> No
         {"submit_timeout": {"value": -1}},
         {"submit_5xx": {"sometimes": 1}},
         [],
-    ):
+    ]
+    for bad in bad_specs:
         response = await plain.post("/_sim/faults", json=bad)
         assert response.status_code == 400, bad
     assert (await plain.get("/_sim/faults")).json() == {"faults": {}}
@@ -609,8 +639,10 @@ async def _pay_over_sockets(rpc_url: str, sim_url: str) -> None:
     async with x402HttpxClient(sdk_client(), base_url=sim_url, timeout=0.5) as client:
         # The start-up fault stalls the first paid submit past the client's timeout:
         # the money is gone and the job appears later, as with a slow real upstream.
-        with pytest.raises(httpx.ReadTimeout):
+        # (The SDK transport wraps the paid retry's timeout in its PaymentError.)
+        with pytest.raises(PaymentError) as caught:
             await client.post(EDIT_PATH, json=BODY)
+        assert isinstance(caught.value.__cause__, httpx.ReadTimeout)
         assert balances.moved() == PRICE
         await asyncio.sleep(1.2)
         assert (await stats(client))["jobs_created"] == 1
