@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
+from x402.extensions.payment_identifier import extract_and_validate_payment_identifier
 from x402.http import (
     PAYMENT_REQUIRED_HEADER,
     PAYMENT_RESPONSE_HEADER,
     X_PAYMENT_RESPONSE_HEADER,
     encode_payment_response_header,
 )
-from x402.schemas import SettleResponse
+from x402.schemas import PaymentPayload, SettleResponse
 
 from app.api.deps import GatewayDep
 from app.context import Gateway
-from app.core.errors import AppError, PaymentOutcomeUnknown, UpstreamError
+from app.core.errors import InvalidRequest, PaymentOutcomeUnknown, UpstreamError
 from app.jobs.models import Job, JobState
 from app.jobs.purchase import purchase
 from app.jobs.views import accepted_view, job_view
-from app.payments.incoming import PaymentRejected, parse_payment
+from app.payments.incoming import IncomingPayment, PaymentRejected, parse_payment
 from app.payments.offer import Offer, OfferTerms
 from app.payments.pricing import sale_price
 from app.upstream import listing
@@ -31,6 +33,7 @@ router = APIRouter(tags=["edits"])
 EDIT_PATH = "/v1/images/edit"
 UPSTREAM_PATH = "/api/ai/generations/images/nano-banana-edit"
 _PAYMENT_HEADERS = ("x-payment", "payment-signature")
+_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
 def current_offer(gw: Gateway, path: str) -> Offer:
@@ -46,6 +49,7 @@ def current_offer(gw: Gateway, path: str) -> Offer:
             asset=s.asset,
             pay_to=s.pay_to,
             max_timeout_seconds=s.max_timeout_seconds,
+            payment_identifier_required=s.payment_identifier_required,
             description=listing.DESCRIPTION,
             input_schema=listing.INPUT_SCHEMA,
             output_schema=listing.OUTPUT_SCHEMA,
@@ -109,6 +113,34 @@ def _answer(gw: Gateway, offer: Offer, job: Job) -> Response:
     return JSONResponse(accepted_view(job, base), headers=_settlement_headers(gw, job))
 
 
+def idempotency_key_of(
+    payment: IncomingPayment, header_key: str | None, *, required: bool
+) -> str | None:
+    """The request's idempotency key: `Idempotency-Key`, else the payment-identifier id."""
+    if header_key is not None and not _KEY.match(header_key):
+        raise InvalidRequest(
+            "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 _ - . :",
+            code="invalid_idempotency_key",
+        )
+    payment_id = None
+    if isinstance(payment.payload, PaymentPayload):
+        payment_id, validation = extract_and_validate_payment_identifier(payment.payload)
+        if not validation.valid:
+            raise InvalidRequest(
+                "payment-identifier extension is invalid: " + "; ".join(validation.errors),
+                code="invalid_payment_identifier",
+            )
+    if required and header_key is None and payment_id is None:
+        raise InvalidRequest(
+            "this gateway requires an idempotency id: the x402 payment-identifier extension "
+            "or an Idempotency-Key header",
+            code="payment_identifier_required",
+        )
+    if header_key is not None:
+        return "key:" + header_key
+    return "pid:" + payment_id if payment_id else None
+
+
 async def _edit(
     gw: Gateway, request: Request, body: EditRequest, idempotency_key: str | None
 ) -> Response:
@@ -116,20 +148,17 @@ async def _edit(
     header = next((request.headers[h] for h in _PAYMENT_HEADERS if h in request.headers), None)
     if header is None:
         return payment_required(offer)
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
-        raise AppError(
-            "Idempotency-Key must be 1-200 characters",
-            code="invalid_idempotency_key",
-            status_code=400,
-        )
     try:
         payment = parse_payment(header, offer)
+        key = idempotency_key_of(
+            payment, idempotency_key, required=gw.settings.payment_identifier_required
+        )
         job = await purchase(
             gw,
             route=request.url.path,
             body=body.upstream_json(),
             payment=payment,
-            idempotency_key=idempotency_key,
+            idempotency_key=key,
         )
     except PaymentRejected as exc:
         return payment_required(offer, exc.reason, exc.message)

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     upstream_requirements_ttl_s: float = Field(300.0, ge=0)
 
     # Money-safety policy.
+    payment_identifier_required: bool = Field(
+        False, description="Require the x402 payment-identifier extension (or Idempotency-Key)"
+    )
     refund_policy: RefundPolicy = RefundPolicy.FULL
     settlement_order: SettlementOrder = SettlementOrder.SETTLE_FIRST
 

@@ -15,12 +15,13 @@ from datetime import timedelta
 from sqlalchemy.exc import IntegrityError
 
 from app.context import Gateway
+from app.core.crashpoints import crash_point
 from app.core.db import transaction
 from app.core.errors import AppError, Conflict, PaymentOutcomeUnknown, ServiceUnavailable
 from app.core.settings import SettlementOrder
 from app.jobs.models import ANSWERED_STATES, Job, JobState
 from app.jobs.repository import JobRepository, utcnow
-from app.jobs.steps import buy_upstream, settle_client_payment
+from app.jobs.steps import buy_upstream, load, settle_client_payment
 from app.payments.facilitator import FacilitatorUnavailable, SettleOutcome, verify_payment
 from app.payments.incoming import IncomingPayment, PaymentRejected
 from app.upstream.errors import UpstreamError, UpstreamPriceTooHigh
@@ -40,14 +41,26 @@ def fingerprint(method: str, path: str, body: dict[str, object], price: int) -> 
 
 
 async def _existing(gw: Gateway, job: Job, fp: str) -> Job:
-    """A retry of a known payment: same request → same job; different request → 409."""
+    """A retry of a known payment: same request → same job; different request → 409.
+
+    The 409 does not name the job: a payment's fields become public on chain once settled,
+    and only the holder of the original request body may learn the job id from a replay.
+    """
     if job.fingerprint != fp:
         raise Conflict(
             "this payment (or idempotency key) already bought a different request",
             code="idempotency_conflict",
-            details={"jobId": job.id},
         )
+    if job.state not in ANSWERED_STATES:
+        async with transaction(gw.sessions) as session:
+            claimed = await JobRepository(session).try_lease(job.id, _request_lease(gw))
+        if claimed:  # nobody is working on it (e.g. an unknown settlement): resume it here
+            return await drive(gw, job.id)
     return await wait_until_answered(gw, job.id)
+
+
+def _request_lease(gw: Gateway) -> float:
+    return gw.settings.facilitator_timeout_s + gw.settings.upstream_timeout_s + 5
 
 
 async def wait_until_answered(gw: Gateway, job_id: str) -> Job:
@@ -90,24 +103,7 @@ async def _spend_gate(gw: Gateway, body: dict[str, object]) -> None:
         )
 
 
-async def purchase(
-    gw: Gateway,
-    *,
-    route: str,
-    body: dict[str, object],
-    payment: IncomingPayment,
-    idempotency_key: str | None,
-) -> Job:
-    """Turn a paid request into a job, exactly once per payment."""
-    fp = fingerprint("POST", route, body, payment.value)
-    async with gw.sessions() as session:
-        repo = JobRepository(session)
-        known = await repo.by_payment(payment.network, payment.payer, payment.nonce)
-        if known is None and idempotency_key:
-            known = await repo.by_idempotency_key(idempotency_key)
-    if known is not None:
-        return await _existing(gw, known, fp)
-
+async def _verify(gw: Gateway, payment: IncomingPayment) -> None:
     try:
         verdict = await verify_payment(
             gw.facilitator, payment.payload, payment.requirements, gw.settings.facilitator_timeout_s
@@ -123,6 +119,34 @@ async def purchase(
         reason = verdict.invalid_reason or "invalid_payment"
         raise PaymentRejected(reason, verdict.invalid_message or reason)
 
+
+async def purchase(
+    gw: Gateway,
+    *,
+    route: str,
+    body: dict[str, object],
+    payment: IncomingPayment,
+    idempotency_key: str | None,
+) -> Job:
+    """Turn a paid request into a job, exactly once per payment (and per idempotency key)."""
+    fp = fingerprint("POST", route, body, payment.value)
+    # Keys are scoped to the payer: another payer's key must never find (or block) their job.
+    scoped_key = f"{payment.payer}:{idempotency_key}" if idempotency_key else None
+    async with gw.sessions() as session:
+        known = await JobRepository(session).by_payment(
+            payment.network, payment.payer, payment.nonce
+        )
+    if known is not None:
+        return await _existing(gw, known, fp)
+
+    # A new payment must verify even when its key matches: that proves it comes from the payer.
+    await _verify(gw, payment)
+    if scoped_key:
+        async with gw.sessions() as session:
+            known = await JobRepository(session).by_idempotency_key(scoped_key)
+        if known is not None:
+            return await _existing(gw, known, fp)  # the new payment is never settled
+
     await _spend_gate(gw, body)
 
     job = Job(
@@ -131,7 +155,7 @@ async def purchase(
         route=route,
         request_body=body,
         fingerprint=fp,
-        idempotency_key=idempotency_key,
+        idempotency_key=scoped_key,
         x402_version=payment.version,
         payer=payment.payer,
         pay_network=payment.network,
@@ -144,51 +168,56 @@ async def purchase(
         payment_requirements=payment.requirements_dict(),
         settle_attempts=0,
         upstream_attempts=0,
-        next_check_at=utcnow() + timedelta(seconds=gw.settings.facilitator_timeout_s + 5),
+        next_check_at=utcnow() + timedelta(seconds=_request_lease(gw)),
     )
     try:
         async with transaction(gw.sessions) as session:
             session.add(job)
     except IntegrityError:
-        # A concurrent request (maybe on another replica) recorded this payment first.
+        # A concurrent request (maybe on another replica) recorded this payment or key first.
         async with gw.sessions() as session:
             repo = JobRepository(session)
             winner = await repo.by_payment(payment.network, payment.payer, payment.nonce)
-            if winner is None and idempotency_key:
-                winner = await repo.by_idempotency_key(idempotency_key)
+            if winner is None and scoped_key:
+                winner = await repo.by_idempotency_key(scoped_key)
         if winner is None:
             raise
         return await _existing(gw, winner, fp)
+    crash_point("after_verify")
+    return await drive(gw, job.id)
 
+
+async def drive(gw: Gateway, job_id: str) -> Job:
+    """Advance a job the current request owns until the client can be answered."""
+    job = await load(gw, job_id)
     if gw.settings.settlement_order is SettlementOrder.SETTLE_AFTER:
         return await _upstream_then_settle(gw, job)
-    return await _settle_then_upstream(gw, job)
-
-
-async def _settle_then_upstream(gw: Gateway, job: Job) -> Job:
-    result = await settle_client_payment(gw, job.id)
-    if result.outcome is SettleOutcome.UNKNOWN:
-        raise PaymentOutcomeUnknown(
-            "settlement outcome is unknown; retry with the SAME payment "
-            "(it will not be charged twice)",
-            details={"jobId": job.id, "reason": result.reason},
-        )
-    if result.outcome is SettleOutcome.REFUSED:
-        raise PaymentRejected(result.reason, result.message)
-    return await buy_upstream(gw, job.id)
+    if job.state == JobState.VERIFIED.value:
+        result = await settle_client_payment(gw, job_id)
+        if result.outcome is SettleOutcome.UNKNOWN:
+            raise PaymentOutcomeUnknown(
+                "settlement outcome is unknown; retry with the SAME payment "
+                "(it will not be charged twice)",
+                details={"reason": result.reason},
+            )
+        if result.outcome is SettleOutcome.REFUSED:
+            raise PaymentRejected(result.reason, result.message)
+        crash_point("after_settle")
+    return await buy_upstream(gw, job_id)
 
 
 async def _upstream_then_settle(gw: Gateway, job: Job) -> Job:
     """Operator opt-in: the client is charged only once the upstream accepted the job."""
-    bought = await buy_upstream(gw, job.id, charge_first=False)
-    if bought.state != JobState.SUBMITTED.value:
-        return bought
+    if job.state in (JobState.VERIFIED.value, JobState.UPSTREAM_SIGNED.value):
+        job = await buy_upstream(gw, job.id, charge_first=False)
+    if job.state != JobState.SUBMITTED.value or job.settle_tx is not None:
+        return job
     result = await settle_client_payment(gw, job.id)
     if result.outcome is SettleOutcome.REFUSED:
         raise PaymentRejected(result.reason, result.message)
     if result.outcome is SettleOutcome.UNKNOWN:
         raise PaymentOutcomeUnknown(
             "settlement outcome is unknown; retry with the SAME payment",
-            details={"jobId": job.id, "reason": result.reason},
+            details={"reason": result.reason},
         )
-    return await wait_until_answered(gw, job.id)
+    return await load(gw, job.id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from app.context import Gateway
+from app.core.crashpoints import crash_point
 from app.core.db import transaction
 from app.core.settings import RefundPolicy
 from app.jobs.models import Job, JobState, LedgerKind
@@ -138,6 +139,7 @@ async def refund(gw: Gateway, job_id: str) -> Job:
             await transition(
                 session, job_id, [JobState.REFUNDING], refund_payload=signed, refund_nonce=nonce
             )
+        crash_point("after_refund_signed")
         job = await _load(gw, job_id)
     assert job.refund_payload is not None
     assert job.refund_nonce is not None

@@ -64,6 +64,17 @@ class JobRepository:
         )
         return list((await self.session.execute(stmt)).scalars())
 
+    async def try_lease(self, job_id: str, seconds: float) -> bool:
+        """Take a job whose lease has expired (nobody is working on it) for `seconds`."""
+        now = utcnow()
+        stmt = (
+            update(Job)
+            .where(Job.id == job_id, or_(Job.next_check_at.is_(None), Job.next_check_at <= now))
+            .values(next_check_at=now + timedelta(seconds=seconds))
+        )
+        result = await self.session.execute(stmt)
+        return bool(getattr(result, "rowcount", 0))
+
     async def claim_poll(self, job_id: str, interval_s: float) -> bool:
         """Atomically take the right to poll the upstream for this job now (one per interval)."""
         now = utcnow()

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from x402.http import PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER
 from x402.schemas.helpers import parse_payment_payload, parse_payment_requirements
 
 from app.context import Gateway
+from app.core.crashpoints import crash_point
 from app.core.db import transaction
 from app.jobs.models import Job, JobState, LedgerKind
 from app.jobs.refunding import fail_job
@@ -36,7 +37,7 @@ async def load(gw: Gateway, job_id: str) -> Job:
     return job
 
 
-def _lease(seconds: float):  # type: ignore[no-untyped-def]
+def _lease(seconds: float) -> datetime:
     return utcnow() + timedelta(seconds=seconds)
 
 
@@ -46,6 +47,13 @@ async def settle_client_payment(gw: Gateway, job_id: str) -> SettleResult:
     from_states = [JobState.VERIFIED, JobState.SUBMITTED]
     payload = parse_payment_payload(job.payment_payload)
     requirements = parse_payment_requirements(job.x402_version, job.payment_requirements)
+    if job.settle_attempts and gw.chain is not None:
+        # An earlier attempt may have landed: ask the chain before broadcasting again.
+        unknown = SettleResult(SettleOutcome.UNKNOWN, None, "settle_retry", "retrying settlement")
+        found = await _reconcile_settlement(gw, job, unknown)
+        if found.outcome is SettleOutcome.SETTLED:
+            await record_settlement(gw, job, found)
+            return found
     async with transaction(gw.sessions) as session:
         await transition(
             session,
@@ -139,6 +147,14 @@ async def buy_upstream(gw: Gateway, job_id: str, *, charge_first: bool = True) -
             return await fail_job(gw, job_id, exc.code, exc.message, upstream_charged=False)
         except UpstreamError as exc:
             return await fail_job(gw, job_id, exc.code, exc.message, upstream_charged=False)
+        if not await _within_daily_cap(gw, signed.amount):
+            return await fail_job(
+                gw,
+                job_id,
+                "daily_spend_cap_reached",
+                "daily upstream spend cap reached",
+                upstream_charged=False,
+            )
         async with transaction(gw.sessions) as session:
             await transition(
                 session,
@@ -152,10 +168,18 @@ async def buy_upstream(gw: Gateway, job_id: str, *, charge_first: bool = True) -
                 upstream_valid_before=signed.valid_before,
                 next_check_at=_lease(gw.settings.upstream_timeout_s + 5),
             )
+        crash_point("after_upstream_signed")
         job = await load(gw, job_id)
     if job.state != JobState.UPSTREAM_SIGNED.value:
         return job
     return await submit_upstream(gw, job_id)
+
+
+async def _within_daily_cap(gw: Gateway, amount: int) -> bool:
+    """Whether signing `amount` more keeps the last 24 h of upstream spend under the cap."""
+    async with gw.sessions() as session:
+        spent = await JobRepository(session).upstream_spend_since(utcnow() - timedelta(days=1))
+    return spent + amount <= gw.settings.daily_upstream_cap_atomic
 
 
 async def submit_upstream(gw: Gateway, job_id: str) -> Job:
@@ -189,6 +213,7 @@ async def submit_upstream(gw: Gateway, job_id: str) -> Job:
         return await fail_job(gw, job_id, exc.code, exc.message, upstream_charged=None)
     except UpstreamError as exc:
         return await fail_job(gw, job_id, exc.code, exc.message, upstream_charged=None)
+    crash_point("after_upstream_submit")
     accepted = submission.job
     async with transaction(gw.sessions) as session:
         if (

@@ -7,7 +7,8 @@ registers schemes under an ``eip155:*`` pattern, which would match every EVM cha
 
 ``EmbeddedFacilitator`` is the async face of it: web3 blocks, so every call runs in a worker
 thread. It also checksums the addresses it passes on (the SDK's web3 calls reject lower-case
-ones) and turns "no scheme for this network" into an ordinary invalid answer.
+ones) and turns "no scheme for this network" or a malformed authorization into an ordinary
+invalid answer instead of an exception.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from x402.schemas import (
 
 __all__ = [
     "INVALID_NETWORK",
+    "INVALID_PAYLOAD",
     "UNSUPPORTED_SCHEME",
     "AnyPayload",
     "AnyRequirements",
@@ -50,6 +52,7 @@ AnyRequirements = PaymentRequirements | PaymentRequirementsV1
 
 # x402 spec reason codes, so callers can pass them through unchanged.
 INVALID_NETWORK = "invalid_network"
+INVALID_PAYLOAD = "invalid_payload"
 UNSUPPORTED_SCHEME = "unsupported_scheme"
 
 
@@ -126,38 +129,56 @@ class EmbeddedFacilitator:
         """Check the payment against the requirements and simulate the transfer; no tx."""
         payload = _checksummed_payload(payload)
         requirements = _checksummed_requirements(requirements)
-        try:
-            return await asyncio.to_thread(self._facilitator.verify, payload, requirements)
-        except (SchemeNotFoundError, PaymentAbortedError) as exc:
-            reason, message = _refusal(exc, payload)
-            return VerifyResponse(
-                is_valid=False,
-                invalid_reason=reason,
-                invalid_message=message,
-                payer=_payer(payload),
-            )
+        refusal = _malformed(payload)
+        if refusal is None:
+            try:
+                return await asyncio.to_thread(self._facilitator.verify, payload, requirements)
+            except (SchemeNotFoundError, PaymentAbortedError) as exc:
+                refusal = _refusal(exc, payload)
+        reason, message = refusal
+        return VerifyResponse(
+            is_valid=False, invalid_reason=reason, invalid_message=message, payer=_payer(payload)
+        )
 
     async def settle(self, payload: AnyPayload, requirements: AnyRequirements) -> SettleResponse:
         """Verify again, send ``transferWithAuthorization`` and wait for its receipt."""
         payload = _checksummed_payload(payload)
         requirements = _checksummed_requirements(requirements)
-        try:
-            return await asyncio.to_thread(self._facilitator.settle, payload, requirements)
-        except (SchemeNotFoundError, PaymentAbortedError) as exc:
-            reason, message = _refusal(exc, payload)
-            return SettleResponse(
-                success=False,
-                error_reason=reason,
-                error_message=message,
-                payer=_payer(payload),
-                transaction="",
-                network=payload.get_network(),
-            )
+        refusal = _malformed(payload)
+        if refusal is None:
+            try:
+                return await asyncio.to_thread(self._facilitator.settle, payload, requirements)
+            except (SchemeNotFoundError, PaymentAbortedError) as exc:
+                refusal = _refusal(exc, payload)
+        reason, message = refusal
+        return SettleResponse(
+            success=False,
+            error_reason=reason,
+            error_message=message,
+            payer=_payer(payload),
+            transaction="",
+            network=payload.get_network(),
+        )
 
     async def supported(self) -> SupportedResponse:
         """The (version, scheme, network) kinds this facilitator settles, and its signers."""
         # No I/O today, but scheme get_extra hooks may do some; keep the loop free regardless.
         return await asyncio.to_thread(self._facilitator.get_supported)
+
+
+def _malformed(payload: AnyPayload) -> tuple[str, str] | None:
+    """Refuse EIP-3009 amounts/times that are not decimal integers (the SDK would raise)."""
+    authorization = payload.payload.get("authorization")
+    if not isinstance(authorization, dict):
+        return None  # other payload kinds (e.g. Permit2) are the SDK's to judge
+    bad = [
+        name
+        for name in ("value", "validAfter", "validBefore")
+        if not (isinstance(v := authorization.get(name), str) and v.isascii() and v.isdigit())
+    ]
+    if not bad:
+        return None
+    return INVALID_PAYLOAD, f"authorization {', '.join(bad)} must be decimal integer strings"
 
 
 def _refusal(

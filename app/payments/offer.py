@@ -9,6 +9,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from x402.extensions.payment_identifier import (
+    PAYMENT_IDENTIFIER,
+    declare_payment_identifier_extension,
+)
 from x402.http import encode_payment_required_header
 from x402.mechanisms.evm import get_asset_info
 from x402.schemas import (
@@ -35,6 +39,7 @@ class OfferTerms:
     pay_to: str
     max_timeout_seconds: int
     description: str
+    payment_identifier_required: bool
     input_schema: dict[str, Any] = field(hash=False, compare=False)
     output_schema: dict[str, Any] = field(hash=False, compare=False)
 
@@ -57,10 +62,20 @@ class Offer:
 
     def payment_required(self, error: str, message: str | None = None) -> tuple[bytes, str]:
         """A 402 body (v1 shape) and PAYMENT-REQUIRED header (v2) carrying `error`."""
-        return _render(self.v1, self.v2, self.resource, error, message)
+        return _render(self.terms, self.v1, self.v2, self.resource, error, message)
+
+
+def _extensions(terms: OfferTerms) -> dict[str, Any]:
+    """v2 extensions we declare: payment-identifier, so clients can make retries idempotent."""
+    return {
+        PAYMENT_IDENTIFIER: declare_payment_identifier_extension(
+            required=terms.payment_identifier_required
+        )
+    }
 
 
 def _render(
+    terms: OfferTerms,
     v1: PaymentRequirementsV1,
     v2: PaymentRequirements,
     resource: ResourceInfo,
@@ -72,7 +87,13 @@ def _render(
     if message:
         body["message"] = message
     header = encode_payment_required_header(
-        PaymentRequired(x402_version=2, error=error, resource=resource, accepts=[v2])
+        PaymentRequired(
+            x402_version=2,
+            error=error,
+            resource=resource,
+            accepts=[v2],
+            extensions=_extensions(terms),
+        )
     )
     return json.dumps(body, separators=(",", ":")).encode(), header
 
@@ -113,7 +134,7 @@ def build_offer(terms: OfferTerms) -> Offer:
         url=terms.resource_url, description=terms.description, mime_type=MIME_JSON
     )
     error = "Payment required: send X-PAYMENT (x402 v1) or PAYMENT-SIGNATURE (x402 v2)"
-    body, header = _render(v1, v2, resource, error, None)
+    body, header = _render(terms, v1, v2, resource, error, None)
     return Offer(terms, v1, v2, resource, body, header)
 
 
