@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import uvicorn
-from eth_utils.address import to_checksum_address
+from eth_utils.address import is_address, to_checksum_address
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -86,6 +86,8 @@ class SimConfig:
     faults: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not is_address(self.pay_to):
+            raise ValueError(f"pay_to is not an EVM address: {self.pay_to!r}")
         self.pay_to = to_checksum_address(self.pay_to)
         self.base_url = self.base_url.rstrip("/")
         if type(self.price_atomic) is not int or self.price_atomic <= 0:

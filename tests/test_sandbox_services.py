@@ -265,6 +265,48 @@ async def test_facilitator_service_settles_v2_payments_too(
         assert balances.moved() == 4321
 
 
+async def test_facilitator_service_calls_a_malformed_authorization_invalid(
+    facilitator: EmbeddedFacilitator,
+) -> None:
+    authorization = {"from": PAYER.address, "to": PAY_TO, "value": "lots", "nonce": "0x00"}
+    body = {
+        "x402Version": 1,
+        "paymentPayload": {
+            "x402Version": 1,
+            "scheme": "exact",
+            "network": "base",
+            "payload": {"authorization": authorization, "signature": "0x00"},
+        },
+        "paymentRequirements": {
+            "scheme": "exact",
+            "network": "base",
+            "maxAmountRequired": "1",
+            "resource": SIM_URL,
+            "payTo": PAY_TO,
+            "maxTimeoutSeconds": 60,
+            "asset": USDC_ADDRESS,
+            "extra": {"name": "USD Coin", "version": "2"},
+        },
+    }
+    transport = httpx.ASGITransport(app=create_facilitator_app(facilitator))
+    async with httpx.AsyncClient(transport=transport, base_url=FACILITATOR_URL) as http:
+        verdict = await http.post("/verify", json=body)
+        assert verdict.status_code == 200
+        assert verdict.json()["isValid"] is False
+        assert verdict.json()["invalidReason"] == "invalid_payload"
+        settled = await http.post("/settle", json=body)
+        assert settled.status_code == 200
+        assert settled.json() == {
+            "success": False,
+            "errorReason": "invalid_payload",
+            "errorMessage": "authorization value, validAfter, validBefore must be decimal "
+            "integer strings",
+            "payer": PAYER.address,
+            "transaction": "",
+            "network": "base",
+        }
+
+
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
@@ -584,6 +626,8 @@ def test_config_refuses_bad_prices_and_checksums_pay_to(facilitator: EmbeddedFac
     for price in (0, -1, 1.5):
         with pytest.raises(ValueError, match="price_atomic"):
             SimConfig(pay_to=PAY_TO, facilitator=facilitator, price_atomic=price)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not an EVM address"):
+        SimConfig(pay_to="0xnope", facilitator=facilitator)
     with pytest.raises(ValueError, match="unknown fault"):
         create_upstream_app(SimConfig(pay_to=PAY_TO, facilitator=facilitator, faults={"x": 1}))
 
@@ -636,16 +680,20 @@ def test_real_processes_chain_facilitator_upstream_and_sdk_client(chain: LocalCh
 
 async def _pay_over_sockets(rpc_url: str, sim_url: str) -> None:
     balances = Balances(rpc_url)
-    async with x402HttpxClient(sdk_client(), base_url=sim_url, timeout=0.5) as client:
+    async with x402HttpxClient(sdk_client(), base_url=sim_url, timeout=0.5) as impatient:
         # The start-up fault stalls the first paid submit past the client's timeout:
         # the money is gone and the job appears later, as with a slow real upstream.
         # (The SDK transport wraps the paid retry's timeout in its PaymentError.)
         with pytest.raises(PaymentError) as caught:
-            await client.post(EDIT_PATH, json=BODY)
+            await impatient.post(EDIT_PATH, json=BODY)
         assert isinstance(caught.value.__cause__, httpx.ReadTimeout)
-        assert balances.moved() == PRICE
-        await asyncio.sleep(1.2)
-        assert (await stats(client))["jobs_created"] == 1
+    assert balances.moved() == PRICE
+
+    async with x402HttpxClient(sdk_client(), base_url=sim_url, timeout=10) as client:
+        deadline = time.monotonic() + 10
+        while (await stats(client))["jobs_created"] == 0:
+            assert time.monotonic() < deadline, "the stalled submit never created its job"
+            await asyncio.sleep(0.1)
 
         response = await client.post(EDIT_PATH, json={**BODY, "aspect_ratio": "9:16"})
         assert response.status_code == 200, response.text
@@ -654,5 +702,8 @@ async def _pay_over_sockets(rpc_url: str, sim_url: str) -> None:
         assert job["statusUrl"].startswith(sim_url)
         (image,) = (await wait_for_job(client, job["statusUrl"]))["images"]
         download = await client.get(image["url"])
+        assert download.headers["content-type"] == "image/png"
         assert png_size(download.content) == (36, 64)
+        counters = await stats(client)
+        assert (counters["paid_submits"], counters["jobs_created"]) == (2, 2)
     assert balances.moved() == 2 * PRICE

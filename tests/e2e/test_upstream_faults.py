@@ -1,0 +1,162 @@
+"""Upstream faults after the client paid: every case ends served or refunded, ledger balanced."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from sandbox.chain import usdc_balance
+from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, address, key_hex
+from tests.helpers import EDIT_BODY, db_rows, paid_post, poll_until_done, sign_payment
+from tests.ledger_audit import audit
+
+PRICE = 63240
+UPSTREAM_PRICE = 52700
+WHO = (PAYER, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)
+
+
+@pytest.fixture(scope="module")
+def fault_world(pg_url: str) -> Iterator[World]:
+    """A world whose gateway gives up on the upstream quickly."""
+    w = World(
+        database_url=pg_url,
+        job_delay_s=0.5,
+        gateway_env={"X402R_UPSTREAM_TIMEOUT_S": "2", "X402R_FACILITATOR_TIMEOUT_S": "10"},
+    ).start()
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+@pytest.fixture
+def world(fault_world: World) -> Iterator[World]:
+    """The fault world with a clean upstream before and after each test."""
+    fault_world.reset_upstream()
+    yield fault_world
+    fault_world.reset_upstream()
+
+
+def balances(world: World) -> dict[int, int]:
+    """USDC balances of the four parties."""
+    return {i: usdc_balance(world.rpc_url, address(i)) for i in WHO}
+
+
+def moved(before: dict[int, int], after: dict[int, int]) -> dict[int, int]:
+    """Per-party balance change."""
+    return {i: after[i] - before[i] for i in WHO}
+
+
+async def run_paid(world: World) -> tuple[httpx.Response, dict[str, Any]]:
+    """Pay for one edit and wait for the job to finish; returns (first answer, final job)."""
+    response = await paid_post(world.gateway_url() + "/v1/images/edit", key_hex(PAYER))
+    body = response.json()
+    job_id = body.get("jobId") or body.get("details", {}).get("jobId")
+    assert job_id, body
+    job = await poll_until_done(f"{world.gateway_url()}/v1/jobs/{job_id}", timeout=60)
+    return response, job
+
+
+async def wait_refunded(world: World, job_id: str) -> dict[str, Any]:
+    """Long-poll until the refund of a failed job has settled."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        for _ in range(60):
+            job: dict[str, Any] = (
+                await http.get(f"{world.gateway_url()}/v1/jobs/{job_id}", params={"wait": 5})
+            ).json()
+            if job["state"] in ("refunded", "failed", "needs_attention"):
+                return job
+    raise AssertionError(f"{job_id} not resolved")
+
+
+REFUNDED_UPSTREAM_CHARGED = {
+    PAYER: 0,
+    OPERATOR: PRICE,
+    HOT_WALLET: -UPSTREAM_PRICE - PRICE,
+    UPSTREAM_PAYEE: UPSTREAM_PRICE,
+}
+REFUNDED_UPSTREAM_NOT_CHARGED = {PAYER: 0, OPERATOR: PRICE, HOT_WALLET: -PRICE, UPSTREAM_PAYEE: 0}
+
+
+@pytest.mark.parametrize(
+    ("faults", "expected"),
+    [
+        ({"submit_5xx": True}, REFUNDED_UPSTREAM_CHARGED),
+        ({"submit_5xx_before_settle": True}, REFUNDED_UPSTREAM_NOT_CHARGED),
+        ({"submit_timeout": 4}, REFUNDED_UPSTREAM_CHARGED),
+        ({"submit_malformed": True}, REFUNDED_UPSTREAM_CHARGED),
+        ({"job_fails": "content policy violation"}, REFUNDED_UPSTREAM_CHARGED),
+        ({"payment_loop": True}, REFUNDED_UPSTREAM_NOT_CHARGED),
+    ],
+    ids=["5xx-after-charge", "5xx-before-charge", "timeout", "malformed", "job-fails", "402-loop"],
+)
+async def test_upstream_failure_refunds_the_client(
+    world: World, pg_url: str, faults: dict[str, Any], expected: dict[int, int]
+) -> None:
+    world.set_faults(faults)
+    before = balances(world)
+
+    _, job = await run_paid(world)
+    job = await wait_refunded(world, job["jobId"])
+
+    assert job["status"] == "failed"
+    assert job["state"] == "refunded", job
+    assert job["refund"]["amount"] == str(PRICE)
+    assert job["refund"]["transaction"].startswith("0x")
+    assert moved(before, balances(world)) == expected
+    stats = world.upstream_stats()
+    assert stats["paid_submits"] <= 1, stats  # never a second upstream payment
+    sums = await audit(pg_url, world.rpc_url, [job["jobId"]])
+    assert sums["charge"] == PRICE
+    assert sums["refund"] == PRICE
+    assert sums["upstream"] == -expected[HOT_WALLET] - PRICE
+
+
+async def test_one_shot_upstream_5xx_is_retried_with_the_same_payment(
+    world: World, pg_url: str
+) -> None:
+    world.set_faults({"submit_5xx_before_settle": {"times": 1}})
+    before = balances(world)
+
+    response, job = await run_paid(world)
+
+    assert response.status_code == 200
+    assert job["status"] == "completed"
+    assert moved(before, balances(world)) == {
+        PAYER: -PRICE,
+        OPERATOR: PRICE,
+        HOT_WALLET: -UPSTREAM_PRICE,
+        UPSTREAM_PAYEE: UPSTREAM_PRICE,
+    }
+    row, _ = await db_rows(pg_url, job["jobId"])
+    assert row.upstream_attempts == 2
+    await audit(pg_url, world.rpc_url, [job["jobId"]])
+
+
+async def test_transient_status_faults_do_not_fail_the_job(world: World, pg_url: str) -> None:
+    world.set_faults({"status_5xx": {"times": 3}, "status_malformed": {"times": 2}})
+    _, job = await run_paid(world)
+    assert job["status"] == "completed"
+    await audit(pg_url, world.rpc_url, [job["jobId"]])
+
+
+async def test_price_above_ceiling_stops_selling_before_charging(world: World) -> None:
+    # The cached quote still says 52700, so the first paid request buys at the old price and is
+    # refused by the upstream (refunded); from then on the gateway knows and refuses to sell.
+    world.set_faults({"price_atomic": 200_000})
+    url = world.gateway_url() + "/v1/images/edit"
+    first = await paid_post(url, key_hex(PAYER))
+    if first.status_code == 200:
+        await wait_refunded(world, first.json()["jobId"])
+    before = balances(world)
+
+    payment = await sign_payment(url, key_hex(PAYER))
+    async with httpx.AsyncClient(timeout=30) as http:
+        refused = await http.post(url, json=EDIT_BODY, headers=payment)
+
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"] == "upstream_price_above_ceiling"
+    assert moved(before, balances(world)) == dict.fromkeys(WHO, 0)
