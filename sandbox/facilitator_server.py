@@ -17,6 +17,7 @@ is public and only fit for a local chain).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from x402 import x402FacilitatorSync
 from x402.schemas import SettleResponse, SupportedResponse, VerifyResponse
@@ -38,6 +39,7 @@ from app.payments.embedded_facilitator import (
     EmbeddedFacilitator,
     build_embedded_facilitator,
 )
+from sandbox.faults import FACILITATOR_FAULTS, FaultBoard
 
 logger = logging.getLogger(__name__)
 
@@ -107,30 +109,58 @@ def create_facilitator_app(facilitator: AsyncFacilitator | x402FacilitatorSync) 
         else facilitator
     )
     app = FastAPI(title="x402 facilitator (sandbox)", docs_url=None, redoc_url=None)
+    faults = FaultBoard(known=FACILITATOR_FAULTS)
+    app.state.faults = faults
 
     async def run(
         request: Request,
         operation: str,
         call: Callable[[AnyPayload, AnyRequirements], Awaitable[BaseModel]],
-    ) -> JSONResponse:
+    ) -> Response:
         try:
             payload, requirements = await parse_facilitator_request(request)
         except BadRequestError as exc:
             return _error(400, "invalid_request", str(exc))
+        if faults.take(f"{operation}_5xx"):
+            return _error(500, "injected_fault", f"{operation} failed (injected, nothing done)")
+        if operation == "verify" and (stall := faults.take("verify_timeout")):
+            await asyncio.sleep(float(stall.value))
         try:
             result = await call(payload, requirements)
         except Exception as exc:
             # Exception text can carry the RPC URL (and any key in it): log the type only.
             logger.error("%s failed unexpectedly: %s", operation, type(exc).__name__)
             return _error(500, f"unexpected_{operation}_error", f"{operation} failed")
+        if operation == "settle":
+            # These fire AFTER the transfer happened: the caller cannot know it did.
+            if stall := faults.take("settle_timeout"):
+                await asyncio.sleep(float(stall.value))
+            if faults.take("settle_lost"):
+                return _error(500, "injected_fault", "settle answer lost (injected)")
+            if faults.take("settle_garbage"):
+                return Response(b"<html>bad gateway", media_type="text/html")
         return JSONResponse(_wire(result))
 
+    @app.api_route("/_faults", methods=["GET", "POST"])
+    async def set_faults(request: Request) -> JSONResponse:
+        try:
+            if request.method == "POST":
+                faults.update(json.loads(await request.body()))
+        except ValueError as exc:
+            return _error(400, "invalid_request", str(exc))
+        return JSONResponse({"faults": faults.wire()})
+
+    @app.post("/_faults/reset")
+    async def reset_faults() -> JSONResponse:
+        faults.update(dict.fromkeys(FACILITATOR_FAULTS))
+        return JSONResponse({"faults": faults.wire()})
+
     @app.post("/verify")
-    async def verify(request: Request) -> JSONResponse:
+    async def verify(request: Request) -> Response:
         return await run(request, "verify", service.verify)
 
     @app.post("/settle")
-    async def settle(request: Request) -> JSONResponse:
+    async def settle(request: Request) -> Response:
         return await run(request, "settle", service.settle)
 
     @app.get("/supported")

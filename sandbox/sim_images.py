@@ -21,7 +21,7 @@ import struct
 import time
 import uuid
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
@@ -36,10 +36,6 @@ AspectRatio = Literal[
     "auto", "21:9", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", "2:3", "9:16"
 ]
 OutputFormat = Literal["jpeg", "png", "webp"]
-FAULTS = frozenset(
-    "submit_5xx submit_5xx_before_settle submit_timeout submit_malformed job_fails status_5xx"
-    " status_malformed price_atomic payment_loop".split()
-)
 
 
 def _field(kind: str, required: bool, description: str, **more: Any) -> dict[str, Any]:
@@ -225,67 +221,3 @@ def gradient_png(width: int, height: int, seed: str) -> bytes:
 def data_uri(data: bytes, content_type: str = PNG_CONTENT_TYPE) -> str:
     """The image inline as a ``data:`` URI (what the upstream returns with sync_mode)."""
     return f"data:{content_type};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-@dataclass
-class Fault:
-    """A switched-on fault: its value and how many more times it fires (None = sticky)."""
-
-    value: Any = True
-    times: int | None = None
-
-
-def parse_fault(name: str, spec: Any) -> Fault | None:
-    """One fault spec → a Fault, or None to clear it; ValueError when it makes no sense."""
-    if name not in FAULTS:
-        raise ValueError(f"unknown fault {name!r}; known: {', '.join(sorted(FAULTS))}")
-    if spec is None or spec is False:
-        return None
-    times, value = None, spec
-    if isinstance(spec, dict):
-        if set(spec) - {"times", "value"}:
-            raise ValueError(f"{name}: only 'times' and 'value' are allowed")
-        times, value = spec.get("times"), spec.get("value", True)
-        if times is not None and (type(times) is not int or times < 1):
-            raise ValueError(f"{name}: times must be a positive integer")
-    if name == "price_atomic" and (type(value) is not int or value <= 0):
-        raise ValueError("price_atomic: value must be a positive integer (atomic units)")
-    if name == "submit_timeout":
-        value = 30.0 if value is True else value
-        if type(value) not in (int, float) or value <= 0:
-            raise ValueError("submit_timeout: value must be a number of seconds > 0")
-    if name == "job_fails":
-        value = "Image generation failed" if value is True else str(value)
-    return Fault(value=value, times=times)
-
-
-class FaultBoard:
-    """The faults currently switched on."""
-
-    def __init__(self, spec: dict[str, Any] | None = None) -> None:
-        self._active: dict[str, Fault] = {}
-        self.update(spec or {})
-
-    def update(self, spec: Any) -> None:
-        """Apply ``{name: spec}``; nothing changes if any entry is invalid."""
-        if not isinstance(spec, dict):
-            raise ValueError("faults must be a JSON object of {name: spec}")
-        parsed = {name: parse_fault(name, value) for name, value in spec.items()}
-        for name, fault in parsed.items():
-            if fault is None:
-                self._active.pop(name, None)
-            else:
-                self._active[name] = fault
-
-    def take(self, name: str) -> Fault | None:
-        """The fault if it fires now, using up one of its ``times``."""
-        fault = self._active.get(name)
-        if fault is not None and fault.times is not None:
-            fault.times -= 1
-            if fault.times <= 0:
-                del self._active[name]
-        return fault
-
-    def wire(self) -> dict[str, Any]:
-        """The faults as JSON."""
-        return {name: asdict(fault) for name, fault in sorted(self._active.items())}

@@ -10,7 +10,7 @@
 - ``GET|POST /_sim/faults``, ``POST /_sim/reset`` (clears faults and stats, keeps jobs),
   ``GET /_sim/stats``, ``GET /health``.
 
-Faults (see ``sandbox.sim_images.FaultBoard``) are set at start (``--faults``/``SIM_FAULTS``
+Faults (see ``sandbox.faults.FaultBoard``) are set at start (``--faults``/``SIM_FAULTS``
 JSON) or at runtime: ``POST /_sim/faults {"submit_5xx": {"times": 1}, "price_atomic": 80000}``.
 """
 
@@ -45,12 +45,12 @@ from x402.schemas import (
     VerifyResponse,
 )
 
+from sandbox.faults import FaultBoard
 from sandbox.sim_images import (
     DESCRIPTION,
     OUTPUT_SCHEMA,
     PNG_CONTENT_TYPE,
     EditRequest,
-    FaultBoard,
     Job,
 )
 

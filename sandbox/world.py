@@ -160,6 +160,15 @@ class World:
         """Clear faults and counters of the simulated upstream."""
         httpx.post(f"{self.upstream_base}/_sim/reset", timeout=5).raise_for_status()
 
+    def set_facilitator_faults(self, faults: dict[str, Any]) -> None:
+        """Switch the standalone facilitator's faults (used by gateways in remote mode)."""
+        url = f"{self.facilitator_url}/_faults"
+        httpx.post(url, json=faults, timeout=5).raise_for_status()
+
+    def reset_facilitator(self) -> None:
+        """Clear the standalone facilitator's faults."""
+        httpx.post(f"{self.facilitator_url}/_faults/reset", timeout=5).raise_for_status()
+
     def upstream_stats(self) -> dict[str, Any]:
         """Counters of the simulated upstream."""
         stats: dict[str, Any] = httpx.get(f"{self.upstream_base}/_sim/stats", timeout=5).json()

@@ -1,53 +1,81 @@
-"""`GET /v1/jobs/{id}`: our job, refreshed from the upstream at most once per interval."""
+"""`GET /v1/jobs/{id}`: our job, refreshed from the upstream at most once per interval.
+
+Reads go through `app.api.job_reads`: immutable jobs are answered from memory with a strong
+ETag (`If-None-Match` → 304) and `Cache-Control: immutable`; jobs in progress cost at most
+one database read per half poll interval per process, whoever polls them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.responses import Response
 
-from app.api.deps import GatewayDep, PollerDep
+from app.api.deps import GatewayDep
+from app.api.job_cache import Rendered, etag_matches
+from app.api.job_reads import JobReads, job_reads
 from app.core.errors import NotFound
-from app.jobs.models import FINAL_STATES, Job, JobState
-from app.jobs.repository import JobRepository
-from app.jobs.views import job_view
+from app.jobs.models import FINAL_STATES
 
 router = APIRouter(tags=["jobs"])
 
-JobId = Annotated[str, Path(min_length=8, max_length=40, pattern=r"^job_[A-Za-z0-9_-]+$")]
+JOB_ID_PATTERN = r"^job_[A-Za-z0-9_-]+$"
+JOB_ID_MIN, JOB_ID_MAX = 8, 40
+JobId = Annotated[
+    str, Path(min_length=JOB_ID_MIN, max_length=JOB_ID_MAX, pattern=JOB_ID_PATTERN)
+]
 
 
-async def _read(gw: GatewayDep, job_id: str) -> Job:
-    async with gw.sessions() as session:
-        job = await JobRepository(session).get(job_id)
-    if job is None:
+def get_reads(request: Request) -> JobReads:
+    """The process-wide job read path (built once the lifespan has run)."""
+    reads = job_reads(request.app)
+    assert reads is not None, "the lifespan has not built the gateway"
+    return reads
+
+
+ReadsDep = Annotated[JobReads, Depends(get_reads)]
+
+
+async def _read(reads: JobReads, job_id: str) -> Rendered:
+    rendered = await reads.read(job_id)
+    if rendered is None:
         raise NotFound("no such job", code="job_not_found")
-    return job
+    return rendered
 
 
-@router.get("/v1/jobs/{job_id}", summary="Job status, result, payment and refund")
+def answer(rendered: Rendered, if_none_match: str | None) -> Response:
+    """200 with the rendered job, or 304 when the client already holds these bytes."""
+    if etag_matches(if_none_match, rendered.etag):
+        return rendered.not_modified()
+    return rendered.response()
+
+
+@router.get(
+    "/v1/jobs/{job_id}",
+    summary="Job status, result, payment and refund",
+    responses={
+        200: {"description": "The job (`ETag` and `immutable` once it can no longer change)"},
+        304: {"description": "Unchanged since the `If-None-Match` ETag"},
+        404: {"description": "No such job (`job_not_found`)"},
+    },
+)
 async def get_job(
     job_id: JobId,
     gw: GatewayDep,
-    poller: PollerDep,
+    reads: ReadsDep,
     wait: Annotated[float, Query(ge=0, le=120, description="Long-poll up to N seconds")] = 0,
-) -> JSONResponse:
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
     """Poll a job; `?wait=N` returns as soon as it finishes (capped by the server)."""
-    job = await _read(gw, job_id)
+    rendered = await _read(reads, job_id)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, gw.settings.max_wait_s)
-    while True:
-        if job.state == JobState.SUBMITTED.value:
-            await poller.refresh(job_id)
-            job = await _read(gw, job_id)
+    while rendered.state not in FINAL_STATES:
         remaining = deadline - loop.time()
-        if job.state in FINAL_STATES or remaining <= 0:
+        if remaining <= 0:
             break
-        await asyncio.sleep(min(gw.settings.poll_interval_s / 2, remaining))
-        job = await _read(gw, job_id)
-    headers = {"Cache-Control": "no-store"}
-    if job.state in FINAL_STATES:
-        headers = {"Cache-Control": "private, max-age=31536000, immutable"}
-    return JSONResponse(job_view(job, gw.settings.base_url), headers=headers)
+        await asyncio.sleep(min(reads.ttl, remaining))
+        rendered = await _read(reads, job_id)
+    return answer(rendered, if_none_match)

@@ -22,12 +22,14 @@ from x402.schemas import (
     PaymentRequirementsV1,
 )
 
-from app.payments.networks import caip2
 from app.payments.offer import Offer
 
 MAX_HEADER_CHARS = 16 * 1024
+UINT256_MAX = 2**256 - 1
+TIMESTAMP_MAX = 2**63 - 1  # validAfter/validBefore are stored as BIGINT
 _NONCE = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _UINT = re.compile(r"^[0-9]{1,78}$")
+_HEX = re.compile(r"^0x(?:[0-9a-fA-F]{2})+$")
 
 
 class PaymentRejected(Exception):
@@ -68,37 +70,58 @@ def _same_address(a: str, b: str) -> bool:
 
 def _decode(header: str) -> PaymentPayload | PaymentPayloadV1:
     if len(header) > MAX_HEADER_CHARS:
-        raise PaymentRejected("invalid_payment_header", "payment header is too large")
+        raise PaymentRejected(
+            "invalid_payment_header", f"payment header is too large (over {MAX_HEADER_CHARS} chars)"
+        )
     try:
         raw = json.loads(binascii.a2b_base64(header.strip().encode("ascii")).decode("utf-8"))
     except (ValueError, UnicodeError, binascii.Error) as exc:
         raise PaymentRejected(
             "invalid_payment_header", "payment header is not base64-encoded JSON"
         ) from exc
+    except RecursionError as exc:
+        raise PaymentRejected(
+            "invalid_payment_header", "payment header JSON is nested too deeply"
+        ) from exc
     if not isinstance(raw, dict):
         raise PaymentRejected("invalid_payment_header", "payment header JSON must be an object")
     version = raw.get("x402Version")
-    if version not in (1, 2):
+    if type(version) is not int or version not in (1, 2):
         raise PaymentRejected(
             "unsupported_x402_version", f"x402Version must be 1 or 2, got {version!r}"
         )
     try:
         return decode_payment_signature_header(header.strip())
-    except (ValidationError, ValueError) as exc:
+    except (ValidationError, ValueError, TypeError, RecursionError) as exc:
         raise PaymentRejected(
             "invalid_payment_payload", f"payment payload does not match x402 v{version} schema"
         ) from exc
 
 
+def _uint(auth: dict[str, Any], key: str, maximum: int) -> None:
+    value = auth.get(key)
+    if not isinstance(value, str) or not _UINT.match(value) or int(value) > maximum:
+        raise PaymentRejected(
+            "invalid_payment_payload", f"authorization.{key} is not an integer in range"
+        )
+
+
 def _authorization(payload: dict[str, Any]) -> ExactEIP3009Payload:
+    if "permit2Authorization" in payload:
+        raise PaymentRejected(
+            "unsupported_payload", "only EIP-3009 authorizations are accepted, not Permit2"
+        )
     auth = payload.get("authorization")
-    if not isinstance(auth, dict) or not isinstance(payload.get("signature"), str):
+    if not isinstance(auth, dict):
         raise PaymentRejected(
             "invalid_payment_payload", "exact EVM payload needs an EIP-3009 authorization"
         )
-    for key in ("value", "validAfter", "validBefore"):
-        if not isinstance(auth.get(key), str) or not _UINT.match(auth[key]):
-            raise PaymentRejected("invalid_payment_payload", f"authorization.{key} is not uint")
+    signature = payload.get("signature")
+    if not isinstance(signature, str) or not _HEX.match(signature):
+        raise PaymentRejected("invalid_payment_payload", "payload.signature is not 0x-hex bytes")
+    _uint(auth, "value", UINT256_MAX)
+    _uint(auth, "validAfter", TIMESTAMP_MAX)
+    _uint(auth, "validBefore", TIMESTAMP_MAX)
     if not isinstance(auth.get("nonce"), str) or not _NONCE.match(auth["nonce"]):
         raise PaymentRejected("invalid_payment_payload", "authorization.nonce is not bytes32")
     for key in ("from", "to"):
@@ -107,39 +130,40 @@ def _authorization(payload: dict[str, Any]) -> ExactEIP3009Payload:
     return ExactEIP3009Payload.from_dict(payload)
 
 
+def _check_kind(scheme: str, network: str, expected_network: str, version: int) -> None:
+    if scheme != "exact":
+        raise PaymentRejected("unsupported_scheme", f"scheme {scheme!r} is not offered")
+    if network != expected_network:
+        raise PaymentRejected(
+            "network_mismatch",
+            f"network {network!r} is not offered; x402 v{version} uses {expected_network!r}",
+        )
+
+
 def parse_payment(header: str, offer: Offer) -> IncomingPayment:
-    """Decode `header` and check scheme, network, asset, recipient and amount against `offer`."""
+    """Decode `header` and check scheme, network, asset, recipient and amount against `offer`.
+
+    Raises PaymentRejected, and nothing else, for any header that cannot buy the offer.
+    """
     payload = _decode(header)
     requirements: PaymentRequirements | PaymentRequirementsV1
     if isinstance(payload, PaymentPayloadV1):
-        scheme, network, requirements = payload.scheme, payload.network, offer.v1
-        asset = offer.v1.asset  # v1 payloads do not name the asset; the signature binds it
+        # v1 names neither asset nor amount outside the authorization; the signature binds
+        # the asset through the EIP-712 domain.
+        requirements = offer.v1
+        _check_kind(payload.scheme, str(payload.network), offer.terms.network, 1)
     else:
+        requirements = offer.v2
         accepted = payload.accepted
-        scheme, network, asset, requirements = (
-            accepted.scheme,
-            accepted.network,
-            accepted.asset,
-            offer.v2,
-        )
+        _check_kind(accepted.scheme, str(accepted.network), offer.network_caip2, 2)
+        if not _same_address(accepted.asset, offer.terms.asset):
+            raise PaymentRejected("asset_mismatch", "accepted asset is not the offered token")
+        if not _same_address(accepted.pay_to, offer.v2.pay_to):
+            raise PaymentRejected("recipient_mismatch", "accepted payTo is not ours")
         if accepted.amount != offer.v2.amount:
             raise PaymentRejected(
                 "amount_mismatch", f"accepted amount {accepted.amount} != price {offer.v2.amount}"
             )
-        if not _same_address(accepted.pay_to, offer.v2.pay_to):
-            raise PaymentRejected("recipient_mismatch", "accepted payTo is not ours")
-    if scheme != "exact":
-        raise PaymentRejected("unsupported_scheme", f"scheme {scheme!r} is not offered")
-    try:
-        network_id = caip2(str(network))
-    except ValueError:
-        network_id = str(network)
-    if network_id != offer.network_caip2:
-        raise PaymentRejected(
-            "network_mismatch", f"network {network!r} is not offered; use {offer.terms.network}"
-        )
-    if not _same_address(asset, offer.terms.asset):
-        raise PaymentRejected("asset_mismatch", "asset is not the offered token")
     auth = _authorization(payload.payload).authorization
     if not _same_address(auth.to, offer.terms.pay_to):
         raise PaymentRejected("recipient_mismatch", "authorization pays someone else")
@@ -152,7 +176,7 @@ def parse_payment(header: str, offer: Offer) -> IncomingPayment:
         version=payload.x402_version,
         payload=payload,
         requirements=requirements,
-        network=network_id,
+        network=offer.network_caip2,
         payer=str(Web3.to_checksum_address(auth.from_address)),
         pay_to=offer.terms.pay_to,
         nonce=auth.nonce.lower(),

@@ -12,6 +12,7 @@ from pydantic import (
     StrictBool,
     StringConstraints,
     UrlConstraints,
+    field_validator,
 )
 
 AspectRatio = Literal[
@@ -47,6 +48,14 @@ class EditRequest(BaseModel):
     limit_generations: StrictBool | None = Field(
         None, description="Limit generations per round of prompting to 1."
     )
+
+    @field_validator("num_images", mode="before")
+    @classmethod
+    def _integer_one(cls, value: Any) -> Any:
+        # Literal[1] alone would take `true` and `1.0` as 1; the listing says integer.
+        if value is not None and type(value) is not int:
+            raise ValueError("num_images must be the integer 1")
+        return value
 
     def upstream_json(self) -> dict[str, Any]:
         """The body we forward: only the fields the client set, URLs as plain strings."""

@@ -139,7 +139,7 @@ async def test_one_shot_upstream_5xx_is_retried_with_the_same_payment(
 async def test_transient_status_faults_do_not_fail_the_job(world: World, pg_url: str) -> None:
     world.set_faults({"status_5xx": {"times": 3}, "status_malformed": {"times": 2}})
     _, job = await run_paid(world)
-    assert job["status"] == "completed"
+    assert job["status"] == "completed", job
     await audit(pg_url, world.rpc_url, [job["jobId"]])
 
 
