@@ -1,6 +1,6 @@
 """The ledger invariant, checked against the chain after every money scenario.
 
-charges − refunds − upstream spend = margin, every row carries a transaction hash, and every
+charges - refunds - upstream spend = margin, every row carries a transaction hash, and every
 hash is a successful on-chain USDC transfer of exactly that amount between exactly those
 addresses.
 """
