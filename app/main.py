@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import edits, health, jobs
+from app.api.fastpath import FastPath
 from app.context import Gateway
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import install_error_handlers
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Pay with x402; we buy the upstream job for you and track it.",
         lifespan=lifespan,
     )
+    app.add_middleware(FastPath)  # added first, so it runs inside CORS
     app.add_middleware(
         CORSMiddleware,
         allow_origins=["*"],

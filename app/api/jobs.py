@@ -23,9 +23,7 @@ router = APIRouter(tags=["jobs"])
 
 JOB_ID_PATTERN = r"^job_[A-Za-z0-9_-]+$"
 JOB_ID_MIN, JOB_ID_MAX = 8, 40
-JobId = Annotated[
-    str, Path(min_length=JOB_ID_MIN, max_length=JOB_ID_MAX, pattern=JOB_ID_PATTERN)
-]
+JobId = Annotated[str, Path(min_length=JOB_ID_MIN, max_length=JOB_ID_MAX, pattern=JOB_ID_PATTERN)]
 
 
 def get_reads(request: Request) -> JobReads:

@@ -30,6 +30,7 @@ TIMESTAMP_MAX = 2**63 - 1  # validAfter/validBefore are stored as BIGINT
 _NONCE = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _UINT = re.compile(r"^[0-9]{1,78}$")
 _HEX = re.compile(r"^0x(?:[0-9a-fA-F]{2})+$")
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
 
 class PaymentRejected(Exception):
@@ -66,6 +67,14 @@ class IncomingPayment:
 
 def _same_address(a: str, b: str) -> bool:
     return a.lower() == b.lower()
+
+
+def _is_address(value: object) -> bool:
+    """A 20-byte hex address; mixed case must be a valid EIP-55 checksum (it catches typos)."""
+    if not isinstance(value, str) or not _ADDRESS.match(value):
+        return False
+    digits = value[2:]
+    return digits.islower() or digits.isupper() or bool(Web3.is_checksum_address(value))
 
 
 def _decode(header: str) -> PaymentPayload | PaymentPayloadV1:
@@ -125,7 +134,7 @@ def _authorization(payload: dict[str, Any]) -> ExactEIP3009Payload:
     if not isinstance(auth.get("nonce"), str) or not _NONCE.match(auth["nonce"]):
         raise PaymentRejected("invalid_payment_payload", "authorization.nonce is not bytes32")
     for key in ("from", "to"):
-        if not isinstance(auth.get(key), str) or not Web3.is_address(auth[key]):
+        if not _is_address(auth.get(key)):
             raise PaymentRejected("invalid_payment_payload", f"authorization.{key} not an address")
     return ExactEIP3009Payload.from_dict(payload)
 

@@ -1,0 +1,141 @@
+"""kill -9 of the gateway at each state transition, then restart: nothing lost or paid twice."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.jobs.models import Job
+from sandbox.chain import usdc_balance
+from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, address, key_hex
+from tests.helpers import EDIT_BODY, sign_payment
+from tests.ledger_audit import audit
+
+PRICE = 63240
+UPSTREAM_PRICE = 52700
+WHO = (PAYER, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)
+FAST = {"X402R_FACILITATOR_TIMEOUT_S": "3", "X402R_UPSTREAM_TIMEOUT_S": "2"}
+SERVED = {
+    PAYER: -PRICE,
+    OPERATOR: PRICE,
+    HOT_WALLET: -UPSTREAM_PRICE,
+    UPSTREAM_PAYEE: UPSTREAM_PRICE,
+}
+# The upstream took our payment but its answer died with us: resending the same authorization
+# is refused (already used), so the client is refunded and the operator carries the loss.
+REFUNDED = {
+    PAYER: 0,
+    OPERATOR: PRICE,
+    HOT_WALLET: -UPSTREAM_PRICE - PRICE,
+    UPSTREAM_PAYEE: UPSTREAM_PRICE,
+}
+
+
+@pytest.fixture(scope="module")
+def crash_world(pg_url: str) -> Iterator[World]:
+    """A world whose gateway we kill and restart."""
+    w = World(database_url=pg_url, job_delay_s=0.5, gateway_env=FAST).start()
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def _balances(world: World) -> dict[int, int]:
+    return {i: usdc_balance(world.rpc_url, address(i)) for i in WHO}
+
+
+def _nonce(payment: dict[str, str]) -> str:
+    (value,) = payment.values()
+    payload = json.loads(base64.b64decode(value))
+    return str(payload["payload"]["authorization"]["nonce"]).lower()
+
+
+async def _job_by_nonce(database_url: str, nonce: str) -> Job | None:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            row = (await conn.execute(select(Job).where(Job.pay_nonce == nonce))).first()
+    finally:
+        await engine.dispose()
+    return row  # type: ignore[return-value]
+
+
+async def _wait_final(database_url: str, nonce: str, timeout: float = 60) -> Job:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        job = await _job_by_nonce(database_url, nonce)
+        if job is not None and job.state in ("completed", "refunded", "failed", "needs_attention"):
+            return job
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"job for nonce {nonce} not resolved: {job and job.state}")
+
+
+@pytest.mark.parametrize(
+    ("point", "final_state", "expected"),
+    [
+        ("after_verify", "completed", SERVED),
+        ("after_settle", "completed", SERVED),
+        ("after_upstream_signed", "completed", SERVED),
+        ("after_upstream_submit", "refunded", REFUNDED),
+        ("after_refund_signed", "refunded", None),
+    ],
+)
+async def test_kill_at_each_step_then_restart_resolves_the_job(
+    crash_world: World, pg_url: str, point: str, final_state: str, expected: dict[int, int] | None
+) -> None:
+    world = crash_world
+    world.reset_upstream()
+    if point == "after_refund_signed":
+        world.set_faults({"job_fails": "upstream rejected the edit"})
+        expected = {
+            PAYER: 0,
+            OPERATOR: PRICE,
+            HOT_WALLET: -UPSTREAM_PRICE - PRICE,
+            UPSTREAM_PAYEE: UPSTREAM_PRICE,
+        }
+    url = world.gateway_url() + "/v1/images/edit"
+    world.gateways[0].stop()
+    world.start_gateway(0, extra_env={"X402R_TEST_CRASH_AT": point})
+    before = _balances(world)
+    payment = await sign_payment(url, key_hex(PAYER))
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        if point == "after_refund_signed":
+            accepted = await http.post(url, json=EDIT_BODY, headers=payment)
+            assert accepted.status_code == 200, accepted.text
+            # The refund starts when the poll sees the upstream job fail; the crash kills us then.
+            for _ in range(40):
+                try:
+                    await http.get(accepted.json()["statusUrl"], params={"wait": 1})
+                except httpx.TransportError:
+                    break
+        else:
+            with pytest.raises(httpx.TransportError):
+                await http.post(url, json=EDIT_BODY, headers=payment)
+    assert world.gateways[0].proc is not None
+    assert world.gateways[0].proc.wait(10) == -9  # it really died by SIGKILL
+
+    world.start_gateway(0)  # same database, no crash point: the recovery worker takes over
+    job = await _wait_final(pg_url, _nonce(payment))
+
+    assert job.state == final_state, (job.state, job.error_code, job.error_message)
+    assert {i: _balances(world)[i] - before[i] for i in WHO} == expected
+    stats = world.upstream_stats()
+    assert stats["paid_submits"] <= 1, stats
+    sums = await audit(pg_url, world.rpc_url, [job.id])
+    assert sums["charge"] == PRICE
+
+    if final_state == "completed":  # a retry of the same payment gets the same job
+        async with httpx.AsyncClient(timeout=30) as http:
+            again = await http.post(url, json=EDIT_BODY, headers=payment)
+        assert again.status_code == 200, again.text
+        assert again.json()["jobId"] == job.id
