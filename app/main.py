@@ -12,7 +12,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import edits, health, jobs
+from app.api import admin, edits, health, jobs
 from app.api.fastpath import FastPath
 from app.context import Gateway
 from app.core.db import create_engine, create_sessionmaker
@@ -103,4 +103,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(edits.router)
     app.include_router(jobs.router)
     app.include_router(health.router)
+    app.include_router(admin.router)
     return app

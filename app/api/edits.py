@@ -19,6 +19,7 @@ from x402.schemas import PaymentPayload, SettleResponse
 from app.api.deps import GatewayDep
 from app.context import Gateway
 from app.core.errors import InvalidRequest, PaymentOutcomeUnknown, UpstreamError
+from app.core.metrics import PAYMENTS_REJECTED
 from app.jobs.models import Job, JobState
 from app.jobs.purchase import purchase
 from app.jobs.views import accepted_view, job_view
@@ -64,6 +65,7 @@ def payment_required(
     if reason is None:
         body, header = offer.unpaid_body, offer.unpaid_header
     else:
+        PAYMENTS_REJECTED.labels(reason).inc()
         body, header = offer.payment_required(reason, message)
     return Response(
         body,

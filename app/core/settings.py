@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./.sandbox/x402-reseller.db"
     public_base_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8402")
     log_level: str = "INFO"
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token for /v1/admin/* and /metrics (unset: disabled)"
+    )
     auto_migrate: bool = Field(True, description="Run `alembic upgrade head` at start-up")
 
     # What we sell and for how much.

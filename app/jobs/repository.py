@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.metrics import TRANSFERRED_ATOMIC, TRANSFERS
 from app.jobs.models import Job, JobState, LedgerEntry, LedgerKind
 
 
@@ -117,6 +118,9 @@ class JobRepository:
             tx_hash=tx_hash,
         )
         self.session.add(entry)
+        # Counted when staged: a rolled-back unit of work can overcount, never undercount.
+        TRANSFERS.labels(kind.value).inc()
+        TRANSFERRED_ATOMIC.labels(kind.value).inc(amount)
         return entry
 
     async def ledger_for(self, job_id: str) -> list[LedgerEntry]:
@@ -130,6 +134,21 @@ class JobRepository:
             Job.upstream_amount.is_not(None), Job.created_at >= since
         )
         return int((await self.session.execute(stmt)).scalar_one() or 0)
+
+    async def count_by_state(self) -> dict[str, int]:
+        """How many jobs are in each state."""
+        stmt = select(Job.state, func.count()).group_by(Job.state)
+        return {state: int(n) for state, n in (await self.session.execute(stmt)).all()}
+
+    async def needing_attention(self, limit: int = 100) -> list[Job]:
+        """Jobs parked for the operator, newest first."""
+        stmt = (
+            select(Job)
+            .where(Job.state == JobState.NEEDS_ATTENTION.value)
+            .order_by(Job.updated_at.desc())
+            .limit(limit)
+        )
+        return list((await self.session.execute(stmt)).scalars())
 
     async def ledger_totals(self) -> dict[str, Any]:
         """Sum per ledger kind, and the margin they imply."""

@@ -112,6 +112,9 @@ def build_facilitator(settings: Settings) -> Facilitator:
         str(settings.rpc_url),
         v1_networks=[settings.network],
         v2_networks=[caip2(settings.network)],
+        # Give up waiting for a receipt just before our own deadline: the answer is then
+        # "unknown" and the chain is asked later, instead of a thread blocked for minutes.
+        confirmation_timeout_s=max(settings.facilitator_timeout_s - 1, 1),
     )
     return EmbeddedFacilitator(sync)
 

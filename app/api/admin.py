@@ -1,0 +1,67 @@
+"""Operator endpoints: money summary, parked jobs, Prometheus metrics (bearer-token protected)."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Response
+
+from app.api.deps import GatewayDep
+from app.core.errors import AppError, NotFound
+from app.core.metrics import render
+from app.jobs.repository import JobRepository
+from app.payments.pricing import format_usdc
+
+router = APIRouter(tags=["operator"])
+
+
+def require_admin(gw: GatewayDep, authorization: Annotated[str | None, Header()] = None) -> None:
+    """Bearer X402R_ADMIN_TOKEN; without a configured token the endpoints do not exist."""
+    token = gw.settings.admin_token
+    if token is None:
+        raise NotFound("not found")
+    expected = f"Bearer {token.get_secret_value()}"
+    if authorization is None or not hmac.compare_digest(authorization, expected):
+        raise AppError(
+            "admin token required",
+            code="unauthorized",
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+AdminDep = Annotated[None, Depends(require_admin)]
+
+
+@router.get("/v1/admin/summary", summary="Revenue, upstream spend, refunds, margin, job states")
+async def summary(gw: GatewayDep, _: AdminDep) -> dict[str, Any]:
+    """The ledger's totals (atomic units and display) and where the jobs stand."""
+    async with gw.sessions() as session:
+        repo = JobRepository(session)
+        totals = await repo.ledger_totals()
+        states = await repo.count_by_state()
+        parked = await repo.needing_attention()
+    return {
+        "ledger": {k: str(v) for k, v in totals.items()},
+        "ledgerDisplay": {k: format_usdc(v) for k, v in totals.items()},
+        "jobsByState": states,
+        "needsAttention": [
+            {
+                "jobId": j.id,
+                "payer": j.payer,
+                "amount": str(j.pay_amount),
+                "settleTx": j.settle_tx,
+                "upstreamTx": j.upstream_tx,
+                "upstreamNonce": j.upstream_nonce,
+                "error": {"code": j.error_code, "message": j.error_message},
+            }
+            for j in parked
+        ],
+    }
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(_: AdminDep) -> Response:
+    """Counters of money moved and payments rejected."""
+    return Response(render(), media_type="text/plain; version=0.0.4")
