@@ -30,7 +30,7 @@ fmt: deps
 	$(BIN)/ruff format .
 
 typecheck: deps
-	$(BIN)/mypy app sandbox bench
+	$(BIN)/mypy app sandbox $(wildcard bench)
 
 check: lint typecheck
 

@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # Per-request client logs would print upstream and RPC URLs (which may embed API keys).
+    for noisy in ("httpx", "httpcore", "web3", "alembic.runtime.plugins"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command == "migrate":
         from app.core.migrate import upgrade_to_head
 
