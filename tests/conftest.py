@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -21,14 +21,37 @@ def _pg_url(db: str, driver: str = "asyncpg") -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A database of its own for this test session, migrated with Alembic, dropped after."""
-    name = f"x402r_test_{secrets.token_hex(4)}"
-    admin.create_database(PG_HOST, PG_USER, name)
-    url = _pg_url(name)
-    upgrade_to_head(url)
-    yield url
-    admin.drop_database(PG_HOST, PG_USER, name)
+def new_database() -> Iterator[Callable[[], str]]:
+    """Factory of fresh, migrated Postgres databases, all dropped at the end of the session.
+
+    Every World needs a database of its own: gateways resume any due job in their database,
+    and a job from another world names another chain, facilitator and upstream.
+    """
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"x402r_test_{secrets.token_hex(4)}"
+        admin.create_database(PG_HOST, PG_USER, name)
+        created.append(name)
+        url = _pg_url(name)
+        upgrade_to_head(url)
+        return url
+
+    yield make
+    for name in created:
+        admin.drop_database(PG_HOST, PG_USER, name)
+
+
+@pytest.fixture(scope="session")
+def pg_url(new_database: Callable[[], str]) -> str:
+    """The database of the session-wide `world`."""
+    return new_database()
+
+
+@pytest.fixture(scope="module")
+def module_db(new_database: Callable[[], str]) -> str:
+    """A database for a module that starts its own World."""
+    return new_database()
 
 
 @pytest.fixture(scope="session")

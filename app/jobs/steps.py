@@ -124,6 +124,19 @@ async def record_settlement(gw: Gateway, job: Job, result: SettleResult) -> None
                 finished_at=utcnow(),
                 next_check_at=None,
             )
+        elif result.outcome is SettleOutcome.REFUSED:
+            # settle_after: the upstream job is bought but the client's payment is refused.
+            await transition(
+                session,
+                job.id,
+                [JobState.SUBMITTED],
+                state=JobState.NEEDS_ATTENTION.value,
+                error_code=result.reason,
+                error_message="client payment refused after the upstream job was bought: "
+                + result.message,
+                finished_at=utcnow(),
+                next_check_at=None,
+            )
         else:
             backoff = min(5 * 2 ** min(job.settle_attempts, 6), 300)
             await transition(session, job.id, from_states, next_check_at=_lease(backoff))

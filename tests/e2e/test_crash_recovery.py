@@ -39,9 +39,9 @@ REFUNDED = {
 
 
 @pytest.fixture(scope="module")
-def crash_world(pg_url: str) -> Iterator[World]:
+def crash_world(module_db: str) -> Iterator[World]:
     """A world whose gateway we kill and restart."""
-    w = World(database_url=pg_url, job_delay_s=0.5, gateway_env=FAST).start()
+    w = World(database_url=module_db, job_delay_s=0.5, gateway_env=FAST).start()
     try:
         yield w
     finally:
@@ -90,7 +90,11 @@ async def _wait_final(database_url: str, nonce: str, timeout: float = 60) -> Job
     ],
 )
 async def test_kill_at_each_step_then_restart_resolves_the_job(
-    crash_world: World, pg_url: str, point: str, final_state: str, expected: dict[int, int] | None
+    crash_world: World,
+    module_db: str,
+    point: str,
+    final_state: str,
+    expected: dict[int, int] | None,
 ) -> None:
     world = crash_world
     world.reset_upstream()
@@ -125,13 +129,13 @@ async def test_kill_at_each_step_then_restart_resolves_the_job(
     assert world.gateways[0].proc.wait(10) == -9  # it really died by SIGKILL
 
     world.start_gateway(0)  # same database, no crash point: the recovery worker takes over
-    job = await _wait_final(pg_url, _nonce(payment))
+    job = await _wait_final(module_db, _nonce(payment))
 
     assert job.state == final_state, (job.state, job.error_code, job.error_message)
     assert {i: _balances(world)[i] - before[i] for i in WHO} == expected
     stats = world.upstream_stats()
     assert stats["paid_submits"] <= 1, stats
-    sums = await audit(pg_url, world.rpc_url, [job.id])
+    sums = await audit(module_db, world.rpc_url, [job.id])
     assert sums["charge"] == PRICE
 
     if final_state == "completed":  # a retry of the same payment gets the same job

@@ -19,10 +19,10 @@ WHO = (PAYER, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)
 
 
 @pytest.fixture(scope="module")
-def fault_world(pg_url: str) -> Iterator[World]:
+def fault_world(module_db: str) -> Iterator[World]:
     """A world whose gateway gives up on the upstream quickly."""
     w = World(
-        database_url=pg_url,
+        database_url=module_db,
         job_delay_s=0.5,
         gateway_env={"X402R_UPSTREAM_TIMEOUT_S": "2", "X402R_FACILITATOR_TIMEOUT_S": "10"},
     ).start()
@@ -94,7 +94,7 @@ REFUNDED_UPSTREAM_NOT_CHARGED = {PAYER: 0, OPERATOR: PRICE, HOT_WALLET: -PRICE, 
     ids=["5xx-after-charge", "5xx-before-charge", "timeout", "malformed", "job-fails", "402-loop"],
 )
 async def test_upstream_failure_refunds_the_client(
-    world: World, pg_url: str, faults: dict[str, Any], expected: dict[int, int]
+    world: World, module_db: str, faults: dict[str, Any], expected: dict[int, int]
 ) -> None:
     world.set_faults(faults)
     before = balances(world)
@@ -109,14 +109,14 @@ async def test_upstream_failure_refunds_the_client(
     assert moved(before, balances(world)) == expected
     stats = world.upstream_stats()
     assert stats["paid_submits"] <= 1, stats  # never a second upstream payment
-    sums = await audit(pg_url, world.rpc_url, [job["jobId"]])
+    sums = await audit(module_db, world.rpc_url, [job["jobId"]])
     assert sums["charge"] == PRICE
     assert sums["refund"] == PRICE
     assert sums["upstream"] == -expected[HOT_WALLET] - PRICE
 
 
 async def test_one_shot_upstream_5xx_is_retried_with_the_same_payment(
-    world: World, pg_url: str
+    world: World, module_db: str
 ) -> None:
     world.set_faults({"submit_5xx_before_settle": {"times": 1}})
     before = balances(world)
@@ -131,16 +131,16 @@ async def test_one_shot_upstream_5xx_is_retried_with_the_same_payment(
         HOT_WALLET: -UPSTREAM_PRICE,
         UPSTREAM_PAYEE: UPSTREAM_PRICE,
     }
-    row, _ = await db_rows(pg_url, job["jobId"])
+    row, _ = await db_rows(module_db, job["jobId"])
     assert row.upstream_attempts == 2
-    await audit(pg_url, world.rpc_url, [job["jobId"]])
+    await audit(module_db, world.rpc_url, [job["jobId"]])
 
 
-async def test_transient_status_faults_do_not_fail_the_job(world: World, pg_url: str) -> None:
+async def test_transient_status_faults_do_not_fail_the_job(world: World, module_db: str) -> None:
     world.set_faults({"status_5xx": {"times": 3}, "status_malformed": {"times": 2}})
     _, job = await run_paid(world)
     assert job["status"] == "completed", job
-    await audit(pg_url, world.rpc_url, [job["jobId"]])
+    await audit(module_db, world.rpc_url, [job["jobId"]])
 
 
 async def test_price_above_ceiling_stops_selling_before_charging(world: World) -> None:
