@@ -72,7 +72,8 @@ async def wait_until_answered(gw: Gateway, job_id: str) -> Job:
         async with gw.sessions() as session:
             job = await JobRepository(session).get(job_id)
         assert job is not None
-        if job.state in ANSWERED_STATES or (job.state == JobState.VERIFIED and job.settle_attempts):
+        # error_code on an unfinished job: its last attempt failed and a retry is scheduled.
+        if job.state in ANSWERED_STATES or job.error_code is not None:
             return job
         if asyncio.get_running_loop().time() > deadline:
             return job

@@ -101,6 +101,8 @@ async def record_settlement(gw: Gateway, job: Job, result: SettleResult) -> None
                 from_states,
                 state=paid_state.value,
                 settle_tx=result.tx,
+                error_code=None,
+                error_message=None,
                 next_check_at=utcnow(),
             ):
                 JobRepository(session).record(
@@ -139,7 +141,15 @@ async def record_settlement(gw: Gateway, job: Job, result: SettleResult) -> None
             )
         else:
             backoff = min(5 * 2 ** min(job.settle_attempts, 6), 300)
-            await transition(session, job.id, from_states, next_check_at=_lease(backoff))
+            # error_code marks the outcome as unknown for concurrent retries waiting on it.
+            await transition(
+                session,
+                job.id,
+                from_states,
+                next_check_at=_lease(backoff),
+                error_code=result.reason,
+                error_message=result.message,
+            )
 
 
 def header_name_for(header_value: str) -> str:
