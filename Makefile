@@ -3,6 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.deps-stamp
+# The legacy v1-only x402 client shares the import name `x402`: it gets its own venv.
+LEGACY := .venv-x402v1
+LEGACY_STAMP := $(LEGACY)/.deps-stamp
 
 .PHONY: deps sandbox test lint fmt typecheck check bench bench-smoke clean
 
@@ -13,7 +16,12 @@ $(STAMP): pyproject.toml package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
-deps: $(STAMP)
+$(LEGACY_STAMP):
+	test -x $(LEGACY)/bin/python || $(PY) -m venv $(LEGACY)
+	$(LEGACY)/bin/python -m pip install --quiet 'x402==1.0.0'
+	touch $(LEGACY_STAMP)
+
+deps: $(STAMP) $(LEGACY_STAMP)
 
 sandbox: deps  ## the whole local world on SQLite; Ctrl-C stops it
 	$(BIN)/python -m sandbox
@@ -41,4 +49,4 @@ bench-smoke: deps  ## seconds-long run that keeps the benchmarks working
 	$(BIN)/python -m bench --smoke
 
 clean:
-	rm -rf .sandbox .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .sandbox .pytest_cache .mypy_cache .ruff_cache $(LEGACY)
