@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
@@ -134,7 +135,12 @@ class LedgerEntry(Base):
     """One on-chain transfer; rows are only ever inserted."""
 
     __tablename__ = "ledger"
-    __table_args__ = (UniqueConstraint("job_id", "kind", name="uq_ledger_job_id_kind"),)
+    # Rows are also protected by database triggers against UPDATE and DELETE (migration).
+    __table_args__ = (
+        UniqueConstraint("job_id", "kind", name="uq_ledger_job_id_kind"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("kind IN ('charge', 'upstream', 'refund')", name="kind_known"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
