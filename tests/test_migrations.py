@@ -49,6 +49,7 @@ def test_postgres_upgrade_downgrade_and_append_only_ledger(
     new_database: Callable[[], str],
 ) -> None:
     url = new_database()  # already at head
+    command.check(alembic_config(url))  # the models and the migrations agree
     asyncio.run(_assert_append_only(url))
     command.downgrade(alembic_config(url), "base")
     upgrade_to_head(url)
