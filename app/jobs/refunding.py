@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from app.context import Gateway
@@ -109,6 +110,19 @@ async def fail_job(
     return await _load(gw, job_id)
 
 
+async def _refund_expired_unused(gw: Gateway, job: Job) -> bool:
+    """True when the stored refund authorization expired and the chain shows it unused."""
+    assert job.refund_payload is not None
+    valid_before = int(job.refund_payload["payload"]["authorization"]["validBefore"])
+    if valid_before > time.time() or gw.chain is None or job.refund_nonce is None:
+        return False
+    try:
+        used = await gw.chain.authorization_used(gw.settings.hot_wallet_address, job.refund_nonce)
+    except Exception:
+        return False
+    return not used
+
+
 def _record_upstream_spend(repo: JobRepository, gw: Gateway, job: Job, tx: str) -> None:
     assert job.upstream_amount is not None
     assert job.upstream_pay_to is not None
@@ -129,9 +143,16 @@ async def refund(gw: Gateway, job_id: str) -> Job:
     job = await _load(gw, job_id)
     if job.state != JobState.REFUNDING.value or job.refund_amount is None:
         return job
+    if job.refund_payload is not None and await _refund_expired_unused(gw, job):
+        # Nobody can execute it any more: replacing it cannot pay the client twice.
+        async with transaction(gw.sessions) as session:
+            await transition(
+                session, job_id, [JobState.REFUNDING], refund_payload=None, refund_nonce=None
+            )
+        job = await _load(gw, job_id)
     if job.refund_payload is None:
         requirements = refund_requirements(
-            payer=job.payer, amount=job.refund_amount, network=job.pay_network, asset=job.pay_asset
+            payer=job.payer, amount=job.pay_amount, network=job.pay_network, asset=job.pay_asset
         )
         signed = await sign_refund(gw.hot_wallet, requirements)
         nonce = str(signed["payload"]["authorization"]["nonce"]).lower()

@@ -103,7 +103,11 @@ async def record_settlement(gw: Gateway, job: Job, result: SettleResult) -> None
                 settle_tx=result.tx,
                 error_code=None,
                 error_message=None,
-                next_check_at=utcnow(),
+                # Whoever settled buys the upstream next; the worker takes a PAID job over
+                # only after this lease (when due at once, it raced the request to buy it).
+                next_check_at=_lease(gw.settings.upstream_timeout_s + 5)
+                if paid_state is JobState.PAID
+                else utcnow(),
             ):
                 JobRepository(session).record(
                     job,

@@ -20,7 +20,7 @@ from app.payments.offer import build_extra
 
 
 def refund_requirements(
-    *, payer: str, amount: int, network: str, asset: str, timeout_s: int = 3600
+    *, payer: str, amount: int, network: str, asset: str, timeout_s: int = 86_400
 ) -> PaymentRequirements:
     """Requirements under which the hot wallet 'pays' the client back."""
     return PaymentRequirements(
