@@ -47,7 +47,7 @@ def make_settings(**overrides: Any) -> Settings:
         "upstream_url": "http://127.0.0.1:9/api/ai/generations/images/nano-banana-edit",
         **overrides,
     }
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 def make_offer(path: str = EDIT_PATH) -> Offer:
