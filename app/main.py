@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.api import admin, edits, health, jobs
 from app.api.fastpath import FastPath
 from app.context import Gateway
+from app.core.body_limit import BodyLimit
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import install_error_handlers
 from app.core.migrate import upgrade_to_head
@@ -24,6 +25,7 @@ from app.jobs.workers import run_forever
 from app.payments.chain import ChainReader
 from app.payments.facilitator import build_facilitator
 from app.upstream.client import UpstreamClient
+from app.upstream.schemas import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_middleware(FastPath)  # added first, so it runs inside CORS
-    app.add_middleware(
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(  # outermost, so error answers carry CORS headers too
         CORSMiddleware,
         allow_origins=["*"],
         allow_methods=["GET", "POST", "OPTIONS"],

@@ -72,7 +72,17 @@ class World:
         return f"http://127.0.0.1:{self.ports[f'gateway{index}']}"
 
     def start(self, *, gateways: int = 1, chain_port: int | None = None) -> World:
-        """Chain, funded accounts, facilitator, upstream, then `gateways` gateway replicas."""
+        """Chain, funded accounts, facilitator, upstream, then `gateways` gateway replicas.
+
+        If anything fails to start, whatever did start is stopped before the error propagates.
+        """
+        try:
+            return self._start(gateways, chain_port)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, gateways: int, chain_port: int | None) -> World:
         self.chain = LocalChain().start(chain_port)
         for index in (PAYER, PAYER_2, HOT_WALLET):
             mint(self.rpc_url, address(index), FUNDING_ATOMIC)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import unicodedata
 from fractions import Fraction
 from math import ceil
 from typing import Any
@@ -217,7 +218,10 @@ urls = st.builds(
     paths,
     st.sampled_from(["", "?w=512", "?a=1&b=%20"]),
 )
-prompts = st.text(min_size=1, max_size=300).filter(lambda p: p.strip())
+# A valid prompt has at least one visible character (not control, format or separator).
+prompts = st.text(min_size=1, max_size=300).filter(
+    lambda p: any(unicodedata.category(ch)[0] not in "CZ" for ch in p.strip())
+)
 valid_bodies = st.fixed_dictionaries(
     {"prompt": prompts, "image_urls": st.lists(urls, min_size=1, max_size=MAX_IMAGE_URLS)},
     optional={

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
-from x402.extensions.payment_identifier import extract_and_validate_payment_identifier
+from x402.extensions.payment_identifier import PAYMENT_IDENTIFIER, is_valid_payment_id
 from x402.http import (
     PAYMENT_REQUIRED_HEADER,
     PAYMENT_RESPONSE_HEADER,
@@ -115,6 +115,27 @@ def _answer(gw: Gateway, offer: Offer, job: Job) -> Response:
     return JSONResponse(accepted_view(job, base), headers=_settlement_headers(gw, job))
 
 
+def _payment_identifier(payment: IncomingPayment) -> str | None:
+    """The payment-identifier extension's id, checked against OUR rules only.
+
+    The extension echoes a JSON schema the client controls; it is never evaluated (a hostile
+    pattern could stall the event loop).
+    """
+    if not isinstance(payment.payload, PaymentPayload) or not payment.payload.extensions:
+        return None
+    extension = payment.payload.extensions.get(PAYMENT_IDENTIFIER)
+    info = extension.get("info") if isinstance(extension, dict) else None
+    if not isinstance(info, dict) or "id" not in info:
+        return None  # declared, but the client chose no id
+    payment_id = info["id"]
+    if not isinstance(payment_id, str) or not is_valid_payment_id(payment_id):
+        raise InvalidRequest(
+            "payment-identifier id must be 16-128 characters of A-Z a-z 0-9 _ -",
+            code="invalid_payment_identifier",
+        )
+    return payment_id
+
+
 def idempotency_key_of(
     payment: IncomingPayment, header_key: str | None, *, required: bool
 ) -> str | None:
@@ -124,14 +145,7 @@ def idempotency_key_of(
             "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 _ - . :",
             code="invalid_idempotency_key",
         )
-    payment_id = None
-    if isinstance(payment.payload, PaymentPayload):
-        payment_id, validation = extract_and_validate_payment_identifier(payment.payload)
-        if not validation.valid:
-            raise InvalidRequest(
-                "payment-identifier extension is invalid: " + "; ".join(validation.errors),
-                code="invalid_payment_identifier",
-            )
+    payment_id = _payment_identifier(payment)
     if required and header_key is None and payment_id is None:
         raise InvalidRequest(
             "this gateway requires an idempotency id: the x402 payment-identifier extension "

@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
 class AppError(Exception):
@@ -98,10 +99,22 @@ class UpstreamError(AppError):
     code = "upstream_error"
 
 
+# Errors raised by the framework itself (routing, body parsing), in our vocabulary.
+_FRAMEWORK_CODES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     details = []
     for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        # A JSON syntax error's loc is ("body", <character offset>): it is about the body.
+        raw = () if err.get("type") == "json_invalid" else err.get("loc", ())
+        loc = [str(p) for p in raw if p != "body"]
         details.append(
             {"field": ".".join(loc) or "body", "message": err.get("msg"), "type": err.get("type")}
         )
@@ -124,5 +137,15 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=422,
         )
 
+    async def framework_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _FRAMEWORK_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(
+            {"error": code, "message": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=dict(exc.headers or {}),
+        )
+
     app.add_exception_handler(AppError, app_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, framework_error)

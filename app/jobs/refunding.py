@@ -70,9 +70,15 @@ async def fail_job(
     )
     async with transaction(gw.sessions) as session:
         repo = JobRepository(session)
-        if upstream_charged and upstream_tx and not job.upstream_tx:
-            job.upstream_tx = upstream_tx
-            await transition(session, job_id, FAILABLE, upstream_tx=upstream_tx)
+        # Guarded by upstream_tx IS NULL: two actors failing one job record the spend once.
+        if (
+            upstream_charged
+            and upstream_tx
+            and not job.upstream_tx
+            and await transition(
+                session, job_id, FAILABLE, Job.upstream_tx.is_(None), upstream_tx=upstream_tx
+            )
+        ):
             _record_upstream_spend(repo, gw, job, upstream_tx)
         common = {"error_code": code, "error_message": message[:2000]}
         if decision is None:

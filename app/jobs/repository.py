@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from app.core.metrics import TRANSFERRED_ATOMIC, TRANSFERS
 from app.jobs.models import Job, JobState, LedgerEntry, LedgerKind
@@ -168,13 +169,18 @@ class JobRepository:
 
 
 async def transition(
-    session: AsyncSession, job_id: str, from_states: list[JobState], **values: Any
+    session: AsyncSession,
+    job_id: str,
+    from_states: list[JobState],
+    *conditions: ColumnElement[bool],
+    **values: Any,
 ) -> bool:
-    """Compare-and-set a job's columns; False if the job left `from_states` meanwhile."""
+    """Compare-and-set a job's columns; False if the job left `from_states` (or `conditions`
+    no longer hold) meanwhile."""
     values.setdefault("updated_at", utcnow())
     stmt = (
         update(Job)
-        .where(Job.id == job_id, Job.state.in_([s.value for s in from_states]))
+        .where(Job.id == job_id, Job.state.in_([s.value for s in from_states]), *conditions)
         .values(**values)
         .execution_options(synchronize_session=False)
     )

@@ -99,6 +99,7 @@ async def record_settlement(gw: Gateway, job: Job, result: SettleResult) -> None
                 session,
                 job.id,
                 from_states,
+                Job.settle_tx.is_(None),  # the charge is recorded once, whoever settled
                 state=paid_state.value,
                 settle_tx=result.tx,
                 error_code=None,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
@@ -20,7 +22,20 @@ AspectRatio = Literal[
 ]
 OutputFormat = Literal["jpeg", "png", "webp"]
 ImageUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2048, allowed_schemes=["http", "https"])]
-Prompt = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)]
+
+
+def _visible(prompt: str) -> str:
+    """A prompt must contain something visible, not only control or zero-width characters."""
+    if not any(unicodedata.category(ch)[0] not in "CZ" for ch in prompt):
+        raise ValueError("prompt has no visible characters")
+    return prompt
+
+
+Prompt = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=5000),
+    AfterValidator(_visible),
+]
 
 MAX_IMAGE_URLS = 10
 MAX_BODY_BYTES = 64 * 1024
