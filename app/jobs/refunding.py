@@ -9,7 +9,7 @@ from app.context import Gateway
 from app.core.crashpoints import crash_point
 from app.core.db import transaction
 from app.core.settings import RefundPolicy
-from app.jobs.models import Job, JobState, LedgerKind
+from app.jobs.models import Job, JobState
 from app.jobs.repository import JobRepository, transition, utcnow
 from app.payments.facilitator import SettleOutcome, settle_payment
 from app.payments.refunds import load_refund, refund_requirements, sign_refund
@@ -79,7 +79,7 @@ async def fail_job(
                 session, job_id, FAILABLE, Job.upstream_tx.is_(None), upstream_tx=upstream_tx
             )
         ):
-            _record_upstream_spend(repo, gw, job, upstream_tx)
+            repo.record_upstream(job, gw.settings.hot_wallet_address, upstream_tx)
         common = {"error_code": code, "error_message": message[:2000]}
         if decision is None:
             await transition(
@@ -127,21 +127,6 @@ async def _refund_expired_unused(gw: Gateway, job: Job) -> bool:
     except Exception:
         return False
     return not used
-
-
-def _record_upstream_spend(repo: JobRepository, gw: Gateway, job: Job, tx: str) -> None:
-    assert job.upstream_amount is not None
-    assert job.upstream_pay_to is not None
-    repo.record(
-        job,
-        LedgerKind.UPSTREAM,
-        amount=job.upstream_amount,
-        asset=job.pay_asset,
-        network=job.pay_network,
-        from_address=gw.settings.hot_wallet_address,
-        to_address=job.upstream_pay_to,
-        tx_hash=tx,
-    )
 
 
 async def refund(gw: Gateway, job_id: str) -> Job:
@@ -193,16 +178,7 @@ async def refund(gw: Gateway, job_id: str) -> Job:
                 finished_at=utcnow(),
                 next_check_at=None,
             ):
-                JobRepository(session).record(
-                    job,
-                    LedgerKind.REFUND,
-                    amount=job.refund_amount or 0,
-                    asset=job.pay_asset,
-                    network=job.pay_network,
-                    from_address=gw.settings.hot_wallet_address,
-                    to_address=job.payer,
-                    tx_hash=tx,
-                )
+                JobRepository(session).record_refund(job, gw.settings.hot_wallet_address, tx)
         elif result.outcome is SettleOutcome.REFUSED:
             await transition(
                 session,

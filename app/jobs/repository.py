@@ -124,6 +124,48 @@ class JobRepository:
         TRANSFERRED_ATOMIC.labels(kind.value).inc(amount)
         return entry
 
+    def record_charge(self, job: Job, tx_hash: str) -> LedgerEntry:
+        """The client's payment to the operator."""
+        return self.record(
+            job,
+            LedgerKind.CHARGE,
+            amount=job.pay_amount,
+            asset=job.pay_asset,
+            network=job.pay_network,
+            from_address=job.payer,
+            to_address=job.pay_to,
+            tx_hash=tx_hash,
+        )
+
+    def record_upstream(self, job: Job, hot_wallet: str, tx_hash: str) -> LedgerEntry:
+        """Our payment to the upstream."""
+        assert job.upstream_amount is not None
+        assert job.upstream_pay_to is not None
+        return self.record(
+            job,
+            LedgerKind.UPSTREAM,
+            amount=job.upstream_amount,
+            asset=job.pay_asset,
+            network=job.pay_network,
+            from_address=hot_wallet,
+            to_address=job.upstream_pay_to,
+            tx_hash=tx_hash,
+        )
+
+    def record_refund(self, job: Job, hot_wallet: str, tx_hash: str) -> LedgerEntry:
+        """The refund from the hot wallet to the client."""
+        assert job.refund_amount is not None
+        return self.record(
+            job,
+            LedgerKind.REFUND,
+            amount=job.refund_amount,
+            asset=job.pay_asset,
+            network=job.pay_network,
+            from_address=hot_wallet,
+            to_address=job.payer,
+            tx_hash=tx_hash,
+        )
+
     async def ledger_for(self, job_id: str) -> list[LedgerEntry]:
         """A job's transfers in order."""
         stmt = select(LedgerEntry).where(LedgerEntry.job_id == job_id).order_by(LedgerEntry.id)

@@ -16,7 +16,7 @@ from x402.schemas.helpers import parse_payment_payload, parse_payment_requiremen
 from app.context import Gateway
 from app.core.crashpoints import crash_point
 from app.core.db import transaction
-from app.jobs.models import Job, JobState, LedgerKind
+from app.jobs.models import Job, JobState
 from app.jobs.refunding import fail_job
 from app.jobs.repository import JobRepository, transition, utcnow
 from app.payments.facilitator import SettleOutcome, SettleResult, settle_payment
@@ -110,16 +110,7 @@ async def record_settlement(gw: Gateway, job: Job, result: SettleResult) -> None
                 if paid_state is JobState.PAID
                 else utcnow(),
             ):
-                JobRepository(session).record(
-                    job,
-                    LedgerKind.CHARGE,
-                    amount=job.pay_amount,
-                    asset=job.pay_asset,
-                    network=job.pay_network,
-                    from_address=job.payer,
-                    to_address=job.pay_to,
-                    tx_hash=result.tx,
-                )
+                JobRepository(session).record_charge(job, result.tx)
         elif result.outcome is SettleOutcome.REFUSED and job.state == JobState.VERIFIED.value:
             await transition(
                 session,
@@ -260,25 +251,7 @@ async def submit_upstream(gw: Gateway, job_id: str) -> Job:
             )
             and submission.tx
         ):
-            _record_upstream(JobRepository(session), job, submission.tx)
+            JobRepository(session).record_upstream(
+                job, gw.settings.hot_wallet_address, submission.tx
+            )
     return await load(gw, job_id)
-
-
-def _record_upstream(repo: JobRepository, job: Job, tx: str) -> None:
-    assert job.upstream_amount is not None
-    assert job.upstream_pay_to is not None
-    repo.record(
-        job,
-        LedgerKind.UPSTREAM,
-        amount=job.upstream_amount,
-        asset=job.pay_asset,
-        network=job.pay_network,
-        from_address=_hot(job),
-        to_address=job.upstream_pay_to,
-        tx_hash=tx,
-    )
-
-
-def _hot(job: Job) -> str:
-    payload = json.loads(base64.b64decode(job.upstream_payment_header or ""))
-    return str(payload["payload"]["authorization"]["from"])
