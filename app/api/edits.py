@@ -90,10 +90,16 @@ def _settlement_headers(gw: Gateway, job: Job) -> dict[str, str]:
     return {name: encode_payment_response_header(response)}
 
 
-def _answer(gw: Gateway, offer: Offer, job: Job) -> Response:
+def _answer(gw: Gateway, offer: Offer, job: Job, payment: IncomingPayment) -> Response:
     """Map where the job stands after the request path to an HTTP answer."""
     base = gw.settings.base_url
-    if job.state == JobState.PAYMENT_FAILED.value:
+    # The settlement header describes the job's payment: only the payment that bought the job
+    # gets it (an idempotent retry with a new payment must not read it as its own).
+    own = job.pay_nonce == payment.nonce and job.payer == payment.payer
+    settled = _settlement_headers(gw, job) if own else {}
+    if job.state == JobState.PAYMENT_FAILED.value or (
+        job.state == JobState.NEEDS_ATTENTION.value and job.settle_tx is None
+    ):
         return payment_required(offer, job.error_code or "settle_failed", job.error_message)
     if job.state == JobState.VERIFIED.value:
         raise PaymentOutcomeUnknown(
@@ -110,9 +116,9 @@ def _answer(gw: Gateway, offer: Offer, job: Job) -> Response:
             f"the upstream could not serve this paid request: {job.error_message}",
             code=job.error_code or "upstream_error",
             details={"jobId": job.id, "statusUrl": view["statusUrl"], "refund": view.get("refund")},
-            headers=_settlement_headers(gw, job),
+            headers=settled,
         )
-    return JSONResponse(accepted_view(job, base), headers=_settlement_headers(gw, job))
+    return JSONResponse(accepted_view(job, base), headers=settled)
 
 
 def _payment_identifier(payment: IncomingPayment) -> str | None:
@@ -178,7 +184,7 @@ async def _edit(
         )
     except PaymentRejected as exc:
         return payment_required(offer, exc.reason, exc.message)
-    return _answer(gw, offer, job)
+    return _answer(gw, offer, job, payment)
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -35,7 +35,7 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def create_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
     """An async engine tuned for the backend behind `url`."""
     if is_sqlite(url):
         engine = create_async_engine(url, connect_args={"timeout": 30})
@@ -50,7 +50,12 @@ def create_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
 
         return engine
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=10,
+        pool_pre_ping=True,
+        pool_recycle=1800,
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -146,6 +147,19 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=dict(exc.headers or {}),
         )
 
+    async def database_error(_: Request, exc: Exception) -> JSONResponse:
+        # Every step is persisted before the next outside call, so a retry with the same
+        # payment resumes where this one stopped; it can never be charged twice.
+        return JSONResponse(
+            {
+                "error": "database_unavailable",
+                "message": "the database is unavailable; retry with the same payment",
+            },
+            status_code=503,
+            headers={"Retry-After": "2"},
+        )
+
     app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(SQLAlchemyError, database_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, framework_error)

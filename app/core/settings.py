@@ -51,6 +51,8 @@ class Settings(BaseSettings):
         None, description="Bearer token for /v1/admin/* and /metrics (unset: disabled)"
     )
     auto_migrate: bool = Field(True, description="Run `alembic upgrade head` at start-up")
+    db_pool_size: int = Field(10, ge=1, le=200, description="Postgres connections kept open")
+    db_max_overflow: int = Field(10, ge=0, le=200, description="Extra connections under load")
 
     # What we sell and for how much.
     network: str = Field("base", description="x402 v1 network name; v2 uses its CAIP-2 id")

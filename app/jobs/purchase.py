@@ -104,6 +104,16 @@ async def _spend_gate(gw: Gateway, body: dict[str, object]) -> None:
         )
 
 
+async def _known(gw: Gateway, payment: IncomingPayment, scoped_key: str | None) -> Job | None:
+    """The job this payment (or, failing that, this payer's key) already bought."""
+    async with gw.sessions() as session:
+        repo = JobRepository(session)
+        job = await repo.by_payment(payment.network, payment.payer, payment.nonce)
+        if job is None and scoped_key:
+            job = await repo.by_idempotency_key(scoped_key)
+    return job
+
+
 async def _verify(gw: Gateway, payment: IncomingPayment) -> None:
     try:
         verdict = await verify_payment(
@@ -141,10 +151,21 @@ async def purchase(
         return await _existing(gw, known, fp)
 
     # A new payment must verify even when its key matches: that proves it comes from the payer.
-    await _verify(gw, payment)
+    try:
+        await _verify(gw, payment)
+    except PaymentRejected:
+        # A concurrent request with this payment may have recorded and settled it meanwhile
+        # (the facilitator then says "nonce used"): the client paid, so it gets its job.
+        known = await _known(gw, payment, scoped_key)
+        if known is None:
+            raise
+        return await _existing(gw, known, fp)
     if scoped_key:
-        async with gw.sessions() as session:
-            known = await JobRepository(session).by_idempotency_key(scoped_key)
+        async with transaction(gw.sessions) as session:
+            repo = JobRepository(session)
+            # A key whose payment was refused bought nothing: free it for this new payment.
+            await repo.release_failed_key(scoped_key)
+            known = await repo.by_idempotency_key(scoped_key)
         if known is not None:
             return await _existing(gw, known, fp)  # the new payment is never settled
 
@@ -176,11 +197,7 @@ async def purchase(
             session.add(job)
     except IntegrityError:
         # A concurrent request (maybe on another replica) recorded this payment or key first.
-        async with gw.sessions() as session:
-            repo = JobRepository(session)
-            winner = await repo.by_payment(payment.network, payment.payer, payment.nonce)
-            if winner is None and scoped_key:
-                winner = await repo.by_idempotency_key(scoped_key)
+        winner = await _known(gw, payment, scoped_key)
         if winner is None:
             raise
         return await _existing(gw, winner, fp)

@@ -40,15 +40,13 @@ class JobRepository:
         stmt = select(Job).where(Job.idempotency_key == key)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def for_update(self, job_id: str, *, skip_locked: bool = False) -> Job | None:
-        """Lock a job row for a state transition (no-op lock on SQLite)."""
-        stmt = (
-            select(Job)
-            .where(Job.id == job_id)
-            .with_for_update(skip_locked=skip_locked)
-            .execution_options(populate_existing=True)
+    async def release_failed_key(self, key: str) -> None:
+        """Detach an idempotency key from a job whose payment was refused (nothing bought)."""
+        await self.session.execute(
+            update(Job)
+            .where(Job.idempotency_key == key, Job.state == JobState.PAYMENT_FAILED.value)
+            .values(idempotency_key=None)
         )
-        return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def claim_due(self, states: list[JobState], limit: int) -> list[Job]:
         """Rows due for background work, locked so other replicas skip them."""

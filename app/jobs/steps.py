@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from datetime import datetime, timedelta
 
 from x402.http import PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER
+from x402.schemas import SettleResponse
 from x402.schemas.helpers import parse_payment_payload, parse_payment_requirements
 
 from app.context import Gateway
@@ -27,6 +29,8 @@ from app.upstream.errors import (
 )
 
 MAX_UPSTREAM_ATTEMPTS = 3
+MAX_SETTLE_ATTEMPTS = 12  # with exponential backoff capped at 5 min: about 40 min
+EXPIRY_MARGIN_S = 60  # wall clock vs block time
 
 
 async def load(gw: Gateway, job_id: str) -> Job:
@@ -51,7 +55,7 @@ async def settle_client_payment(gw: Gateway, job_id: str) -> SettleResult:
         # An earlier attempt may have landed: ask the chain before broadcasting again.
         unknown = SettleResult(SettleOutcome.UNKNOWN, None, "settle_retry", "retrying settlement")
         found = await _reconcile_settlement(gw, job, unknown)
-        if found.outcome is SettleOutcome.SETTLED:
+        if found.outcome is not SettleOutcome.UNKNOWN:
             await record_settlement(gw, job, found)
             return found
     async with transaction(gw.sessions) as session:
@@ -72,18 +76,28 @@ async def settle_client_payment(gw: Gateway, job_id: str) -> SettleResult:
 
 
 async def _reconcile_settlement(gw: Gateway, job: Job, result: SettleResult) -> SettleResult:
-    """Ask the chain whether an unknown settlement actually happened."""
+    """Ask the chain whether an unknown settlement actually happened.
+
+    SETTLED when the authorization was used; REFUSED when it expired unused (nobody can ever
+    execute it now); otherwise `result` unchanged.
+    """
     assert gw.chain is not None
     try:
-        if not await gw.chain.authorization_used(job.payer, job.pay_nonce):
-            return result
-        tx = await gw.chain.authorization_tx(job.payer, job.pay_nonce)
+        used = await gw.chain.authorization_used(job.payer, job.pay_nonce)
+        tx = await gw.chain.authorization_tx(job.payer, job.pay_nonce) if used else None
     except Exception:
+        return result
+    if not used:
+        if time.time() > job.pay_valid_before + EXPIRY_MARGIN_S:
+            return SettleResult(
+                SettleOutcome.REFUSED,
+                None,
+                "authorization_expired_unused",
+                "the payment authorization expired without being settled; nothing was charged",
+            )
         return result
     if tx is None:
         return result
-    from x402.schemas import SettleResponse
-
     response = SettleResponse(success=True, transaction=tx, network=job.pay_network)
     return SettleResult(SettleOutcome.SETTLED, response, "", "")
 
@@ -135,6 +149,19 @@ async def record_settlement(gw: Gateway, job: Job, result: SettleResult) -> None
                 finished_at=utcnow(),
                 next_check_at=None,
             )
+        elif _give_up_settling(gw, job):
+            # Without a chain to ask, an outcome that stays unknown goes to the operator.
+            await transition(
+                session,
+                job.id,
+                from_states,
+                state=JobState.NEEDS_ATTENTION.value,
+                error_code="settlement_unresolved",
+                error_message=f"settlement outcome still unknown ({result.reason}) after "
+                f"{job.settle_attempts + 1} attempts",
+                finished_at=utcnow(),
+                next_check_at=None,
+            )
         else:
             backoff = min(5 * 2 ** min(job.settle_attempts, 6), 300)
             # error_code marks the outcome as unknown for concurrent retries waiting on it.
@@ -146,6 +173,13 @@ async def record_settlement(gw: Gateway, job: Job, result: SettleResult) -> None
                 error_code=result.reason,
                 error_message=result.message,
             )
+
+
+def _give_up_settling(gw: Gateway, job: Job) -> bool:
+    """Too many unknown attempts, or an expired authorization no chain can vouch for."""
+    if job.settle_attempts + 1 >= MAX_SETTLE_ATTEMPTS:
+        return True
+    return gw.chain is None and time.time() > job.pay_valid_before + EXPIRY_MARGIN_S
 
 
 def header_name_for(header_value: str) -> str:

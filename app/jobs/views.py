@@ -13,6 +13,8 @@ _PUBLIC_STATUS = {
     JobState.PAYMENT_FAILED.value: "failed",
     JobState.REFUNDING.value: "failed",
     JobState.REFUNDED.value: "failed",
+    # Parked for the operator: nothing more will happen on its own.
+    JobState.NEEDS_ATTENTION.value: "failed",
 }
 
 
