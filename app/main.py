@@ -14,6 +14,8 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import admin, edits, health, jobs
 from app.api.fastpath import FastPath
+from app.api.front import FastPathApp
+from app.api.job_reads import close_job_reads
 from app.context import Gateway
 from app.core.body_limit import BodyLimit
 from app.core.db import create_engine, create_sessionmaker
@@ -34,7 +36,11 @@ EXPOSED_HEADERS = ["PAYMENT-REQUIRED", "PAYMENT-RESPONSE", "X-PAYMENT-RESPONSE"]
 
 def build_gateway(settings: Settings) -> Gateway:
     """Wire the long-lived objects from settings."""
-    engine = create_engine(settings.database_url)
+    engine = create_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
     http = httpx.AsyncClient(
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
         follow_redirects=False,
@@ -83,11 +89,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with suppress(asyncio.CancelledError):
                     await asyncio.wait_for(worker, 10)
             await gw.http.aclose()
+            await close_job_reads(app)
             if gw.chain is not None:
                 await gw.chain.close()
             await gw.engine.dispose()
 
-    app = FastAPI(
+    app = FastPathApp(
         title="x402-reseller",
         version="0.1.0",
         summary="Pay with x402; we buy the upstream job for you and track it.",

@@ -1,11 +1,11 @@
-"""A pure-ASGI fast path in front of FastAPI for the two hottest answers.
+"""A pure-ASGI fast path inside CORS for the two hottest answers (see also `app.api.front`).
 
 1. An unpaid `POST` to an edit route: the body is read (bounded) and validated with the
    same model, then the offer's precomputed 402 is sent. Anything else — a payment header,
    a body that is not JSON, too large or invalid — falls through to FastAPI with the body
    replayed, so every 422 (and every paid request) comes from the one slow path.
-2. `GET /v1/jobs/{id}` (no query) of a job whose immutable response is cached: the cached
-   bytes, or a 304 when `If-None-Match` matches.
+2. `GET /v1/jobs/{id}` (no query) when `JobReads.cached` has an answer that needs no I/O:
+   an immutable job (or a 304 when `If-None-Match` matches), or a fresh job in progress.
 
 The answers are the very bytes the routes would send: both render through the same
 `Response` objects (`app.api.edits.payment_required`, `app.api.job_cache.Rendered`).
@@ -14,6 +14,7 @@ The answers are the very bytes the routes would send: both render through the sa
 from __future__ import annotations
 
 import email.message
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -23,7 +24,7 @@ from app.api.edits import EDIT_PATH, UPSTREAM_PATH, current_offer, payment_requi
 from app.api.job_cache import etag_matches
 from app.api.job_reads import job_reads
 from app.context import Gateway
-from app.payments.offer import Offer
+from app.upstream.client import Quote
 from app.upstream.schemas import MAX_BODY_BYTES, EditRequest
 
 EDIT_PATHS = frozenset({EDIT_PATH, UPSTREAM_PATH})
@@ -59,12 +60,59 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replayed
 
 
+async def unpaid_valid_body(
+    scope: Scope, receive: Receive, refuse: frozenset[bytes] = PAYMENT_HEADERS
+) -> tuple[bool, Receive]:
+    """Whether this edit request is unpaid with a valid JSON body, and the `receive` to hand on.
+
+    Any header in `refuse` (by default the payment headers) makes it not ours to answer.
+    Reads at most `MAX_BODY_BYTES`; whatever was read is replayed by the returned `receive`.
+    """
+    content_type = None
+    for name, value in scope["headers"]:
+        if name in refuse:
+            return False, receive
+        if name == b"content-type":
+            content_type = value
+    if content_type is None or not is_json(content_type):
+        return False, receive
+    messages: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return False, _replay(messages, receive)
+        size += len(message.get("body", b""))
+        if size > MAX_BODY_BYTES:
+            return False, _replay(messages, receive)
+        if not message.get("more_body", False):
+            break
+    body = b"".join(m.get("body", b"") for m in messages)
+    replay = _replay([{"type": "http.request", "body": body, "more_body": False}], receive)
+    try:
+        EditRequest.model_validate_json(body)
+    except ValidationError:
+        return False, replay
+    return True, replay
+
+
+@dataclass(frozen=True)
+class _Unpaid:
+    """The 402 of one path, valid while the gateway and the upstream's quote are the same."""
+
+    gateway: Gateway
+    quote: Quote | None
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
 class FastPath:
     """ASGI middleware; install inside CORS so browsers still see the exposed headers."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._unpaid: dict[str, tuple[Offer, list[tuple[bytes, bytes]], bytes]] = {}
+        self._unpaid: dict[str, _Unpaid] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
@@ -77,44 +125,25 @@ class FastPath:
         return await self.app(scope, receive, send)
 
     async def _edit(self, scope: Scope, receive: Receive, send: Send) -> None:
-        content_type = None
-        for name, value in scope["headers"]:
-            if name in PAYMENT_HEADERS:
-                return await self.app(scope, receive, send)
-            if name == b"content-type":
-                content_type = value
         gw = _gateway(scope)
-        if gw is None or content_type is None or not is_json(content_type):
+        valid, receive = await unpaid_valid_body(scope, receive)
+        if gw is None or not valid:
             return await self.app(scope, receive, send)
-        messages: list[Message] = []
-        size = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                return await self.app(scope, _replay(messages, receive), send)
-            size += len(message.get("body", b""))
-            if size > MAX_BODY_BYTES:
-                return await self.app(scope, _replay(messages, receive), send)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(m.get("body", b"") for m in messages)
-        replay: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
-        try:
-            EditRequest.model_validate_json(body)
-        except ValidationError:
-            return await self.app(scope, _replay(replay, receive), send)
-        headers, content = self._payment_required(scope["path"], current_offer(gw, scope["path"]))
-        await send({"type": "http.response.start", "status": 402, "headers": headers})
-        await send({"type": "http.response.body", "body": content})
+        unpaid = self._payment_required(gw, scope["path"])
+        await send(_start(402, unpaid.headers))
+        await send({"type": "http.response.body", "body": unpaid.body})
         return None
 
-    def _payment_required(self, path: str, offer: Offer) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    def _payment_required(self, gw: Gateway, path: str) -> _Unpaid:
+        # The offer is a function of the settings, the path and the upstream's cached quote
+        # (see `current_offer`), so it is rebuilt only when the quote object changes.
+        quote = gw.upstream.cached_quote()
         cached = self._unpaid.get(path)
-        if cached is None or cached[0] is not offer:
-            response = payment_required(offer)
-            cached = self._unpaid[path] = (offer, response.raw_headers, bytes(response.body))
-        return cached[1], cached[2]
+        if cached is None or cached.gateway is not gw or cached.quote is not quote:
+            response = payment_required(current_offer(gw, path))
+            body = bytes(response.body)
+            cached = self._unpaid[path] = _Unpaid(gw, quote, response.raw_headers, body)
+        return cached
 
     async def _job(self, scope: Scope, send: Send) -> bool:
         reads = job_reads(scope["app"]) if "app" in scope else None
@@ -138,7 +167,8 @@ class FastPath:
 
 
 def _start(status: int, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
-    return {"type": "http.response.start", "status": status, "headers": headers}
+    # A copy: middleware outside (CORS) may add headers to the message's list.
+    return {"type": "http.response.start", "status": status, "headers": list(headers)}
 
 
 def _gateway(scope: Scope) -> Gateway | None:

@@ -3,9 +3,12 @@
 Immutable jobs are rendered once and served from a byte-bounded LRU. A job still in
 progress is read from the database at most once per `ttl` per process, however many
 clients poll it: concurrent readers share one in-flight read, and its rendered answer is
-served until it is `ttl` old. `ttl` is half the poll interval, so a job that finished (on
-any replica) is shown as finished within one poll interval. The upstream itself is asked
-through the coalescing poller, never more than once per interval per job.
+served until it is `ttl` (half the poll interval) old, then while one task reads it again,
+but never once it is a whole poll interval old. So a job that finished (on any replica)
+shows as finished within one poll interval, and pollers of a busy job never wait. The
+upstream itself is asked through the coalescing poller, at most once per interval per job,
+and only when the row says nobody polled it within the interval. `cached()` is what the
+ASGI fast path serves.
 """
 
 from __future__ import annotations
@@ -14,34 +17,19 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, timedelta
+from types import SimpleNamespace
+from typing import cast
 
-from sqlalchemy import bindparam, select
 from starlette.applications import Starlette
 
 from app.api.job_cache import DEFAULT_BUDGET_BYTES, ImmutableCache, Rendered, render
+from app.api.job_rows import JobRows
 from app.context import Gateway
 from app.jobs.models import Job, JobState
 from app.jobs.polling import Poller
+from app.jobs.repository import utcnow
 
-# Only what `job_view` shows: the payloads and signed headers stay in the database.
-_VIEW_COLUMNS = (
-    Job.id,
-    Job.state,
-    Job.upstream_request_id,
-    Job.result,
-    Job.error_code,
-    Job.error_message,
-    Job.payer,
-    Job.pay_amount,
-    Job.pay_asset,
-    Job.pay_network,
-    Job.settle_tx,
-    Job.refund_amount,
-    Job.refund_tx,
-    Job.created_at,
-    Job.finished_at,
-)
-_SELECT_VIEW = select(*_VIEW_COLUMNS).where(Job.id == bindparam("job_id"))
 MAX_LIVE_ENTRIES = 10_000
 _SUBMITTED = JobState.SUBMITTED.value
 
@@ -75,38 +63,57 @@ class JobReads:
         self._poller = poller
         self.immutable = ImmutableCache(budget_bytes)
         self._live: OrderedDict[str, _Live] = OrderedDict()
+        self.rows = JobRows(gw.engine)
         self.interval = gw.settings.poll_interval_s
         self.ttl = self.interval / 2
         self.db_reads = 0
 
     def cached(self, job_id: str) -> Rendered | None:
-        """The immutable response, if this process has it (no I/O)."""
-        return self.immutable.get(job_id)
+        """What may be served right now without waiting for any I/O, if anything.
 
-    async def read(self, job_id: str) -> Rendered | None:
-        """The job's current response, or None when there is no such job."""
+        A view in progress older than `ttl` is still served while one task reads it again,
+        until it is a poll interval old: then readers wait for the fresh one.
+        """
         hit = self.immutable.get(job_id)
         if hit is not None:
             return hit
         live = self._live.get(job_id)
-        now = asyncio.get_running_loop().time()
+        if live is None or live.rendered is None:
+            return None
+        age = asyncio.get_running_loop().time() - live.read_at
+        if age >= self.interval:
+            return None
+        if age >= self.ttl:
+            self._loading(job_id, live)
+        return live.rendered
+
+    async def read(self, job_id: str) -> Rendered | None:
+        """The job's current response, or None when there is no such job."""
+        hit = self.cached(job_id)
+        if hit is not None:
+            return hit
+        live = self._live.get(job_id)
         if live is None:
             live = self._live[job_id] = _Live()
             while len(self._live) > MAX_LIVE_ENTRIES:
                 self._live.popitem(last=False)
-        elif live.rendered is not None and now - live.read_at < self.ttl:
-            return live.rendered
+        return await asyncio.shield(self._loading(job_id, live))
+
+    def _loading(self, job_id: str, live: _Live) -> asyncio.Task[Rendered | None]:
+        """The read of `job_id` in flight, started if there is none."""
         if live.task is None:
             live.task = asyncio.create_task(self._load(job_id, live))
             live.task.add_done_callback(_finished(live))
-        return await asyncio.shield(live.task)
+        return live.task
 
     async def _load(self, job_id: str, live: _Live) -> Rendered | None:
         loop = asyncio.get_running_loop()
+        started = loop.time()
         job = await self._select(job_id)
-        if job is not None and job.state == _SUBMITTED and self._refresh_due(live, loop.time()):
+        if job is not None and self._refresh_due(job, live, started):
             live.refreshed_at = loop.time()
             await self._poller.refresh(job_id)
+            started = loop.time()
             job = await self._select(job_id)
         if job is None:
             self._live.pop(job_id, None)
@@ -116,19 +123,30 @@ class JobReads:
             self.immutable.put(rendered)
             self._live.pop(job_id, None)
         else:
-            live.rendered, live.read_at = rendered, loop.time()
+            live.rendered, live.read_at = rendered, started
         return rendered
 
-    def _refresh_due(self, live: _Live, now: float) -> bool:
-        # claim_poll admits one upstream poll per interval across replicas; asking more
-        # often than that from one process only costs a database write.
-        return now - live.refreshed_at >= self.interval
+    def _refresh_due(self, job: Job, live: _Live, now: float) -> bool:
+        # `claim_poll` admits one upstream poll per interval across replicas: asking when it
+        # must refuse (polled recently, here or on any replica) only costs a database write.
+        if job.state != _SUBMITTED or now - live.refreshed_at < self.interval:
+            return False
+        polled = job.last_polled_at
+        if polled is None:
+            return True
+        if polled.tzinfo is None:  # SQLite gives naive UTC
+            polled = polled.replace(tzinfo=UTC)
+        return polled <= utcnow() - timedelta(seconds=self.interval)
 
     async def _select(self, job_id: str) -> Job | None:
         self.db_reads += 1
-        async with self.gateway.engine.connect() as conn:
-            row = (await conn.execute(_SELECT_VIEW, {"job_id": job_id})).first()
-        return None if row is None else Job(**row._mapping)
+        values = await self.rows.fetch(job_id)
+        # `job_view` only reads these attributes; an ORM instance would cost more than the query.
+        return None if values is None else cast(Job, SimpleNamespace(**values))
+
+    async def aclose(self) -> None:
+        """Release what the read path holds (its database pool)."""
+        await self.rows.aclose()
 
 
 def job_reads(app: Starlette) -> JobReads | None:
@@ -143,3 +161,10 @@ def job_reads(app: Starlette) -> JobReads | None:
         return None
     reads = state.job_reads = JobReads(gw, poller)
     return reads
+
+
+async def close_job_reads(app: Starlette) -> None:
+    """Called when the application stops."""
+    reads: JobReads | None = getattr(app.state, "job_reads", None)
+    if reads is not None:
+        await reads.aclose()

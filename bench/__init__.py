@@ -1,0 +1,1 @@
+"""Benchmarks of the gateway against its baselines; `python -m bench` writes docs/performance.md."""
