@@ -15,8 +15,13 @@ from x402.schemas import PaymentRequiredV1
 from app.jobs.models import Job, LedgerEntry
 from sandbox.pay import EDIT_BODY, payer_client
 
+PRICE = 63240  # the listing's 52700 + the default 20 % markup, rounded up
+UPSTREAM_PRICE = 52700  # the simulated upstream's price, as in the listing
+
 __all__ = [
     "EDIT_BODY",
+    "PRICE",
+    "UPSTREAM_PRICE",
     "db_rows",
     "ledger_balances",
     "paid_post",

@@ -50,9 +50,8 @@ from x402.schemas import (
 from app.jobs.models import Job, JobState
 from sandbox.chain import CHAIN_ID, authorization_state, mint, usdc_balance
 from sandbox.world import OPERATOR, World, address
-from tests.helpers import EDIT_BODY
+from tests.helpers import EDIT_BODY, PRICE
 
-PRICE = 63240
 EDIT_PATH = "/v1/images/edit"
 BUSY_STATES = (JobState.VERIFIED.value, JobState.PAID.value, JobState.UPSTREAM_SIGNED.value)
 UPSTREAM_COUNTERS = ("submits", "payment_required", "payments_rejected", "paid_submits")

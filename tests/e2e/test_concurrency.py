@@ -40,11 +40,9 @@ from sandbox.world import (
     address,
     key_hex,
 )
-from tests.helpers import EDIT_BODY, poll_until_done, sign_payment
+from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, poll_until_done, sign_payment
 from tests.ledger_audit import audit
 
-PRICE = 63240
-UPSTREAM_PRICE = 52700
 WHO = (PAYER, PAYER_2, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)
 POLL_INTERVAL_S = 0.5
 FINAL = {state.value for state in FINAL_STATES}

@@ -15,11 +15,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.jobs.models import Job
 from sandbox.chain import usdc_balance
 from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, address, key_hex
-from tests.helpers import EDIT_BODY, sign_payment
+from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, sign_payment
 from tests.ledger_audit import audit
 
-PRICE = 63240
-UPSTREAM_PRICE = 52700
 WHO = (PAYER, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)
 FAST = {"X402R_FACILITATOR_TIMEOUT_S": "3", "X402R_UPSTREAM_TIMEOUT_S": "2"}
 SERVED = {

@@ -31,11 +31,9 @@ from sandbox.chain import (
     usdc_balance,
 )
 from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, address, key_hex
-from tests.helpers import EDIT_BODY, poll_until_done, sign_payment
+from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, poll_until_done, sign_payment
 from tests.ledger_audit import audit
 
-PRICE = 63240
-UPSTREAM_PRICE = 52700
 WHO = (PAYER, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)
 NOTHING_MOVED = dict.fromkeys(WHO, 0)
 SERVED = {

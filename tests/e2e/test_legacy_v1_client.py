@@ -8,11 +8,10 @@ from pathlib import Path
 
 from sandbox.chain import usdc_balance
 from sandbox.world import OPERATOR, PAYER_2, World, address, key_hex
-from tests.helpers import EDIT_BODY, poll_until_done
+from tests.helpers import EDIT_BODY, PRICE, poll_until_done
 
 ROOT = Path(__file__).resolve().parents[2]
 LEGACY_PYTHON = ROOT / ".venv-x402v1" / "bin" / "python"
-PRICE = 63240
 
 
 async def test_legacy_v1_client_pays_and_gets_a_job(world: World) -> None:

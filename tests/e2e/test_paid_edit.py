@@ -9,15 +9,14 @@ from sandbox.chain import usdc_balance
 from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, address, key_hex
 from tests.helpers import (
     EDIT_BODY,
+    PRICE,
+    UPSTREAM_PRICE,
     db_rows,
     ledger_balances,
     paid_post,
     poll_until_done,
     sign_payment,
 )
-
-PRICE = 63240  # 52700 + 20 %, rounded up
-UPSTREAM_PRICE = 52700
 
 
 def _balances(world: World) -> dict[int, int]:

@@ -38,11 +38,9 @@ from sandbox.world import (
     address,
     key_hex,
 )
-from tests.helpers import EDIT_BODY, poll_until_done, sign_payment
+from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, poll_until_done, sign_payment
 from tests.ledger_audit import audit
 
-PRICE = 63240
-UPSTREAM_PRICE = 52700
 ELSEWHERE = 6  # a dev account no party of the world uses
 WHO = (PAYER, PAYER_2, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE, ELSEWHERE)
 FINAL = ("completed", "failed", "payment_failed", "refunded", "needs_attention")

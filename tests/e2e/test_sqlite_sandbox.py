@@ -8,10 +8,8 @@ import pytest
 
 from sandbox.chain import usdc_balance
 from sandbox.world import OPERATOR, PAYER, World, address, key_hex
-from tests.helpers import paid_post, poll_until_done
+from tests.helpers import PRICE, UPSTREAM_PRICE, paid_post, poll_until_done
 from tests.ledger_audit import audit
-
-PRICE = 63240
 
 
 @pytest.fixture(scope="module")
@@ -38,4 +36,4 @@ async def test_paid_edit_on_the_sqlite_default(sqlite_world: World) -> None:
     assert usdc_balance(world.rpc_url, address(OPERATOR)) - before == PRICE
     sums = await audit(env["X402R_DATABASE_URL"], world.rpc_url)
     assert sums["charge"] == PRICE
-    assert sums["upstream"] == 52700
+    assert sums["upstream"] == UPSTREAM_PRICE

@@ -10,11 +10,17 @@ import pytest
 
 from sandbox.chain import usdc_balance
 from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, address, key_hex
-from tests.helpers import EDIT_BODY, db_rows, paid_post, poll_until_done, sign_payment
+from tests.helpers import (
+    EDIT_BODY,
+    PRICE,
+    UPSTREAM_PRICE,
+    db_rows,
+    paid_post,
+    poll_until_done,
+    sign_payment,
+)
 from tests.ledger_audit import audit
 
-PRICE = 63240
-UPSTREAM_PRICE = 52700
 WHO = (PAYER, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)
 
 
