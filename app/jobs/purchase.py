@@ -20,8 +20,8 @@ from app.core.db import transaction
 from app.core.errors import AppError, Conflict, PaymentOutcomeUnknown, ServiceUnavailable
 from app.core.settings import SettlementOrder
 from app.jobs.models import ANSWERED_STATES, Job, JobState
-from app.jobs.repository import JobRepository, utcnow
-from app.jobs.steps import buy_upstream, load, settle_client_payment
+from app.jobs.repository import JobRepository, load_job, utcnow
+from app.jobs.steps import buy_upstream, settle_client_payment
 from app.payments.facilitator import FacilitatorUnavailable, SettleOutcome, verify_payment
 from app.payments.incoming import IncomingPayment, PaymentRejected
 from app.upstream.errors import UpstreamError, UpstreamPriceTooHigh
@@ -207,7 +207,7 @@ async def purchase(
 
 async def drive(gw: Gateway, job_id: str) -> Job:
     """Advance a job the current request owns until the client can be answered."""
-    job = await load(gw, job_id)
+    job = await load_job(gw.sessions, job_id)
     if gw.settings.settlement_order is SettlementOrder.SETTLE_AFTER:
         return await _upstream_then_settle(gw, job)
     if job.state == JobState.VERIFIED.value:
@@ -238,4 +238,4 @@ async def _upstream_then_settle(gw: Gateway, job: Job) -> Job:
             "settlement outcome is unknown; retry with the SAME payment",
             details={"reason": result.reason},
         )
-    return await load(gw, job.id)
+    return await load_job(gw.sessions, job.id)

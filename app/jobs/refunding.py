@@ -10,7 +10,7 @@ from app.core.crashpoints import crash_point
 from app.core.db import transaction
 from app.core.settings import RefundPolicy
 from app.jobs.models import Job, JobState
-from app.jobs.repository import JobRepository, transition, utcnow
+from app.jobs.repository import JobRepository, load_job, transition, utcnow
 from app.payments.facilitator import SettleOutcome, settle_payment
 from app.payments.refunds import load_refund, refund_requirements, sign_refund
 
@@ -23,13 +23,6 @@ FAILABLE = [
 ]
 
 
-async def _load(gw: Gateway, job_id: str) -> Job:
-    async with gw.sessions() as session:
-        job = await JobRepository(session).get(job_id)
-    assert job is not None
-    return job
-
-
 async def upstream_was_charged(gw: Gateway, job: Job) -> tuple[bool | None, str | None]:
     """(charged?, tx) for our upstream authorization; None when it cannot be known."""
     if job.upstream_nonce is None:
@@ -40,9 +33,7 @@ async def upstream_was_charged(gw: Gateway, job: Job) -> tuple[bool | None, str 
         return None, None
     hot = gw.settings.hot_wallet_address
     try:
-        if not await gw.chain.authorization_used(hot, job.upstream_nonce):
-            return False, None
-        return True, await gw.chain.authorization_tx(hot, job.upstream_nonce)
+        return await gw.chain.authorization_outcome(hot, job.upstream_nonce)
     except Exception:
         return None, None
 
@@ -60,7 +51,7 @@ async def fail_job(
     gw: Gateway, job_id: str, code: str, message: str, *, upstream_charged: bool | None
 ) -> Job:
     """Move a job to failed, refunding the client when policy says so."""
-    job = await _load(gw, job_id)
+    job = await load_job(gw.sessions, job_id)
     upstream_tx = None
     if upstream_charged is not False:
         upstream_charged, upstream_tx = await upstream_was_charged(gw, job)
@@ -113,7 +104,7 @@ async def fail_job(
             )
     if decision:
         return await refund(gw, job_id)
-    return await _load(gw, job_id)
+    return await load_job(gw.sessions, job_id)
 
 
 async def _refund_expired_unused(gw: Gateway, job: Job) -> bool:
@@ -131,7 +122,7 @@ async def _refund_expired_unused(gw: Gateway, job: Job) -> bool:
 
 async def refund(gw: Gateway, job_id: str) -> Job:
     """Sign (once) and settle the refund of a REFUNDING job."""
-    job = await _load(gw, job_id)
+    job = await load_job(gw.sessions, job_id)
     if job.state != JobState.REFUNDING.value or job.refund_amount is None:
         return job
     if job.refund_payload is not None and await _refund_expired_unused(gw, job):
@@ -140,7 +131,7 @@ async def refund(gw: Gateway, job_id: str) -> Job:
             await transition(
                 session, job_id, [JobState.REFUNDING], refund_payload=None, refund_nonce=None
             )
-        job = await _load(gw, job_id)
+        job = await load_job(gw.sessions, job_id)
     if job.refund_payload is None:
         requirements = refund_requirements(
             payer=job.payer, amount=job.pay_amount, network=job.pay_network, asset=job.pay_asset
@@ -152,19 +143,19 @@ async def refund(gw: Gateway, job_id: str) -> Job:
                 session, job_id, [JobState.REFUNDING], refund_payload=signed, refund_nonce=nonce
             )
         crash_point("after_refund_signed")
-        job = await _load(gw, job_id)
+        job = await load_job(gw.sessions, job_id)
     assert job.refund_payload is not None
     assert job.refund_nonce is not None
     payload, requirements = load_refund(job.refund_payload)
     result = await settle_payment(
         gw.facilitator, payload, requirements, gw.settings.facilitator_timeout_s
     )
-    tx = result.tx
+    # Only a settled answer's transaction counts: an unknown one may carry a reverted tx.
+    tx = result.tx if result.outcome is SettleOutcome.SETTLED else None
     if result.outcome is SettleOutcome.UNKNOWN and gw.chain is not None:
         try:
             hot = gw.settings.hot_wallet_address
-            if await gw.chain.authorization_used(hot, job.refund_nonce):
-                tx = await gw.chain.authorization_tx(hot, job.refund_nonce)
+            _, tx = await gw.chain.authorization_outcome(hot, job.refund_nonce)
         except Exception:
             tx = None
     async with transaction(gw.sessions) as session:
@@ -197,4 +188,4 @@ async def refund(gw: Gateway, job_id: str) -> Job:
                 [JobState.REFUNDING],
                 next_check_at=utcnow() + timedelta(seconds=30),
             )
-    return await _load(gw, job_id)
+    return await load_job(gw.sessions, job_id)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.core.metrics import TRANSFERRED_ATOMIC, TRANSFERS
@@ -16,6 +16,14 @@ from app.jobs.models import Job, JobState, LedgerEntry, LedgerKind
 def utcnow() -> datetime:
     """Timezone-aware now (stored as UTC everywhere)."""
     return datetime.now(UTC)
+
+
+async def load_job(sessions: async_sessionmaker[AsyncSession], job_id: str) -> Job:
+    """A fresh copy of a job that must exist, read in its own short session."""
+    async with sessions() as session:
+        job = await session.get(Job, job_id)
+    assert job is not None, job_id
+    return job
 
 
 class JobRepository:

@@ -20,7 +20,7 @@ from app.core.crashpoints import crash_point
 from app.core.db import transaction
 from app.jobs.models import Job, JobState
 from app.jobs.refunding import fail_job
-from app.jobs.repository import JobRepository, transition, utcnow
+from app.jobs.repository import JobRepository, load_job, transition, utcnow
 from app.payments.facilitator import SettleOutcome, SettleResult, settle_payment
 from app.upstream.errors import (
     UpstreamError,
@@ -33,21 +33,13 @@ MAX_SETTLE_ATTEMPTS = 12  # with exponential backoff capped at 5 min: about 40 m
 EXPIRY_MARGIN_S = 60  # wall clock vs block time
 
 
-async def load(gw: Gateway, job_id: str) -> Job:
-    """Fresh copy of a job."""
-    async with gw.sessions() as session:
-        job = await JobRepository(session).get(job_id)
-    assert job is not None, job_id
-    return job
-
-
 def _lease(seconds: float) -> datetime:
     return utcnow() + timedelta(seconds=seconds)
 
 
 async def settle_client_payment(gw: Gateway, job_id: str) -> SettleResult:
     """Settle the client's stored payment once; persist SETTLED/REFUSED, schedule UNKNOWN."""
-    job = await load(gw, job_id)
+    job = await load_job(gw.sessions, job_id)
     from_states = [JobState.VERIFIED, JobState.SUBMITTED]
     payload = parse_payment_payload(job.payment_payload)
     requirements = parse_payment_requirements(job.x402_version, job.payment_requirements)
@@ -83,8 +75,7 @@ async def _reconcile_settlement(gw: Gateway, job: Job, result: SettleResult) -> 
     """
     assert gw.chain is not None
     try:
-        used = await gw.chain.authorization_used(job.payer, job.pay_nonce)
-        tx = await gw.chain.authorization_tx(job.payer, job.pay_nonce) if used else None
+        used, tx = await gw.chain.authorization_outcome(job.payer, job.pay_nonce)
     except Exception:
         return result
     if not used:
@@ -190,7 +181,7 @@ def header_name_for(header_value: str) -> str:
 
 async def buy_upstream(gw: Gateway, job_id: str, *, charge_first: bool = True) -> Job:
     """Sign (once) and submit the upstream purchase for a job."""
-    job = await load(gw, job_id)
+    job = await load_job(gw.sessions, job_id)
     ready = JobState.PAID if charge_first else JobState.VERIFIED
     if job.state == ready.value and job.upstream_payment_header is None:
         try:
@@ -222,7 +213,7 @@ async def buy_upstream(gw: Gateway, job_id: str, *, charge_first: bool = True) -
                 next_check_at=_lease(gw.settings.upstream_timeout_s + 5),
             )
         crash_point("after_upstream_signed")
-        job = await load(gw, job_id)
+        job = await load_job(gw.sessions, job_id)
     if job.state != JobState.UPSTREAM_SIGNED.value:
         return job
     return await submit_upstream(gw, job_id)
@@ -237,7 +228,7 @@ async def _within_daily_cap(gw: Gateway, amount: int) -> bool:
 
 async def submit_upstream(gw: Gateway, job_id: str) -> Job:
     """Send the stored upstream payment (the same one on every retry)."""
-    job = await load(gw, job_id)
+    job = await load_job(gw.sessions, job_id)
     assert job.upstream_payment_header is not None
     attempts = job.upstream_attempts + 1
     async with transaction(gw.sessions) as session:
@@ -262,7 +253,7 @@ async def submit_upstream(gw: Gateway, job_id: str) -> Job:
                     error_message=exc.message,
                     next_check_at=_lease(2 * attempts),
                 )
-            return await load(gw, job_id)
+            return await load_job(gw.sessions, job_id)
         return await fail_job(gw, job_id, exc.code, exc.message, upstream_charged=None)
     except UpstreamError as exc:
         return await fail_job(gw, job_id, exc.code, exc.message, upstream_charged=None)
@@ -288,4 +279,4 @@ async def submit_upstream(gw: Gateway, job_id: str) -> Job:
             JobRepository(session).record_upstream(
                 job, gw.settings.hot_wallet_address, submission.tx
             )
-    return await load(gw, job_id)
+    return await load_job(gw.sessions, job_id)

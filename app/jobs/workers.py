@@ -16,8 +16,8 @@ from app.core.settings import SettlementOrder
 from app.jobs.models import JobState
 from app.jobs.polling import Poller
 from app.jobs.refunding import fail_job, refund
-from app.jobs.repository import JobRepository, utcnow
-from app.jobs.steps import buy_upstream, load, settle_client_payment, submit_upstream
+from app.jobs.repository import JobRepository, load_job, utcnow
+from app.jobs.steps import buy_upstream, settle_client_payment, submit_upstream
 from app.payments.facilitator import SettleOutcome
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ async def claim(gw: Gateway, limit: int = BATCH) -> list[str]:
 
 async def advance(gw: Gateway, poller: Poller, job_id: str) -> None:
     """One step forward for one job, whatever state it was left in."""
-    job = await load(gw, job_id)
+    job = await load_job(gw.sessions, job_id)
     state = JobState(job.state)
     after = gw.settings.settlement_order is SettlementOrder.SETTLE_AFTER
     if state is JobState.VERIFIED:

@@ -51,6 +51,12 @@ class ChainReader:
         tx = logs[-1]["transactionHash"]
         return tx if isinstance(tx, str) else "0x" + bytes(tx).hex()
 
+    async def authorization_outcome(self, authorizer: str, nonce: str) -> tuple[bool, str | None]:
+        """(used?, the transaction that used it); raises when the chain cannot be read."""
+        if not await self.authorization_used(authorizer, nonce):
+            return False, None
+        return True, await self.authorization_tx(authorizer, nonce)
+
     async def close(self) -> None:
         """Release the HTTP session."""
         await self._w3.provider.disconnect()
