@@ -17,6 +17,7 @@ from x402.http import decode_payment_required_header, encode_payment_signature_h
 
 from bench.measure import check, expect
 from bench.profile import Profile
+from bench.seed import park_jobs
 from bench.stage import Stage
 from sandbox.pay import EDIT_BODY, payer_client
 from sandbox.world import PAYER, key_hex
@@ -65,17 +66,23 @@ async def _paid_call(
 
 
 async def run(stage: Stage, profile: Profile) -> dict[str, Any]:
-    """One warm-up call (fetches the upstream's requirements), then `paid_calls` timed ones."""
+    """One warm-up call (fetches the upstream's requirements), then `paid_calls` timed ones,
+    each job parked (no background polling) once it has been answered."""
     url = stage.w.gateway_url(0) + "/v1/images/edit"
     timings: list[dict[str, float]] = []
     jobs: list[str] = []
     async with httpx.AsyncClient(timeout=60) as http:
         first, first_timing = await _paid_call(http, url, stage, "warm-up edit")
         jobs.append(first["jobId"])
+        await park_jobs(stage.database_url, jobs)
         for i in range(profile.paid_calls):
             accepted, timing = await _paid_call(http, url, stage, f"edit number {i}")
             jobs.append(accepted["jobId"])
             timings.append(timing)
+            # As if its upstream job had finished: call N must not run beside N-1 jobs being
+            # polled (the sandbox upstream keeps them processing for the status scenarios).
+            # Polling is measured on its own in the amplification scenario.
+            await park_jobs(stage.database_url, jobs[-1:])
     keys = ("total", "facilitator", "upstream", "gateway")
     stats = {
         k: {"p50": median(t[k] for t in timings), "p99": pct([t[k] for t in timings], 0.99)}

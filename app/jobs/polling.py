@@ -42,10 +42,9 @@ class Poller:
     async def _refresh(self, job_id: str) -> None:
         gw = self._gw
         async with transaction(gw.sessions) as session:
-            if not await JobRepository(session).claim_poll(job_id, gw.settings.poll_interval_s):
-                return
-            job = await JobRepository(session).get(job_id)
-        assert job is not None
+            job = await JobRepository(session).claim_poll(job_id, gw.settings.poll_interval_s)
+        if job is None:
+            return
         assert job.upstream_status_url is not None
         try:
             data = await gw.upstream.status(job.upstream_status_url)

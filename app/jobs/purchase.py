@@ -21,7 +21,7 @@ from app.core.errors import AppError, Conflict, PaymentOutcomeUnknown, ServiceUn
 from app.core.settings import SettlementOrder
 from app.jobs.models import ANSWERED_STATES, Job, JobState
 from app.jobs.repository import JobRepository, load_job, utcnow
-from app.jobs.steps import buy_upstream, settle_client_payment
+from app.jobs.steps import buy_upstream, settle_client_payment, submit_upstream
 from app.payments.facilitator import FacilitatorUnavailable, SettleOutcome, verify_payment
 from app.payments.incoming import IncomingPayment, PaymentRejected
 from app.upstream.errors import UpstreamError, UpstreamPriceTooHigh
@@ -55,7 +55,7 @@ async def _existing(gw: Gateway, job: Job, fp: str) -> Job:
         async with transaction(gw.sessions) as session:
             claimed = await JobRepository(session).try_lease(job.id, _request_lease(gw))
         if claimed:  # nobody is working on it (e.g. an unknown settlement): resume it here
-            return await drive(gw, job.id)
+            return await drive(gw, await load_job(gw.sessions, job.id))
     return await wait_until_answered(gw, job.id)
 
 
@@ -81,8 +81,11 @@ async def wait_until_answered(gw: Gateway, job_id: str) -> Job:
         delay = min(delay * 2, 0.5)
 
 
-async def _spend_gate(gw: Gateway, body: dict[str, object]) -> None:
-    """Refuse to sell (before taking money) when the upstream costs too much or the cap is hit."""
+async def _spend_gate(gw: Gateway, body: dict[str, object], spent: int) -> None:
+    """Refuse to sell (before taking money) when the upstream costs too much or the cap is hit.
+
+    `spent`: the upstream spend of the last 24 h, read with the payment lookup.
+    """
     s = gw.settings
     try:
         quote = await gw.upstream.quote(body)
@@ -96,8 +99,6 @@ async def _spend_gate(gw: Gateway, body: dict[str, object]) -> None:
             + "; not selling at a loss",
             code="upstream_price_above_ceiling",
         )
-    async with gw.sessions() as session:
-        spent = await JobRepository(session).upstream_spend_since(utcnow() - timedelta(days=1))
     if spent + quote.amount > s.daily_upstream_cap_atomic:
         raise ServiceUnavailable(
             "daily upstream spend cap reached; try again later", code="daily_spend_cap_reached"
@@ -144,9 +145,10 @@ async def purchase(
     # Keys are scoped to the payer: another payer's key must never find (or block) their job.
     scoped_key = f"{payment.payer}:{idempotency_key}" if idempotency_key else None
     async with gw.sessions() as session:
-        known = await JobRepository(session).by_payment(
-            payment.network, payment.payer, payment.nonce
-        )
+        repo = JobRepository(session)
+        known = await repo.by_payment(payment.network, payment.payer, payment.nonce)
+        # Read now, in the same round trip to the pool, for the spend gate after verifying.
+        spent = 0 if known else await repo.upstream_spend_since(utcnow() - timedelta(days=1))
     if known is not None:
         return await _existing(gw, known, fp)
 
@@ -169,7 +171,8 @@ async def purchase(
         if known is not None:
             return await _existing(gw, known, fp)  # the new payment is never settled
 
-    await _spend_gate(gw, body)
+    await _spend_gate(gw, body, spent)
+    settle_now = gw.settings.settlement_order is SettlementOrder.SETTLE_FIRST
 
     job = Job(
         id=new_job_id(),
@@ -188,9 +191,14 @@ async def purchase(
         pay_valid_before=payment.valid_before,
         payment_payload=payment.payload_dict(),
         payment_requirements=payment.requirements_dict(),
-        settle_attempts=0,
+        # Settling first, the row also counts the settle attempt that follows and takes its
+        # lease: one write before the facilitator is called, not two.
+        settle_attempts=1 if settle_now else 0,
         upstream_attempts=0,
-        next_check_at=utcnow() + timedelta(seconds=_request_lease(gw)),
+        next_check_at=utcnow()
+        + timedelta(
+            seconds=gw.settings.facilitator_timeout_s + 5 if settle_now else _request_lease(gw)
+        ),
     )
     try:
         async with transaction(gw.sessions) as session:
@@ -202,16 +210,21 @@ async def purchase(
             raise
         return await _existing(gw, winner, fp)
     crash_point("after_verify")
-    return await drive(gw, job.id)
+    return await drive(gw, job, settle_counted=settle_now)
 
 
-async def drive(gw: Gateway, job_id: str) -> Job:
-    """Advance a job the current request owns until the client can be answered."""
-    job = await load_job(gw.sessions, job_id)
+async def drive(gw: Gateway, job: Job, *, settle_counted: bool = False) -> Job:
+    """Advance a job the current request owns until the client can be answered.
+
+    `settle_counted`: the job was just recorded with its first settle attempt counted.
+    """
     if gw.settings.settlement_order is SettlementOrder.SETTLE_AFTER:
         return await _upstream_then_settle(gw, job)
     if job.state == JobState.VERIFIED.value:
-        result = await settle_client_payment(gw, job_id)
+        settled = await settle_client_payment(
+            gw, job, attempt_counted=settle_counted, then_sign=True
+        )
+        result, job = settled.result, settled.job
         if result.outcome is SettleOutcome.UNKNOWN:
             raise PaymentOutcomeUnknown(
                 "settlement outcome is unknown; retry with the SAME payment "
@@ -221,16 +234,22 @@ async def drive(gw: Gateway, job_id: str) -> Job:
         if result.outcome is SettleOutcome.REFUSED:
             raise PaymentRejected(result.reason, result.message)
         crash_point("after_settle")
-    return await buy_upstream(gw, job_id)
+        if not settled.recorded:
+            return await wait_until_answered(gw, job.id)  # another actor carries on with it
+        if job.state == JobState.UPSTREAM_SIGNED.value:  # signed with the settlement
+            crash_point("after_upstream_signed")
+            return await submit_upstream(gw, job, attempt_counted=True)
+    return await buy_upstream(gw, job)
 
 
 async def _upstream_then_settle(gw: Gateway, job: Job) -> Job:
     """Operator opt-in: the client is charged only once the upstream accepted the job."""
     if job.state in (JobState.VERIFIED.value, JobState.UPSTREAM_SIGNED.value):
-        job = await buy_upstream(gw, job.id, charge_first=False)
+        job = await buy_upstream(gw, job, charge_first=False)
     if job.state != JobState.SUBMITTED.value or job.settle_tx is not None:
         return job
-    result = await settle_client_payment(gw, job.id)
+    settled = await settle_client_payment(gw, job)
+    result, job = settled.result, settled.job
     if result.outcome is SettleOutcome.REFUSED:
         raise PaymentRejected(result.reason, result.message)
     if result.outcome is SettleOutcome.UNKNOWN:
@@ -238,4 +257,4 @@ async def _upstream_then_settle(gw: Gateway, job: Job) -> Job:
             "settlement outcome is unknown; retry with the SAME payment",
             details={"reason": result.reason},
         )
-    return await load_job(gw.sessions, job.id)
+    return job

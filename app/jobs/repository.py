@@ -83,8 +83,9 @@ class JobRepository:
         result = await self.session.execute(stmt)
         return bool(getattr(result, "rowcount", 0))
 
-    async def claim_poll(self, job_id: str, interval_s: float) -> bool:
-        """Atomically take the right to poll the upstream for this job now (one per interval)."""
+    async def claim_poll(self, job_id: str, interval_s: float) -> Job | None:
+        """Atomically take the right to poll the upstream for this job now (one per interval);
+        the job as claimed, or None when it is not due (or no longer in progress)."""
         now = utcnow()
         stmt = (
             update(Job)
@@ -97,9 +98,10 @@ class JobRepository:
                 ),
             )
             .values(last_polled_at=now)
+            .returning(Job)
+            .execution_options(synchronize_session=False, populate_existing=True)
         )
-        result = await self.session.execute(stmt)
-        return bool(getattr(result, "rowcount", 0))
+        return (await self.session.scalars(stmt)).one_or_none()
 
     def record(
         self,
@@ -222,15 +224,15 @@ async def transition(
     from_states: list[JobState],
     *conditions: ColumnElement[bool],
     **values: Any,
-) -> bool:
-    """Compare-and-set a job's columns; False if the job left `from_states` (or `conditions`
-    no longer hold) meanwhile."""
+) -> Job | None:
+    """Compare-and-set a job's columns and return the row as written, in one statement;
+    None if the job left `from_states` (or `conditions` no longer hold) meanwhile."""
     values.setdefault("updated_at", utcnow())
     stmt = (
         update(Job)
         .where(Job.id == job_id, Job.state.in_([s.value for s in from_states]), *conditions)
         .values(**values)
-        .execution_options(synchronize_session=False)
+        .returning(Job)
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
-    result = await session.execute(stmt)
-    return bool(getattr(result, "rowcount", 0))
+    return (await session.scalars(stmt)).one_or_none()

@@ -10,7 +10,9 @@ import base64
 import json
 import time
 from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from x402.http import PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER
 from x402.schemas import SettleResponse
 from x402.schemas.helpers import parse_payment_payload, parse_payment_requirements
@@ -22,49 +24,64 @@ from app.jobs.models import Job, JobState
 from app.jobs.refunding import fail_job
 from app.jobs.repository import JobRepository, load_job, transition, utcnow
 from app.payments.facilitator import SettleOutcome, SettleResult, settle_payment
-from app.upstream.errors import (
-    UpstreamError,
-    UpstreamPriceTooHigh,
-    UpstreamUnavailable,
-)
+from app.upstream.client import SignedPurchase
+from app.upstream.errors import UpstreamError, UpstreamUnavailable
 
 MAX_UPSTREAM_ATTEMPTS = 3
 MAX_SETTLE_ATTEMPTS = 12  # with exponential backoff capped at 5 min: about 40 min
 EXPIRY_MARGIN_S = 60  # wall clock vs block time
 
 
+class Settlement(NamedTuple):
+    """A settle attempt's classified outcome and the job after it was recorded."""
+
+    result: SettleResult
+    job: Job
+    recorded: bool  # False: somebody else moved the job first (and owns what comes next)
+
+
 def _lease(seconds: float) -> datetime:
     return utcnow() + timedelta(seconds=seconds)
 
 
-async def settle_client_payment(gw: Gateway, job_id: str) -> SettleResult:
-    """Settle the client's stored payment once; persist SETTLED/REFUSED, schedule UNKNOWN."""
-    job = await load_job(gw.sessions, job_id)
-    from_states = [JobState.VERIFIED, JobState.SUBMITTED]
+async def settle_client_payment(
+    gw: Gateway, job: Job, *, attempt_counted: bool = False, then_sign: bool = False
+) -> Settlement:
+    """Settle the client's stored payment once; persist SETTLED/REFUSED, schedule UNKNOWN.
+
+    `attempt_counted`: the caller already counted this attempt and took the lease (a request
+    that has just recorded the job). `then_sign`: on success, sign the upstream purchase and
+    store it with the settlement in one transaction (see `record_settlement`).
+    """
     payload = parse_payment_payload(job.payment_payload)
     requirements = parse_payment_requirements(job.x402_version, job.payment_requirements)
-    if job.settle_attempts and gw.chain is not None:
-        # An earlier attempt may have landed: ask the chain before broadcasting again.
-        unknown = SettleResult(SettleOutcome.UNKNOWN, None, "settle_retry", "retrying settlement")
-        found = await _reconcile_settlement(gw, job, unknown)
-        if found.outcome is not SettleOutcome.UNKNOWN:
-            await record_settlement(gw, job, found)
-            return found
-    async with transaction(gw.sessions) as session:
-        await transition(
-            session,
-            job_id,
-            from_states,
-            settle_attempts=job.settle_attempts + 1,
-            next_check_at=_lease(gw.settings.facilitator_timeout_s + 5),
-        )
+    if not attempt_counted:
+        if job.settle_attempts and gw.chain is not None:
+            # An earlier attempt may have landed: ask the chain before broadcasting again.
+            unknown = SettleResult(
+                SettleOutcome.UNKNOWN, None, "settle_retry", "retrying settlement"
+            )
+            found = await _reconcile_settlement(gw, job, unknown)
+            if found.outcome is not SettleOutcome.UNKNOWN:
+                return await record_settlement(gw, job, found)
+        async with transaction(gw.sessions) as session:
+            counted = await transition(
+                session,
+                job.id,
+                [JobState.VERIFIED, JobState.SUBMITTED],
+                settle_attempts=job.settle_attempts + 1,
+                next_check_at=_lease(gw.settings.facilitator_timeout_s + 5),
+            )
+        job = counted or job
     result = await settle_payment(
         gw.facilitator, payload, requirements, gw.settings.facilitator_timeout_s
     )
     if result.outcome is SettleOutcome.UNKNOWN and gw.chain is not None:
         result = await _reconcile_settlement(gw, job, result)
-    await record_settlement(gw, job, result)
-    return result
+    upstream = None
+    if then_sign and result.outcome is SettleOutcome.SETTLED:
+        upstream = await sign_upstream(gw, job)
+    return await record_settlement(gw, job, result, upstream)
 
 
 async def _reconcile_settlement(gw: Gateway, job: Job, result: SettleResult) -> SettleResult:
@@ -93,31 +110,50 @@ async def _reconcile_settlement(gw: Gateway, job: Job, result: SettleResult) -> 
     return SettleResult(SettleOutcome.SETTLED, response, "", "")
 
 
-async def record_settlement(gw: Gateway, job: Job, result: SettleResult) -> None:
-    """Persist a classified settlement of the client's payment."""
-    paid_state = JobState.PAID if job.state == JobState.VERIFIED.value else JobState(job.state)
+async def record_settlement(
+    gw: Gateway,
+    job: Job,
+    result: SettleResult,
+    upstream: SignedPurchase | UpstreamError | None = None,
+) -> Settlement:
+    """Persist a classified settlement of the client's payment, and the job as it is now.
+
+    With `upstream` signed (and within the daily cap), the charge and the upstream purchase
+    are stored in one transaction: the job goes straight to upstream_signed, its first submit
+    attempt counted, so the request sends it next without another write.
+    """
     from_states = [JobState.VERIFIED, JobState.SUBMITTED]
+    paid_state = JobState.PAID if job.state == JobState.VERIFIED.value else JobState(job.state)
+    refusal: UpstreamError | None = upstream if isinstance(upstream, UpstreamError) else None
     async with transaction(gw.sessions) as session:
         if result.outcome is SettleOutcome.SETTLED:
             assert result.tx is not None
-            if await transition(
-                session,
-                job.id,
-                from_states,
-                Job.settle_tx.is_(None),  # the charge is recorded once, whoever settled
-                state=paid_state.value,
-                settle_tx=result.tx,
-                error_code=None,
-                error_message=None,
+            values: dict[str, Any] = {
+                "state": paid_state.value,
+                "settle_tx": result.tx,
+                "error_code": None,
+                "error_message": None,
                 # Whoever settled buys the upstream next; the worker takes a PAID job over
                 # only after this lease (when due at once, it raced the request to buy it).
-                next_check_at=_lease(gw.settings.upstream_timeout_s + 5)
+                "next_check_at": _lease(gw.settings.upstream_timeout_s + 5)
                 if paid_state is JobState.PAID
                 else utcnow(),
-            ):
-                JobRepository(session).record_charge(job, result.tx)
+            }
+            if isinstance(upstream, SignedPurchase) and paid_state is JobState.PAID:
+                if await _within_daily_cap(session, gw, upstream.amount):
+                    values |= _signed_values(gw, job, upstream)
+                else:
+                    refusal = _CAP_REACHED
+            # The charge is recorded once, whoever settled.
+            written = await transition(
+                session, job.id, from_states, Job.settle_tx.is_(None), **values
+            )
+            if written is None:
+                refusal = None  # somebody else recorded it and carries on with the job
+            else:
+                JobRepository(session).record_charge(written, result.tx)
         elif result.outcome is SettleOutcome.REFUSED and job.state == JobState.VERIFIED.value:
-            await transition(
+            written = await transition(
                 session,
                 job.id,
                 [JobState.VERIFIED],
@@ -129,7 +165,7 @@ async def record_settlement(gw: Gateway, job: Job, result: SettleResult) -> None
             )
         elif result.outcome is SettleOutcome.REFUSED:
             # settle_after: the upstream job is bought but the client's payment is refused.
-            await transition(
+            written = await transition(
                 session,
                 job.id,
                 [JobState.SUBMITTED],
@@ -142,21 +178,21 @@ async def record_settlement(gw: Gateway, job: Job, result: SettleResult) -> None
             )
         elif _give_up_settling(gw, job):
             # Without a chain to ask, an outcome that stays unknown goes to the operator.
-            await transition(
+            written = await transition(
                 session,
                 job.id,
                 from_states,
                 state=JobState.NEEDS_ATTENTION.value,
                 error_code="settlement_unresolved",
                 error_message=f"settlement outcome still unknown ({result.reason}) after "
-                f"{job.settle_attempts + 1} attempts",
+                f"{job.settle_attempts} attempts",
                 finished_at=utcnow(),
                 next_check_at=None,
             )
         else:
-            backoff = min(5 * 2 ** min(job.settle_attempts, 6), 300)
+            backoff = min(5 * 2 ** min(max(job.settle_attempts - 1, 0), 6), 300)
             # error_code marks the outcome as unknown for concurrent retries waiting on it.
-            await transition(
+            written = await transition(
                 session,
                 job.id,
                 from_states,
@@ -164,11 +200,20 @@ async def record_settlement(gw: Gateway, job: Job, result: SettleResult) -> None
                 error_code=result.reason,
                 error_message=result.message,
             )
+    if written is None:
+        return Settlement(result, await load_job(gw.sessions, job.id), recorded=False)
+    if refusal is not None and written.state == JobState.PAID.value:
+        failed = await fail_job(gw, job.id, refusal.code, refusal.message, upstream_charged=False)
+        return Settlement(result, failed, recorded=True)
+    return Settlement(result, written, recorded=True)
+
+
+_CAP_REACHED = UpstreamError("daily_spend_cap_reached", "daily upstream spend cap reached")
 
 
 def _give_up_settling(gw: Gateway, job: Job) -> bool:
     """Too many unknown attempts, or an expired authorization no chain can vouch for."""
-    if job.settle_attempts + 1 >= MAX_SETTLE_ATTEMPTS:
+    if job.settle_attempts >= MAX_SETTLE_ATTEMPTS:
         return True
     return gw.chain is None and time.time() > job.pay_valid_before + EXPIRY_MARGIN_S
 
@@ -179,104 +224,119 @@ def header_name_for(header_value: str) -> str:
     return X_PAYMENT_HEADER if version == 1 else PAYMENT_SIGNATURE_HEADER
 
 
-async def buy_upstream(gw: Gateway, job_id: str, *, charge_first: bool = True) -> Job:
+async def sign_upstream(gw: Gateway, job: Job) -> SignedPurchase | UpstreamError:
+    """One upstream authorization for this job's request (not stored yet), or why not."""
+    try:
+        quote = await gw.upstream.quote(job.request_body)
+        return await gw.upstream.sign(quote, max_amount=gw.settings.max_upstream_price_atomic)
+    except UpstreamError as exc:  # includes UpstreamPriceTooHigh
+        return exc
+
+
+def _signed_values(gw: Gateway, job: Job, signed: SignedPurchase) -> dict[str, Any]:
+    """Columns that store a signed upstream purchase, its first submit attempt counted."""
+    return {
+        "state": JobState.UPSTREAM_SIGNED.value,
+        "upstream_payment_header": signed.header_value,
+        "upstream_nonce": signed.nonce,
+        "upstream_amount": signed.amount,
+        "upstream_pay_to": signed.pay_to,
+        "upstream_valid_before": signed.valid_before,
+        "upstream_attempts": job.upstream_attempts + 1,
+        "next_check_at": _lease(gw.settings.upstream_timeout_s + 5),
+    }
+
+
+async def buy_upstream(gw: Gateway, job: Job, *, charge_first: bool = True) -> Job:
     """Sign (once) and submit the upstream purchase for a job."""
-    job = await load_job(gw.sessions, job_id)
     ready = JobState.PAID if charge_first else JobState.VERIFIED
     if job.state == ready.value and job.upstream_payment_header is None:
-        try:
-            quote = await gw.upstream.quote(job.request_body)
-            signed = await gw.upstream.sign(quote, max_amount=gw.settings.max_upstream_price_atomic)
-        except UpstreamPriceTooHigh as exc:
-            return await fail_job(gw, job_id, exc.code, exc.message, upstream_charged=False)
-        except UpstreamError as exc:
-            return await fail_job(gw, job_id, exc.code, exc.message, upstream_charged=False)
-        if not await _within_daily_cap(gw, signed.amount):
-            return await fail_job(
-                gw,
-                job_id,
-                "daily_spend_cap_reached",
-                "daily upstream spend cap reached",
-                upstream_charged=False,
-            )
+        signed = await sign_upstream(gw, job)
+        if isinstance(signed, UpstreamError):
+            return await fail_job(gw, job.id, signed.code, signed.message, upstream_charged=False)
         async with transaction(gw.sessions) as session:
-            await transition(
-                session,
-                job_id,
-                [ready],
-                state=JobState.UPSTREAM_SIGNED.value,
-                upstream_payment_header=signed.header_value,
-                upstream_nonce=signed.nonce,
-                upstream_amount=signed.amount,
-                upstream_pay_to=signed.pay_to,
-                upstream_valid_before=signed.valid_before,
-                next_check_at=_lease(gw.settings.upstream_timeout_s + 5),
-            )
+            if not await _within_daily_cap(session, gw, signed.amount):
+                written = None
+            else:
+                written = await transition(
+                    session, job.id, [ready], **_signed_values(gw, job, signed)
+                )
+        if written is None and job.state == ready.value:
+            # Either the cap is reached, or somebody else moved the job meanwhile.
+            current = await load_job(gw.sessions, job.id)
+            if current.state != ready.value:
+                return current
+            code, message = _CAP_REACHED.code, _CAP_REACHED.message
+            return await fail_job(gw, job.id, code, message, upstream_charged=False)
+        assert written is not None
         crash_point("after_upstream_signed")
-        job = await load_job(gw.sessions, job_id)
+        return await submit_upstream(gw, written, attempt_counted=True)
     if job.state != JobState.UPSTREAM_SIGNED.value:
         return job
-    return await submit_upstream(gw, job_id)
+    return await submit_upstream(gw, job)
 
 
-async def _within_daily_cap(gw: Gateway, amount: int) -> bool:
+async def _within_daily_cap(session: AsyncSession, gw: Gateway, amount: int) -> bool:
     """Whether signing `amount` more keeps the last 24 h of upstream spend under the cap."""
-    async with gw.sessions() as session:
-        spent = await JobRepository(session).upstream_spend_since(utcnow() - timedelta(days=1))
+    spent = await JobRepository(session).upstream_spend_since(utcnow() - timedelta(days=1))
     return spent + amount <= gw.settings.daily_upstream_cap_atomic
 
 
-async def submit_upstream(gw: Gateway, job_id: str) -> Job:
-    """Send the stored upstream payment (the same one on every retry)."""
-    job = await load_job(gw.sessions, job_id)
-    assert job.upstream_payment_header is not None
-    attempts = job.upstream_attempts + 1
-    async with transaction(gw.sessions) as session:
-        await transition(
-            session,
-            job_id,
-            [JobState.UPSTREAM_SIGNED],
-            upstream_attempts=attempts,
-            next_check_at=_lease(gw.settings.upstream_timeout_s + 5),
-        )
+async def submit_upstream(gw: Gateway, job: Job, *, attempt_counted: bool = False) -> Job:
+    """Send the stored upstream payment (the same one on every retry).
+
+    `attempt_counted`: the caller's last write already counted this attempt and took the lease.
+    """
+    if not attempt_counted:
+        async with transaction(gw.sessions) as session:
+            counted = await transition(
+                session,
+                job.id,
+                [JobState.UPSTREAM_SIGNED],
+                upstream_attempts=job.upstream_attempts + 1,
+                next_check_at=_lease(gw.settings.upstream_timeout_s + 5),
+            )
+        if counted is None:
+            return await load_job(gw.sessions, job.id)  # somebody else moved it meanwhile
+        job = counted
     header = job.upstream_payment_header
+    assert header is not None
+    attempts = job.upstream_attempts
     try:
         submission = await gw.upstream.submit(job.request_body, header_name_for(header), header)
     except UpstreamUnavailable as exc:
         if attempts < MAX_UPSTREAM_ATTEMPTS:
             async with transaction(gw.sessions) as session:
-                await transition(
+                written = await transition(
                     session,
-                    job_id,
+                    job.id,
                     [JobState.UPSTREAM_SIGNED],
                     error_code=exc.code,
                     error_message=exc.message,
                     next_check_at=_lease(2 * attempts),
                 )
-            return await load_job(gw.sessions, job_id)
-        return await fail_job(gw, job_id, exc.code, exc.message, upstream_charged=None)
+            return written or await load_job(gw.sessions, job.id)
+        return await fail_job(gw, job.id, exc.code, exc.message, upstream_charged=None)
     except UpstreamError as exc:
-        return await fail_job(gw, job_id, exc.code, exc.message, upstream_charged=None)
+        return await fail_job(gw, job.id, exc.code, exc.message, upstream_charged=None)
     crash_point("after_upstream_submit")
     accepted = submission.job
     async with transaction(gw.sessions) as session:
-        if (
-            await transition(
-                session,
-                job_id,
-                [JobState.UPSTREAM_SIGNED],
-                state=JobState.SUBMITTED.value,
-                upstream_job_id=accepted.job_id,
-                upstream_request_id=accepted.request_id,
-                upstream_status_url=str(accepted.status_url),
-                upstream_tx=submission.tx,
-                error_code=None,
-                error_message=None,
-                next_check_at=_lease(gw.settings.poll_interval_s),
-            )
-            and submission.tx
-        ):
+        written = await transition(
+            session,
+            job.id,
+            [JobState.UPSTREAM_SIGNED],
+            state=JobState.SUBMITTED.value,
+            upstream_job_id=accepted.job_id,
+            upstream_request_id=accepted.request_id,
+            upstream_status_url=str(accepted.status_url),
+            upstream_tx=submission.tx,
+            error_code=None,
+            error_message=None,
+            next_check_at=_lease(gw.settings.poll_interval_s),
+        )
+        if written is not None and submission.tx:
             JobRepository(session).record_upstream(
-                job, gw.settings.hot_wallet_address, submission.tx
+                written, gw.settings.hot_wallet_address, submission.tx
             )
-    return await load_job(gw.sessions, job_id)
+    return written or await load_job(gw.sessions, job.id)

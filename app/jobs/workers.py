@@ -13,10 +13,10 @@ from datetime import timedelta
 from app.context import Gateway
 from app.core.db import transaction
 from app.core.settings import SettlementOrder
-from app.jobs.models import JobState
+from app.jobs.models import Job, JobState
 from app.jobs.polling import Poller
 from app.jobs.refunding import fail_job, refund
-from app.jobs.repository import JobRepository, load_job, utcnow
+from app.jobs.repository import JobRepository, utcnow
 from app.jobs.steps import buy_upstream, settle_client_payment, submit_upstream
 from app.payments.facilitator import SettleOutcome
 
@@ -33,58 +33,67 @@ LEASE_S = 120
 BATCH = 50
 
 
-async def claim(gw: Gateway, limit: int = BATCH) -> list[str]:
-    """Lease up to `limit` due jobs to this process."""
+async def claim(gw: Gateway, limit: int = BATCH) -> list[Job]:
+    """Lease up to `limit` due jobs to this process; the jobs as claimed."""
     async with transaction(gw.sessions) as session:
         jobs = await JobRepository(session).claim_due(ACTIVE, limit)
         lease = utcnow() + timedelta(seconds=LEASE_S)
         for job in jobs:
             job.next_check_at = lease
-        return [job.id for job in jobs]
+        return jobs
 
 
-async def advance(gw: Gateway, poller: Poller, job_id: str) -> None:
-    """One step forward for one job, whatever state it was left in."""
-    job = await load_job(gw.sessions, job_id)
+async def advance(gw: Gateway, poller: Poller, job: Job) -> None:
+    """One step forward for one job (as claimed), whatever state it was left in."""
     state = JobState(job.state)
     after = gw.settings.settlement_order is SettlementOrder.SETTLE_AFTER
     if state is JobState.VERIFIED:
         if after:
             await fail_job(
                 gw,
-                job_id,
+                job.id,
                 "abandoned",
                 "request ended before the upstream was bought",
                 upstream_charged=False,
             )
             return
-        result = await settle_client_payment(gw, job_id)
-        if result.outcome is SettleOutcome.SETTLED:
-            await buy_upstream(gw, job_id)
+        settled = await settle_client_payment(gw, job)
+        if settled.result.outcome is SettleOutcome.SETTLED and settled.recorded:
+            await buy_upstream(gw, settled.job)
     elif state is JobState.PAID:
-        await buy_upstream(gw, job_id)
+        await buy_upstream(gw, job)
     elif state is JobState.UPSTREAM_SIGNED:
-        await submit_upstream(gw, job_id)
+        await submit_upstream(gw, job)
     elif state is JobState.SUBMITTED:
         if after and job.settle_tx is None:
-            await settle_client_payment(gw, job_id)
-        await poller.refresh(job_id)
+            await settle_client_payment(gw, job)
+        await poller.refresh(job.id)
     elif state is JobState.REFUNDING:
-        await refund(gw, job_id)
+        await refund(gw, job.id)
 
 
 async def run_once(gw: Gateway, poller: Poller) -> int:
-    """Claim and advance one batch; returns how many jobs were handled."""
-    ids = await claim(gw)
-    await asyncio.gather(*(_safe_advance(gw, poller, job_id) for job_id in ids))
-    return len(ids)
+    """Claim and advance one batch; returns how many jobs were handled.
+
+    At most `db_pool_size` jobs advance at once: the worker alone never needs the pool's
+    overflow (which requests may need, and whose connections are closed after each use).
+    """
+    jobs = await claim(gw)
+    limit = asyncio.Semaphore(gw.settings.db_pool_size)
+
+    async def bounded(job: Job) -> None:
+        async with limit:
+            await _safe_advance(gw, poller, job)
+
+    await asyncio.gather(*(bounded(job) for job in jobs))
+    return len(jobs)
 
 
-async def _safe_advance(gw: Gateway, poller: Poller, job_id: str) -> None:
+async def _safe_advance(gw: Gateway, poller: Poller, job: Job) -> None:
     try:
-        await advance(gw, poller, job_id)
+        await advance(gw, poller, job)
     except Exception:
-        log.exception("advancing job %s failed; it will be retried after its lease", job_id)
+        log.exception("advancing job %s failed; it will be retried after its lease", job.id)
 
 
 async def run_forever(gw: Gateway, poller: Poller, stop: asyncio.Event) -> None:
