@@ -13,17 +13,24 @@ from x402.http.clients import wrapHttpxWithPayment
 from x402.schemas import PaymentRequiredV1
 
 from app.jobs.models import Job, LedgerEntry
+from sandbox.chain import usdc_balance
 from sandbox.pay import EDIT_BODY, payer_client
+from sandbox.world import HOT_WALLET, OPERATOR, PAYER, PAYER_2, UPSTREAM_PAYEE, World, address
 
 PRICE = 63240  # the listing's 52700 + the default 20 % markup, rounded up
 UPSTREAM_PRICE = 52700  # the simulated upstream's price, as in the listing
 
+PARTIES = (PAYER, PAYER_2, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)
+
 __all__ = [
     "EDIT_BODY",
+    "PARTIES",
     "PRICE",
     "UPSTREAM_PRICE",
+    "balances",
     "db_rows",
     "ledger_balances",
+    "moved",
     "paid_post",
     "poll_until_done",
     "sign_payment",
@@ -109,3 +116,14 @@ async def ledger_balances(database_url: str) -> dict[str, int]:
         sums[row.kind] += row.amount
     sums["margin"] = sums["charge"] - sums["refund"] - sums["upstream"]
     return sums
+
+
+def balances(world: World) -> dict[int, int]:
+    """USDC balance of every party, by account index."""
+    return {i: usdc_balance(world.rpc_url, address(i)) for i in PARTIES}
+
+
+def moved(world: World, before: dict[int, int]) -> dict[int, int]:
+    """Per-party balance change since `before`; parties that did not move are left out."""
+    after = balances(world)
+    return {i: after[i] - before[i] for i in PARTIES if after[i] != before[i]}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import MetaData, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -35,6 +37,11 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+# A pooled connection idle for longer than this is pinged before use; one in steady use is
+# not (a ping is a round trip on every checkout, and the paid path checks out four times).
+PING_AFTER_IDLE_S = 2.0
+
+
 def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
     """An async engine tuned for the backend behind `url`."""
     if is_sqlite(url):
@@ -49,14 +56,35 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> A
             cur.close()
 
         return engine
-    return create_async_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=max_overflow,
-        pool_timeout=10,
-        pool_pre_ping=True,
-        pool_recycle=1800,
+    engine = create_async_engine(
+        url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=10, pool_recycle=1800
     )
+    _ping_when_idle(engine, PING_AFTER_IDLE_S)
+    return engine
+
+
+def _ping_when_idle(engine: AsyncEngine, after_s: float) -> None:
+    """`pool_pre_ping`, but only for connections idle longer than `after_s`.
+
+    A connection that died while idle (server restart, a proxy's idle timeout) is replaced
+    before use, as with pre-ping. One that dies within `after_s` of its last use fails its
+    statement like one dying mid-request, and SQLAlchemy then discards the whole pool.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _idle_from(dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _ping_if_idle(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < after_s:
+            return  # new, or in steady use
+        try:
+            dbapi_conn.ping()
+        except Exception as exc:
+            # The pool discards this connection and checks out another.
+            raise DisconnectionError("pooled connection died while idle") from exc
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

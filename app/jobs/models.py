@@ -154,3 +154,17 @@ class LedgerEntry(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), index=True
     )
+
+
+class SpendHour(Base):
+    """Upstream money committed (signed) per UTC hour: what the daily spend cap sums.
+
+    24 small rows instead of every job of the day; the current hour's row is also the lock
+    that makes "check the cap, then commit the spend" atomic across requests and replicas.
+    """
+
+    __tablename__ = "spend_hours"
+    __table_args__ = (CheckConstraint("amount >= 0", name="amount_not_negative"),)
+
+    hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    amount: Mapped[int] = mapped_column(BigInteger)

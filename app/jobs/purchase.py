@@ -19,6 +19,7 @@ from app.core.crashpoints import crash_point
 from app.core.db import transaction
 from app.core.errors import AppError, Conflict, PaymentOutcomeUnknown, ServiceUnavailable
 from app.core.settings import SettlementOrder
+from app.jobs import spend
 from app.jobs.models import ANSWERED_STATES, Job, JobState
 from app.jobs.repository import JobRepository, load_job, utcnow
 from app.jobs.steps import buy_upstream, settle_client_payment, submit_upstream
@@ -148,7 +149,7 @@ async def purchase(
         repo = JobRepository(session)
         known = await repo.by_payment(payment.network, payment.payer, payment.nonce)
         # Read now, in the same round trip to the pool, for the spend gate after verifying.
-        spent = 0 if known else await repo.upstream_spend_since(utcnow() - timedelta(days=1))
+        spent = 0 if known else await spend.spent_in_window(session)
     if known is not None:
         return await _existing(gw, known, fp)
 

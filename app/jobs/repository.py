@@ -179,13 +179,6 @@ class JobRepository:
         stmt = select(LedgerEntry).where(LedgerEntry.job_id == job_id).order_by(LedgerEntry.id)
         return list((await self.session.execute(stmt)).scalars())
 
-    async def upstream_spend_since(self, since: datetime) -> int:
-        """Upstream money committed since `since`: settled, or signed and possibly spent."""
-        stmt = select(func.coalesce(func.sum(Job.upstream_amount), 0)).where(
-            Job.upstream_amount.is_not(None), Job.created_at >= since
-        )
-        return int((await self.session.execute(stmt)).scalar_one() or 0)
-
     async def count_by_state(self) -> dict[str, int]:
         """How many jobs are in each state."""
         stmt = select(Job.state, func.count()).group_by(Job.state)

@@ -20,6 +20,7 @@ from x402.schemas.helpers import parse_payment_payload, parse_payment_requiremen
 from app.context import Gateway
 from app.core.crashpoints import crash_point
 from app.core.db import transaction
+from app.jobs import spend
 from app.jobs.models import Job, JobState
 from app.jobs.refunding import fail_job
 from app.jobs.repository import JobRepository, load_job, transition, utcnow
@@ -277,9 +278,9 @@ async def buy_upstream(gw: Gateway, job: Job, *, charge_first: bool = True) -> J
 
 
 async def _within_daily_cap(session: AsyncSession, gw: Gateway, amount: int) -> bool:
-    """Whether signing `amount` more keeps the last 24 h of upstream spend under the cap."""
-    spent = await JobRepository(session).upstream_spend_since(utcnow() - timedelta(days=1))
-    return spent + amount <= gw.settings.daily_upstream_cap_atomic
+    """Count `amount` against the daily cap (committed with the caller's transaction),
+    or False when it would exceed the cap."""
+    return await spend.reserve(session, amount, gw.settings.daily_upstream_cap_atomic)
 
 
 async def submit_upstream(gw: Gateway, job: Job, *, attempt_counted: bool = False) -> Job:

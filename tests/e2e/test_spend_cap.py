@@ -1,0 +1,144 @@
+"""X402R_DAILY_UPSTREAM_CAP_ATOMIC: when the upstream spend cap is reached, nothing is sold.
+
+The cap is checked twice: before the client is charged (503, nothing moves) and again,
+atomically, when the upstream purchase is signed. The second check decides when two requests
+passed the first one together: exactly one buys upstream, the other is refunded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.jobs.models import Job, SpendHour
+from sandbox.world import HOT_WALLET, OPERATOR, PAYER, PAYER_2, UPSTREAM_PAYEE, World, key_hex
+from tests.helpers import (
+    EDIT_BODY,
+    PRICE,
+    UPSTREAM_PRICE,
+    balances,
+    moved,
+    poll_until_done,
+    sign_payment,
+)
+from tests.ledger_audit import audit
+
+CAP = UPSTREAM_PRICE + UPSTREAM_PRICE // 2  # room for one upstream purchase a day
+
+
+@pytest.fixture(scope="module")
+def cap_world(module_db: str) -> Iterator[World]:
+    """A gateway allowed one upstream purchase per day."""
+    w = World(
+        database_url=module_db,
+        job_delay_s=0.3,
+        remote_facilitator=True,  # so the sandbox facilitator's faults reach the gateway
+        gateway_env={"X402R_DAILY_UPSTREAM_CAP_ATOMIC": str(CAP)},
+    )
+    try:
+        yield w.start()
+    finally:
+        w.stop()
+
+
+@pytest.fixture
+def world(cap_world: World) -> Iterator[World]:
+    """Each test starts on a new day: no upstream spend counted yet."""
+    asyncio.run(_sql(cap_world.database_url, delete(SpendHour)))
+    cap_world.reset_facilitator()
+    yield cap_world
+    cap_world.reset_facilitator()
+
+
+async def _sql(database_url: str, stmt: object) -> None:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(stmt)  # type: ignore[call-overload]
+    finally:
+        await engine.dispose()
+
+
+async def _spent(database_url: str) -> int:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            total = (await conn.execute(select(func.sum(SpendHour.amount)))).scalar_one()
+    finally:
+        await engine.dispose()
+    return int(total or 0)
+
+
+async def _jobs(database_url: str) -> int:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            return int((await conn.execute(select(func.count()).select_from(Job))).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def _pay(world: World, payer: int, prompt: str) -> httpx.Response:
+    url = world.gateway_url() + "/v1/images/edit"
+    body = {**EDIT_BODY, "prompt": prompt}
+    headers = await sign_payment(url, key_hex(payer), body)
+    async with httpx.AsyncClient(timeout=60) as http:
+        return await http.post(url, json=body, headers=headers)
+
+
+async def test_cap_reached_refuses_before_charging(world: World) -> None:
+    before = balances(world)
+    first = await _pay(world, PAYER, "first edit of the day")
+    assert first.status_code == 200, first.text
+    assert (await poll_until_done(first.json()["statusUrl"]))["status"] == "completed"
+    jobs = await _jobs(world.database_url)
+
+    second = await _pay(world, PAYER, "second edit of the day")
+
+    assert second.status_code == 503, second.text
+    assert second.json()["error"] == "daily_spend_cap_reached"
+    assert await _jobs(world.database_url) == jobs  # refused before anything was recorded
+    assert moved(world, before) == {
+        PAYER: -PRICE,
+        OPERATOR: PRICE,
+        HOT_WALLET: -UPSTREAM_PRICE,
+        UPSTREAM_PAYEE: UPSTREAM_PRICE,
+    }
+    assert await _spent(world.database_url) == UPSTREAM_PRICE
+    await audit(world.database_url, world.rpc_url)
+
+
+async def test_two_requests_past_the_first_check_buy_upstream_once(world: World) -> None:
+    before = balances(world)
+    # The first request's settlement answer is held back for 2 s (after its transfer): the
+    # second passes the pre-charge check meanwhile, settles and signs first.
+    world.set_facilitator_faults({"settle_timeout": {"times": 1, "value": 2}})
+    slow = asyncio.create_task(_pay(world, PAYER, "slow edit"))
+    await asyncio.sleep(0.5)
+    fast = await _pay(world, PAYER_2, "fast edit")
+    late = await slow
+
+    assert fast.status_code == 200, fast.text
+    assert late.status_code == 502, late.text
+    assert late.json()["error"] == "daily_spend_cap_reached"
+    job_id = late.json()["details"]["jobId"]
+    async with httpx.AsyncClient(timeout=30) as http:
+        for _ in range(100):
+            view = (await http.get(f"{world.gateway_url()}/v1/jobs/{job_id}")).json()
+            if view["state"] == "refunded":
+                break
+            await asyncio.sleep(0.2)
+    assert view["state"] == "refunded", view
+    assert moved(world, before) == {
+        PAYER_2: -PRICE,
+        OPERATOR: 2 * PRICE,
+        HOT_WALLET: -UPSTREAM_PRICE - PRICE,
+        UPSTREAM_PAYEE: UPSTREAM_PRICE,
+    }
+    assert await _spent(world.database_url) == UPSTREAM_PRICE
+    await audit(world.database_url, world.rpc_url)
