@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 from typing import Self
 
 from eth_account import Account
@@ -142,7 +143,8 @@ class Settings(BaseSettings):
         """Public base URL without a trailing slash."""
         return str(self.public_base_url).rstrip("/")
 
-    @property
+    @cached_property
     def hot_wallet_address(self) -> str:
-        """Address of the wallet that pays the upstream and signs refunds."""
+        """Address of the wallet that pays the upstream and signs refunds (derived once:
+        deriving it costs more than a database write)."""
         return str(Account.from_key(self.hot_wallet_private_key.get_secret_value()).address)

@@ -203,7 +203,7 @@ async def purchase(
     )
     try:
         async with transaction(gw.sessions) as session:
-            session.add(job)
+            await JobRepository(session).add(job)
     except IntegrityError:
         # A concurrent request (maybe on another replica) recorded this payment or key first.
         winner = await _known(gw, payment, scoped_key)

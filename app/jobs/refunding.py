@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from typing import Any
 
 from app.context import Gateway
 from app.core.crashpoints import crash_point
@@ -67,11 +68,11 @@ async def fail_job(
             and upstream_tx
             and not job.upstream_tx
             and await transition(
-                session, job_id, FAILABLE, Job.upstream_tx.is_(None), upstream_tx=upstream_tx
+                session, job_id, FAILABLE, still_null=("upstream_tx",), upstream_tx=upstream_tx
             )
         ):
-            repo.record_upstream(job, gw.settings.hot_wallet_address, upstream_tx)
-        common = {"error_code": code, "error_message": message[:2000]}
+            await repo.record_upstream(job, gw.settings.hot_wallet_address, upstream_tx)
+        common: dict[str, Any] = {"error_code": code, "error_message": message[:2000]}
         if decision is None:
             await transition(
                 session,
@@ -169,7 +170,7 @@ async def refund(gw: Gateway, job_id: str) -> Job:
                 finished_at=utcnow(),
                 next_check_at=None,
             ):
-                JobRepository(session).record_refund(job, gw.settings.hot_wallet_address, tx)
+                await JobRepository(session).record_refund(job, gw.settings.hot_wallet_address, tx)
         elif result.outcome is SettleOutcome.REFUSED:
             await transition(
                 session,

@@ -3,14 +3,65 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Row, Table, Update, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.sql.elements import ColumnElement
 
 from app.core.metrics import TRANSFERRED_ATOMIC, TRANSFERS
 from app.jobs.models import Job, JobState, LedgerEntry, LedgerKind
+
+JOBS = cast(Table, Job.__table__)
+LEDGER = cast(Table, LedgerEntry.__table__)
+
+# The paid path's statements are built once and executed with bound values: building and
+# cache-keying a statement per call, and loading ORM objects from RETURNING, cost more than
+# the database round trip itself (measured: 2.4 ms vs 1.4 ms per compare-and-set).
+_INSERT_JOB = insert(JOBS)
+_INSERT_LEDGER = insert(LEDGER)
+_BY_PAYMENT = select(JOBS).where(
+    JOBS.c.pay_network == bindparam("network"),
+    JOBS.c.payer == bindparam("payer"),
+    JOBS.c.pay_nonce == bindparam("nonce"),
+)
+_CLAIM_POLL = (
+    update(JOBS)
+    .where(
+        JOBS.c.id == bindparam("job_id"),
+        JOBS.c.state == JobState.SUBMITTED.value,
+        or_(JOBS.c.last_polled_at.is_(None), JOBS.c.last_polled_at <= bindparam("since")),
+    )
+    .values(last_polled_at=bindparam("now", type_=JOBS.c.last_polled_at.type))
+    .returning(*JOBS.c)
+)
+_TRANSITIONS: dict[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], Update] = {}
+
+
+def _transition_statement(
+    from_states: tuple[str, ...], still_null: tuple[str, ...], columns: tuple[str, ...]
+) -> Update:
+    """`UPDATE jobs SET <columns> WHERE id AND state IN <from_states> [AND <col> IS NULL]
+    RETURNING *`, built once per shape (the shapes are the code paths: a small, fixed set)."""
+    key = (from_states, still_null, columns)
+    stmt = _TRANSITIONS.get(key)
+    if stmt is None:
+        stmt = (
+            update(JOBS)
+            .where(
+                JOBS.c.id == bindparam("_job_id"),
+                JOBS.c.state.in_(from_states),
+                *(JOBS.c[name].is_(None) for name in still_null),
+            )
+            .values({name: bindparam(f"_set_{name}", type_=JOBS.c[name].type) for name in columns})
+            .returning(*JOBS.c)
+        )
+        _TRANSITIONS[key] = stmt
+    return stmt
+
+
+def job_from_row(row: Row[Any]) -> Job:
+    """A detached `Job` from a full `jobs` row."""
+    return Job(**row._mapping)
 
 
 def utcnow() -> datetime:
@@ -32,16 +83,24 @@ class JobRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
+    async def add(self, job: Job) -> None:
+        """Insert a new (transient) job with a plain INSERT, sent now; `job` stays detached.
+
+        Lighter than `session.add` + flush (the unit of work), on the paid path's hot write.
+        """
+        job.created_at = job.updated_at = utcnow()
+        values = {c.key: getattr(job, c.key) for c in JOBS.columns if c.key in job.__dict__}
+        await self.session.execute(_INSERT_JOB, values)
+
     async def get(self, job_id: str) -> Job | None:
         """A job by id."""
         return await self.session.get(Job, job_id)
 
     async def by_payment(self, network: str, payer: str, nonce: str) -> Job | None:
         """The job bought by this payment identity, if any."""
-        stmt = select(Job).where(
-            Job.pay_network == network, Job.payer == payer, Job.pay_nonce == nonce
-        )
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+        params = {"network": network, "payer": payer, "nonce": nonce}
+        row = (await self.session.execute(_BY_PAYMENT, params)).one_or_none()
+        return None if row is None else job_from_row(row)
 
     async def by_idempotency_key(self, key: str) -> Job | None:
         """The job created under this idempotency key, if any."""
@@ -87,23 +146,11 @@ class JobRepository:
         """Atomically take the right to poll the upstream for this job now (one per interval);
         the job as claimed, or None when it is not due (or no longer in progress)."""
         now = utcnow()
-        stmt = (
-            update(Job)
-            .where(
-                Job.id == job_id,
-                Job.state == JobState.SUBMITTED.value,
-                or_(
-                    Job.last_polled_at.is_(None),
-                    Job.last_polled_at <= now - timedelta(seconds=interval_s),
-                ),
-            )
-            .values(last_polled_at=now)
-            .returning(Job)
-            .execution_options(synchronize_session=False, populate_existing=True)
-        )
-        return (await self.session.scalars(stmt)).one_or_none()
+        params = {"job_id": job_id, "now": now, "since": now - timedelta(seconds=interval_s)}
+        row = (await self.session.execute(_CLAIM_POLL, params)).one_or_none()
+        return None if row is None else job_from_row(row)
 
-    def record(
+    async def record(
         self,
         job: Job,
         kind: LedgerKind,
@@ -114,27 +161,28 @@ class JobRepository:
         from_address: str,
         to_address: str,
         tx_hash: str,
-    ) -> LedgerEntry:
-        """Append a ledger row for a confirmed transfer."""
-        entry = LedgerEntry(
-            job_id=job.id,
-            kind=kind.value,
-            amount=amount,
-            asset=asset,
-            network=network,
-            from_address=from_address,
-            to_address=to_address,
-            tx_hash=tx_hash,
+    ) -> None:
+        """Append a ledger row for a confirmed transfer (a plain INSERT, sent now)."""
+        await self.session.execute(
+            _INSERT_LEDGER,
+            {
+                "job_id": job.id,
+                "kind": kind.value,
+                "amount": amount,
+                "asset": asset,
+                "network": network,
+                "from_address": from_address,
+                "to_address": to_address,
+                "tx_hash": tx_hash,
+            },
         )
-        self.session.add(entry)
-        # Counted when staged: a rolled-back unit of work can overcount, never undercount.
+        # Counted when written: a rolled-back transaction can overcount, never undercount.
         TRANSFERS.labels(kind.value).inc()
         TRANSFERRED_ATOMIC.labels(kind.value).inc(amount)
-        return entry
 
-    def record_charge(self, job: Job, tx_hash: str) -> LedgerEntry:
+    async def record_charge(self, job: Job, tx_hash: str) -> None:
         """The client's payment to the operator."""
-        return self.record(
+        await self.record(
             job,
             LedgerKind.CHARGE,
             amount=job.pay_amount,
@@ -145,11 +193,11 @@ class JobRepository:
             tx_hash=tx_hash,
         )
 
-    def record_upstream(self, job: Job, hot_wallet: str, tx_hash: str) -> LedgerEntry:
+    async def record_upstream(self, job: Job, hot_wallet: str, tx_hash: str) -> None:
         """Our payment to the upstream."""
         assert job.upstream_amount is not None
         assert job.upstream_pay_to is not None
-        return self.record(
+        await self.record(
             job,
             LedgerKind.UPSTREAM,
             amount=job.upstream_amount,
@@ -160,10 +208,10 @@ class JobRepository:
             tx_hash=tx_hash,
         )
 
-    def record_refund(self, job: Job, hot_wallet: str, tx_hash: str) -> LedgerEntry:
+    async def record_refund(self, job: Job, hot_wallet: str, tx_hash: str) -> None:
         """The refund from the hot wallet to the client."""
         assert job.refund_amount is not None
-        return self.record(
+        await self.record(
             job,
             LedgerKind.REFUND,
             amount=job.refund_amount,
@@ -215,17 +263,16 @@ async def transition(
     session: AsyncSession,
     job_id: str,
     from_states: list[JobState],
-    *conditions: ColumnElement[bool],
+    *,
+    still_null: tuple[str, ...] = (),
     **values: Any,
 ) -> Job | None:
     """Compare-and-set a job's columns and return the row as written, in one statement;
-    None if the job left `from_states` (or `conditions` no longer hold) meanwhile."""
+    None if the job left `from_states` (or a `still_null` column was set) meanwhile."""
     values.setdefault("updated_at", utcnow())
-    stmt = (
-        update(Job)
-        .where(Job.id == job_id, Job.state.in_([s.value for s in from_states]), *conditions)
-        .values(**values)
-        .returning(Job)
-        .execution_options(synchronize_session=False, populate_existing=True)
-    )
-    return (await session.scalars(stmt)).one_or_none()
+    columns = tuple(sorted(values))
+    stmt = _transition_statement(tuple(s.value for s in from_states), still_null, columns)
+    params = {f"_set_{name}": values[name] for name in columns}
+    params["_job_id"] = job_id
+    row = (await session.execute(stmt, params)).one_or_none()
+    return None if row is None else job_from_row(row)

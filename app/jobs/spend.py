@@ -8,14 +8,36 @@ so concurrent reservations (on any replica) see each other and the cap cannot be
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import BigInteger, Insert, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.jobs.models import SpendHour
 
 WINDOW_HOURS = 24
+_TABLE = cast(Table, SpendHour.__table__)
+_HOUR = _TABLE.c.hour
+_AMOUNT = _TABLE.c.amount
+# Built once, executed with bound values (this runs twice on every paid request).
+_SPENT_SINCE = select(func.coalesce(func.sum(_AMOUNT), 0)).where(_HOUR >= bindparam("start"))
+_GIVE_BACK = (
+    update(_TABLE)
+    .where(_HOUR == bindparam("this_hour"))
+    .values(amount=_AMOUNT - bindparam("give_back", type_=BigInteger()))
+)
+
+
+def _add_statement(dialect: str) -> Insert:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(_TABLE)
+    return stmt.on_conflict_do_update(
+        index_elements=[_HOUR], set_={"amount": _AMOUNT + stmt.excluded.amount}
+    )
+
+
+_ADD = {name: _add_statement(name) for name in ("postgresql", "sqlite")}
 
 
 def hour_of(moment: datetime) -> datetime:
@@ -30,28 +52,16 @@ def _window_start(now: datetime) -> datetime:
 async def spent_in_window(session: AsyncSession, now: datetime | None = None) -> int:
     """Upstream money committed in the window ending now."""
     start = _window_start(now or datetime.now(UTC))
-    stmt = select(func.coalesce(func.sum(SpendHour.amount), 0)).where(SpendHour.hour >= start)
-    return int((await session.execute(stmt)).scalar_one() or 0)
+    return int((await session.execute(_SPENT_SINCE, {"start": start})).scalar_one() or 0)
 
 
 async def reserve(session: AsyncSession, amount: int, cap: int) -> bool:
     """Count `amount` as spent now if the window stays within `cap`; False (nothing counted)
     otherwise. Commits with the caller's transaction; the hour row stays locked until then."""
     now = datetime.now(UTC)
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    upsert = insert(SpendHour).values(hour=hour_of(now), amount=amount)
-    await session.execute(
-        upsert.on_conflict_do_update(
-            index_elements=[SpendHour.hour], set_={"amount": SpendHour.amount + amount}
-        )
-    )
+    hour = hour_of(now)
+    await session.execute(_ADD[session.get_bind().dialect.name], {"hour": hour, "amount": amount})
     if await spent_in_window(session, now) <= cap:
         return True
-    await session.execute(
-        update(SpendHour)
-        .where(SpendHour.hour == hour_of(now))
-        .values(amount=SpendHour.amount - amount)
-        .execution_options(synchronize_session=False)
-    )
+    await session.execute(_GIVE_BACK, {"this_hour": hour, "give_back": amount})
     return False

@@ -147,12 +147,12 @@ async def record_settlement(
                     refusal = _CAP_REACHED
             # The charge is recorded once, whoever settled.
             written = await transition(
-                session, job.id, from_states, Job.settle_tx.is_(None), **values
+                session, job.id, from_states, still_null=("settle_tx",), **values
             )
             if written is None:
                 refusal = None  # somebody else recorded it and carries on with the job
             else:
-                JobRepository(session).record_charge(written, result.tx)
+                await JobRepository(session).record_charge(written, result.tx)
         elif result.outcome is SettleOutcome.REFUSED and job.state == JobState.VERIFIED.value:
             written = await transition(
                 session,
@@ -337,7 +337,7 @@ async def submit_upstream(gw: Gateway, job: Job, *, attempt_counted: bool = Fals
             next_check_at=_lease(gw.settings.poll_interval_s),
         )
         if written is not None and submission.tx:
-            JobRepository(session).record_upstream(
+            await JobRepository(session).record_upstream(
                 written, gw.settings.hot_wallet_address, submission.tx
             )
     return written or await load_job(gw.sessions, job.id)
