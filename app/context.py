@@ -24,6 +24,8 @@ class Gateway:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    # No BEGIN/COMMIT round trips: for single statements, each atomic by itself.
+    single_statements: async_sessionmaker[AsyncSession]
     facilitator: Facilitator
     upstream: UpstreamClient
     http: httpx.AsyncClient

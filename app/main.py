@@ -49,6 +49,7 @@ def build_gateway(settings: Settings) -> Gateway:
         settings=settings,
         engine=engine,
         sessions=create_sessionmaker(engine),
+        single_statements=create_sessionmaker(engine, autocommit=True),
         facilitator=build_facilitator(settings),
         upstream=None,  # type: ignore[arg-type]  # needs the wallet below
         http=http,

@@ -28,6 +28,8 @@ def run(stage: Stage, profile: Profile, *, job_id: str, upstream_job_id: str) ->
     after = stage.w.upstream_stats()["status_requests_by_job"].get(upstream_job_id, 0)
     expect(result.requests > 0, "no poll was answered")
     upstream = after - before
+    # Zero would "meet" the target while measuring nothing (e.g. a job nobody polls).
+    expect(upstream > 0, "the job in progress was never polled upstream: nothing was measured")
     intervals = result.duration_s / POLL_INTERVAL_S
     per_interval = upstream / intervals
     return {

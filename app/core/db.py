@@ -87,8 +87,16 @@ def _ping_when_idle(engine: AsyncEngine, after_s: float) -> None:
             raise DisconnectionError("pooled connection died while idle") from exc
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions that keep loaded attributes after commit (we render after committing)."""
+def create_sessionmaker(
+    engine: AsyncEngine, *, autocommit: bool = False
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded attributes after commit (we render after committing).
+
+    `autocommit`: every statement commits by itself, with no BEGIN/COMMIT round trips; only
+    for work that is one statement, or reads that need no common snapshot.
+    """
+    if autocommit:
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
     return async_sessionmaker(engine, expire_on_commit=False)
 
 

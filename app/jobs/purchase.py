@@ -145,10 +145,10 @@ async def purchase(
     fp = fingerprint("POST", route, body, payment.value)
     # Keys are scoped to the payer: another payer's key must never find (or block) their job.
     scoped_key = f"{payment.payer}:{idempotency_key}" if idempotency_key else None
-    async with gw.sessions() as session:
+    async with gw.single_statements() as session:
         repo = JobRepository(session)
         known = await repo.by_payment(payment.network, payment.payer, payment.nonce)
-        # Read now, in the same round trip to the pool, for the spend gate after verifying.
+        # Read now, with the same connection, for the spend gate after verifying.
         spent = 0 if known else await spend.spent_in_window(session)
     if known is not None:
         return await _existing(gw, known, fp)
@@ -202,8 +202,8 @@ async def purchase(
         ),
     )
     try:
-        async with transaction(gw.sessions) as session:
-            await JobRepository(session).add(job)
+        async with gw.single_statements() as session:
+            await JobRepository(session).add(job)  # one INSERT: atomic by itself
     except IntegrityError:
         # A concurrent request (maybe on another replica) recorded this payment or key first.
         winner = await _known(gw, payment, scoped_key)
