@@ -1,7 +1,7 @@
 """A timing HTTP/1.1 relay put between the gateway and each service it calls.
 
-Each relay forwards bytes unchanged and records when a request's head arrived and when its
-response was written back, so the time a paid request spends in the facilitator (and the
+Each relay forwards bytes unchanged and records when a request's first byte arrived and when
+its response was written back, so the time a paid request spends in the facilitator (and the
 chain behind it) and in the upstream can be subtracted from its total. It runs in a thread
 of the benchmark process, on 127.0.0.1 only, and understands exactly what the services
 speak: Content-Length or chunked bodies on keep-alive connections.
@@ -37,9 +37,12 @@ class Hop:
         return (self.end - self.start) * 1000
 
 
-async def _read_message(reader: asyncio.StreamReader, *, is_response: bool) -> tuple[bytes, str]:
-    """One HTTP message (head + body) as raw bytes, and its first line."""
-    head = await reader.readuntil(b"\r\n\r\n")
+async def _read_message(
+    reader: asyncio.StreamReader, *, is_response: bool, first: bytes = b""
+) -> tuple[bytes, str]:
+    """One HTTP message (head + body) as raw bytes, and its first line; `first`: bytes of it
+    already read."""
+    head = first + await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
     if "chunked" in headers.get("transfer-encoding", "").lower():
@@ -124,11 +127,18 @@ class HopRelays:
             up_r, up_w = await asyncio.open_connection("127.0.0.1", target)
             try:
                 while True:
-                    try:
-                        request, line = await _read_message(client_r, is_response=False)
-                    except (asyncio.IncompleteReadError, ConnectionError):
+                    # The hop starts when the request's first byte arrives: the relay's own
+                    # reading and parsing must not count as the gateway's time.
+                    first = await client_r.read(1)
+                    if not first:
                         return
                     start = time.perf_counter()
+                    try:
+                        request, line = await _read_message(
+                            client_r, is_response=False, first=first
+                        )
+                    except (asyncio.IncompleteReadError, ConnectionError):
+                        return
                     up_w.write(request)
                     response, status_line = await _read_message(up_r, is_response=True)
                     client_w.write(response)

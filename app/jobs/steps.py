@@ -6,6 +6,7 @@ compare-and-set on the state, so two actors racing on one job cannot both advanc
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -74,15 +75,31 @@ async def settle_client_payment(
                 next_check_at=_lease(gw.settings.facilitator_timeout_s + 5),
             )
         job = counted or job
-    result = await settle_payment(
-        gw.facilitator, payload, requirements, gw.settings.facilitator_timeout_s
-    )
-    if result.outcome is SettleOutcome.UNKNOWN and gw.chain is not None:
-        result = await _reconcile_settlement(gw, job, result)
+    # The upstream purchase is signed while the facilitator settles (the loop is idle then);
+    # it stays in memory, and is stored (then sent) only if the client's payment settled.
+    signing = asyncio.create_task(sign_upstream(gw, job)) if then_sign else None
+    try:
+        result = await settle_payment(
+            gw.facilitator, payload, requirements, gw.settings.facilitator_timeout_s
+        )
+        if result.outcome is SettleOutcome.UNKNOWN and gw.chain is not None:
+            result = await _reconcile_settlement(gw, job, result)
+    except BaseException:
+        _drop(signing)
+        raise
     upstream = None
-    if then_sign and result.outcome is SettleOutcome.SETTLED:
-        upstream = await sign_upstream(gw, job)
+    if signing is not None and result.outcome is SettleOutcome.SETTLED:
+        upstream = await signing
+    else:
+        _drop(signing)
     return await record_settlement(gw, job, result, upstream)
+
+
+def _drop(signing: asyncio.Task[SignedPurchase | UpstreamError] | None) -> None:
+    """Abandon a signature nobody will use (and retrieve its outcome: no warning later)."""
+    if signing is not None:
+        signing.cancel()
+        signing.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 async def _reconcile_settlement(gw: Gateway, job: Job, result: SettleResult) -> SettleResult:
