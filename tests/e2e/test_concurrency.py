@@ -28,7 +28,7 @@ from x402.http import (
 from x402.schemas import PaymentPayload, PaymentRequired
 
 from app.jobs.models import FINAL_STATES, Job, LedgerEntry
-from sandbox.chain import authorization_state, usdc_balance
+from sandbox.chain import authorization_state
 from sandbox.pay import payer_client
 from sandbox.world import (
     HOT_WALLET,
@@ -37,13 +37,19 @@ from sandbox.world import (
     PAYER_2,
     UPSTREAM_PAYEE,
     World,
-    address,
     key_hex,
 )
-from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, poll_until_done, sign_payment
+from tests.helpers import (
+    EDIT_BODY,
+    PRICE,
+    UPSTREAM_PRICE,
+    balances,
+    moved,
+    poll_until_done,
+    sign_payment,
+)
 from tests.ledger_audit import audit
 
-WHO = (PAYER, PAYER_2, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)
 POLL_INTERVAL_S = 0.5
 FINAL = {state.value for state in FINAL_STATES}
 OTHER_BODY = {**EDIT_BODY, "prompt": "a watercolor fox"}
@@ -72,17 +78,6 @@ def world(module_db: str) -> Iterator[World]:
 def edit_url(world: World, replica: int) -> str:
     """The edit endpoint of one replica."""
     return world.gateway_url(replica) + "/v1/images/edit"
-
-
-def balances(world: World) -> dict[int, int]:
-    """USDC balances of every party."""
-    return {i: usdc_balance(world.rpc_url, address(i)) for i in WHO}
-
-
-def moved(world: World, before: dict[int, int]) -> dict[int, int]:
-    """Per-party balance change since `before` (parties that did not move are left out)."""
-    after = balances(world)
-    return {i: after[i] - before[i] for i in WHO if after[i] != before[i]}
 
 
 def served(jobs: int, payer: int = PAYER) -> dict[int, int]:
