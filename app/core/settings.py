@@ -40,8 +40,9 @@ def _checksum(value: str, name: str) -> str:
 class Settings(BaseSettings):
     """Every knob of the service; secrets are SecretStr and have no default."""
 
+    # An empty variable means "not set" (as `X402R_RPC_URL=` in an env file or compose).
     model_config = SettingsConfigDict(
-        env_prefix="X402R_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="X402R_", env_file=".env", extra="ignore", frozen=True, env_ignore_empty=True
     )
 
     # Where we run and how we are reached.

@@ -120,6 +120,7 @@ class Job(Base):
     refund_nonce: Mapped[str | None] = mapped_column(String(66))
     refund_payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     refund_tx: Mapped[str | None] = mapped_column(String(80))
+    refund_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     # Background work scheduling.
     next_check_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -15,6 +15,10 @@ from app.jobs.repository import JobRepository, load_job, transition, utcnow
 from app.payments.facilitator import SettleOutcome, settle_payment
 from app.payments.refunds import load_refund, refund_requirements, sign_refund
 
+# Without a chain to ask, a refund whose outcome stays unknown is parked after this many
+# attempts (30 s doubling, capped at 5 min: about 40 min) instead of being retried forever.
+MAX_REFUND_ATTEMPTS = 12
+
 # States from which a job may be failed.
 FAILABLE = [
     JobState.VERIFIED,
@@ -182,11 +186,28 @@ async def refund(gw: Gateway, job_id: str) -> Job:
                 finished_at=utcnow(),
                 next_check_at=None,
             )
-        else:
+        elif gw.chain is None and job.refund_attempts + 1 >= MAX_REFUND_ATTEMPTS:
+            # Nothing can tell whether it went through: the operator checks the hot wallet.
             await transition(
                 session,
                 job_id,
                 [JobState.REFUNDING],
-                next_check_at=utcnow() + timedelta(seconds=30),
+                state=JobState.NEEDS_ATTENTION.value,
+                refund_attempts=job.refund_attempts + 1,
+                error_code="refund_unresolved",
+                error_message=f"refund outcome still unknown ({result.reason}) after "
+                f"{job.refund_attempts + 1} attempts; its authorization nonce is "
+                f"{job.refund_nonce}",
+                finished_at=utcnow(),
+                next_check_at=None,
+            )
+        else:
+            backoff = min(30 * 2 ** min(job.refund_attempts, 4), 300)
+            await transition(
+                session,
+                job_id,
+                [JobState.REFUNDING],
+                refund_attempts=job.refund_attempts + 1,
+                next_check_at=utcnow() + timedelta(seconds=backoff),
             )
     return await load_job(gw.sessions, job_id)
