@@ -64,3 +64,40 @@ async def test_connection_in_steady_use_is_not_pinged_and_the_pool_recovers(
         assert await _select_one(engine) == 1
     finally:
         await engine.dispose()
+
+
+async def test_write_retrying_survives_a_connection_killed_under_it(
+    new_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that records what cannot be asked for again is redone on a fresh connection."""
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 60)  # the pool will not notice on its own
+    url = await asyncio.to_thread(new_database)
+    engine = db.create_engine(url, pool_size=2, max_overflow=0)
+    sessions = db.create_sessionmaker(engine)
+    calls = 0
+
+    async def work(session: db.AsyncSession) -> int:
+        nonlocal calls
+        calls += 1
+        await session.execute(text("CREATE TABLE IF NOT EXISTS answers (v int)"))
+        await session.execute(text("INSERT INTO answers VALUES (42)"))
+        return calls
+
+    async def broken(session: db.AsyncSession) -> None:
+        nonlocal calls
+        calls += 1
+        await session.execute(text("SELECT * FROM no_such_table"))
+
+    try:
+        assert await _select_one(engine) == 1
+        await _kill_other_backends(url.rsplit("/", 1)[1])
+        assert await db.write_retrying(sessions, work) == 2  # the first connection was dead
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT count(*) FROM answers"))).scalar_one()
+        assert rows == 1  # written once
+        calls = 0
+        with pytest.raises(DBAPIError):
+            await db.write_retrying(sessions, broken)
+        assert calls == 1  # other errors are not retried
+    finally:
+        await engine.dispose()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import MetaData, event
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -36,6 +36,8 @@ def is_sqlite(url: str) -> bool:
     """True for the embedded single-process default."""
     return url.startswith("sqlite")
 
+
+T = TypeVar("T")
 
 # A pooled connection idle for longer than this is pinged before use; one in steady use is
 # not (a ping is a round trip on every checkout, and the paid path checks out four times).
@@ -107,3 +109,26 @@ async def transaction(
     """One unit of work: commit on success, roll back on error."""
     async with sessions() as session, session.begin():
         yield session
+
+
+async def write_retrying(
+    sessions: async_sessionmaker[AsyncSession],
+    work: Callable[[AsyncSession], Awaitable[T]],
+    *,
+    attempts: int = 3,
+) -> T:
+    """`work` in one transaction, run again on a fresh connection when the connection it had
+    turned out dead (a database restart: the pool then drops every connection it holds).
+
+    For writes that record what already happened outside and cannot be asked for again.
+    `work` must be safe to repeat: a compare-and-set that finds its change already made
+    (the COMMIT landed but its answer was lost) changes nothing the second time.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            async with transaction(sessions) as session:
+                return await work(session)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated or attempt == attempts:
+                raise
+    raise AssertionError("unreachable")

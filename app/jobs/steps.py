@@ -20,7 +20,7 @@ from x402.schemas.helpers import parse_payment_payload, parse_payment_requiremen
 
 from app.context import Gateway
 from app.core.crashpoints import crash_point
-from app.core.db import transaction
+from app.core.db import transaction, write_retrying
 from app.jobs import spend
 from app.jobs.models import Job, JobState
 from app.jobs.refunding import fail_job
@@ -339,7 +339,8 @@ async def submit_upstream(gw: Gateway, job: Job, *, attempt_counted: bool = Fals
         return await fail_job(gw, job.id, exc.code, exc.message, upstream_charged=None)
     crash_point("after_upstream_submit")
     accepted = submission.job
-    async with transaction(gw.sessions) as session:
+
+    async def record_answer(session: AsyncSession) -> Job | None:
         written = await transition(
             session,
             job.id,
@@ -357,4 +358,9 @@ async def submit_upstream(gw: Gateway, job: Job, *, attempt_counted: bool = Fals
             await JobRepository(session).record_upstream(
                 written, gw.settings.hot_wallet_address, submission.tx
             )
+        return written
+
+    # The upstream's answer cannot be asked for again (a resent payment is refused as used):
+    # a connection found dead when writing it must not lose it.
+    written = await write_retrying(gw.sessions, record_answer)
     return written or await load_job(gw.sessions, job.id)
