@@ -37,7 +37,7 @@ async def engine(
 
 async def _reserve(sessions: async_sessionmaker[AsyncSession], amount: int, cap: int) -> bool:
     async with sessions() as session, session.begin():
-        return await spend.reserve(session, amount, cap)
+        return await spend.reserve(session, amount, cap) is not None
 
 
 async def _spent(sessions: async_sessionmaker[AsyncSession]) -> int:
@@ -51,6 +51,18 @@ async def test_reserve_counts_up_to_the_cap_and_no_further(engine: AsyncEngine) 
     assert await _reserve(sessions, 60, cap=100)  # exactly at the cap is allowed
     assert not await _reserve(sessions, 1, cap=100)
     assert await _spent(sessions) == 100  # the refused reservation left nothing behind
+
+
+async def test_release_takes_back_a_reservation_that_bought_nothing(engine: AsyncEngine) -> None:
+    """A purchase whose job somebody else recorded first gives its reservation back."""
+    sessions = create_sessionmaker(engine)
+    assert await _reserve(sessions, 30, cap=100)
+    async with sessions() as session, session.begin():
+        hour = await spend.reserve(session, 50, cap=100)
+        assert hour is not None
+        await spend.release(session, hour, 50)
+    assert await _spent(sessions) == 30
+    assert await _reserve(sessions, 70, cap=100)  # the room is there again
 
 
 async def test_window_is_the_current_hour_and_the_24_before(engine: AsyncEngine) -> None:

@@ -163,6 +163,7 @@ async def refund(gw: Gateway, job_id: str) -> Job:
             _, tx = await gw.chain.authorization_outcome(hot, job.refund_nonce)
         except Exception:
             tx = None
+    attempts = job.refund_attempts + 1  # this one
     async with transaction(gw.sessions) as session:
         if tx is not None and result.outcome is not SettleOutcome.REFUSED:
             if await transition(
@@ -186,28 +187,27 @@ async def refund(gw: Gateway, job_id: str) -> Job:
                 finished_at=utcnow(),
                 next_check_at=None,
             )
-        elif gw.chain is None and job.refund_attempts + 1 >= MAX_REFUND_ATTEMPTS:
+        elif gw.chain is None and attempts >= MAX_REFUND_ATTEMPTS:
             # Nothing can tell whether it went through: the operator checks the hot wallet.
             await transition(
                 session,
                 job_id,
                 [JobState.REFUNDING],
                 state=JobState.NEEDS_ATTENTION.value,
-                refund_attempts=job.refund_attempts + 1,
+                refund_attempts=attempts,
                 error_code="refund_unresolved",
                 error_message=f"refund outcome still unknown ({result.reason}) after "
-                f"{job.refund_attempts + 1} attempts; its authorization nonce is "
-                f"{job.refund_nonce}",
+                f"{attempts} attempts; its authorization nonce is {job.refund_nonce}",
                 finished_at=utcnow(),
                 next_check_at=None,
             )
         else:
-            backoff = min(30 * 2 ** min(job.refund_attempts, 4), 300)
+            backoff = min(30 * 2 ** min(attempts - 1, 4), 300)
             await transition(
                 session,
                 job_id,
                 [JobState.REFUNDING],
-                refund_attempts=job.refund_attempts + 1,
+                refund_attempts=attempts,
                 next_check_at=utcnow() + timedelta(seconds=backoff),
             )
     return await load_job(gw.sessions, job_id)

@@ -55,13 +55,19 @@ async def spent_in_window(session: AsyncSession, now: datetime | None = None) ->
     return int((await session.execute(_SPENT_SINCE, {"start": start})).scalar_one() or 0)
 
 
-async def reserve(session: AsyncSession, amount: int, cap: int) -> bool:
-    """Count `amount` as spent now if the window stays within `cap`; False (nothing counted)
-    otherwise. Commits with the caller's transaction; the hour row stays locked until then."""
+async def reserve(session: AsyncSession, amount: int, cap: int) -> datetime | None:
+    """Count `amount` as spent now if the window stays within `cap`: the hour it was counted
+    in, or None (nothing counted). Commits with the caller's transaction; the hour's row stays
+    locked until then."""
     now = datetime.now(UTC)
     hour = hour_of(now)
     await session.execute(_ADD[session.get_bind().dialect.name], {"hour": hour, "amount": amount})
     if await spent_in_window(session, now) <= cap:
-        return True
+        return hour
+    await release(session, hour, amount)
+    return None
+
+
+async def release(session: AsyncSession, hour: datetime, amount: int) -> None:
+    """Take back `amount` counted in `hour` by `reserve` in this same transaction."""
     await session.execute(_GIVE_BACK, {"this_hour": hour, "give_back": amount})
-    return False

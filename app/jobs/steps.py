@@ -157,17 +157,22 @@ async def record_settlement(
                 if paid_state is JobState.PAID
                 else utcnow(),
             }
+            reserved: tuple[datetime, int] | None = None  # (hour, amount) counted against the cap
             if isinstance(upstream, SignedPurchase) and paid_state is JobState.PAID:
-                if await _within_daily_cap(session, gw, upstream.amount):
-                    values |= _signed_values(gw, job, upstream)
-                else:
+                hour = await _reserve_spend(session, gw, upstream.amount)
+                if hour is None:
                     refusal = _CAP_REACHED
+                else:
+                    reserved = (hour, upstream.amount)
+                    values |= _signed_values(gw, job, upstream)
             # The charge is recorded once, whoever settled.
             written = await transition(
                 session, job.id, from_states, still_null=("settle_tx",), **values
             )
             if written is None:
                 refusal = None  # somebody else recorded it and carries on with the job
+                if reserved is not None:  # and our signature is never stored nor sent
+                    await spend.release(session, *reserved)
             else:
                 await JobRepository(session).record_charge(written, result.tx)
         elif result.outcome is SettleOutcome.REFUSED and job.state == JobState.VERIFIED.value:
@@ -272,21 +277,21 @@ async def buy_upstream(gw: Gateway, job: Job, *, charge_first: bool = True) -> J
         signed = await sign_upstream(gw, job)
         if isinstance(signed, UpstreamError):
             return await fail_job(gw, job.id, signed.code, signed.message, upstream_charged=False)
+        written = None
         async with transaction(gw.sessions) as session:
-            if not await _within_daily_cap(session, gw, signed.amount):
-                written = None
-            else:
+            reserved = await _reserve_spend(session, gw, signed.amount)
+            if reserved is not None:
                 written = await transition(
                     session, job.id, [ready], **_signed_values(gw, job, signed)
                 )
-        if written is None and job.state == ready.value:
-            # Either the cap is reached, or somebody else moved the job meanwhile.
+                if written is None:
+                    await spend.release(session, reserved, signed.amount)
+        if written is None:
             current = await load_job(gw.sessions, job.id)
-            if current.state != ready.value:
-                return current
-            code, message = _CAP_REACHED.code, _CAP_REACHED.message
-            return await fail_job(gw, job.id, code, message, upstream_charged=False)
-        assert written is not None
+            if reserved is None and current.state == ready.value:
+                code, message = _CAP_REACHED.code, _CAP_REACHED.message
+                return await fail_job(gw, job.id, code, message, upstream_charged=False)
+            return current  # somebody else moved it meanwhile
         crash_point("after_upstream_signed")
         return await submit_upstream(gw, written, attempt_counted=True)
     if job.state != JobState.UPSTREAM_SIGNED.value:
@@ -294,9 +299,9 @@ async def buy_upstream(gw: Gateway, job: Job, *, charge_first: bool = True) -> J
     return await submit_upstream(gw, job)
 
 
-async def _within_daily_cap(session: AsyncSession, gw: Gateway, amount: int) -> bool:
-    """Count `amount` against the daily cap (committed with the caller's transaction),
-    or False when it would exceed the cap."""
+async def _reserve_spend(session: AsyncSession, gw: Gateway, amount: int) -> datetime | None:
+    """Count `amount` against the daily cap in the caller's transaction (the hour it was
+    counted in), or None when it would exceed the cap."""
     return await spend.reserve(session, amount, gw.settings.daily_upstream_cap_atomic)
 
 
