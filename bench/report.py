@@ -36,6 +36,11 @@ def _wrk_rows(rows: list[dict[str, Any]]) -> str:
     return _table(["server", "req/s", "p50 ms", "p99 ms", "vs baseline", "errors"], body)
 
 
+def _vs_frozen(ratios: dict[str, float]) -> str:
+    frozen = ratios.get("gateway/sdk_frozen")
+    return "" if frozen is None else f"; gateway / SDK + `gc.freeze()`: **{frozen:.1f}x**"
+
+
 def _environment(report: dict[str, Any]) -> str:
     env = report["env"]
     rows = [[k, f"`{v}`" if k != "date" else v] for k, v in env.items()]
@@ -202,12 +207,14 @@ itself (20 minutes at most for the full run, 4 for the smoke run).
 
 One uvicorn worker each (uvloop, httptools, no access log), pinned to core 0; wrk on core 1,
 32 connections, 1 thread. The gateway validates the body before answering (an invalid body
-is a 422 and never a 402); the raw app answers the same bytes without reading them.
+is a 422 and never a 402); the raw app reads the body and answers the same bytes. The SDK app
+is measured as a user would deploy it (the target's baseline) and again with the one tuning
+the gateway gives itself, `gc.freeze()` after start-up.
 
 {_wrk_rows(r["unpaid"]["rows"])}
 
 Gateway / raw ceiling: **{u["gateway/raw"]:.2f}x**;
-gateway / SDK middleware: **{u["gateway/sdk"]:.1f}x**.
+gateway / SDK middleware: **{u["gateway/sdk"]:.1f}x**{_vs_frozen(u)}.
 
 ## 2. Status poll (`GET /v1/jobs/{{id}}`)
 

@@ -1,7 +1,8 @@
 """Baseline servers, each one uvicorn worker configured like the gateway's.
 
 - `raw`: a bare ASGI app answering the gateway's own 402 bytes (the ceiling).
-- `sdk`: FastAPI with the official x402 SDK's `PaymentMiddlewareASGI` protecting the route.
+- `sdk`: FastAPI with the official x402 SDK's `PaymentMiddlewareASGI` protecting the route,
+  as a user would deploy it, or with `gc.freeze()` after start-up as the gateway does.
 - `orm`: FastAPI + SQLAlchemy ORM `session.get` of a job on the same Postgres, rendered with
   the same `job_view` (what a plain status endpoint costs).
 
@@ -57,7 +58,9 @@ def _frozen_lifespan() -> Callable[[FastAPI], Any]:
     return lifespan
 
 
-def sdk_app(facilitator_url: str, pay_to: str, amount: int, asset: str) -> FastAPI:
+def sdk_app(
+    facilitator_url: str, pay_to: str, amount: int, asset: str, *, frozen: bool = False
+) -> FastAPI:
     """The SDK's FastAPI middleware in front of one edit route (v2 offer, same price)."""
     from x402 import x402ResourceServer
     from x402.http import FacilitatorConfig, HTTPFacilitatorClient
@@ -77,7 +80,7 @@ def sdk_app(facilitator_url: str, pay_to: str, amount: int, asset: str) -> FastA
         max_timeout_seconds=300,
     )
     routes = {f"POST {EDIT_PATH}": RouteConfig(accepts=option, description="image edit")}
-    app = FastAPI(lifespan=_frozen_lifespan())
+    app = FastAPI(lifespan=_frozen_lifespan()) if frozen else FastAPI()
     app.add_middleware(PaymentMiddlewareASGI, routes=routes, server=server)
 
     @app.post(EDIT_PATH)
@@ -122,7 +125,13 @@ def main(argv: list[str] | None = None) -> None:
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in spec["headers"]]
         app = raw_app(spec["status"], headers, spec["body"].encode())
     elif options.kind == "sdk":
-        app = sdk_app(spec["facilitator_url"], spec["pay_to"], spec["amount"], spec["asset"])
+        app = sdk_app(
+            spec["facilitator_url"],
+            spec["pay_to"],
+            spec["amount"],
+            spec["asset"],
+            frozen=spec.get("frozen", False),
+        )
     else:
         app = orm_app(spec["database_url"], spec["base_url"])
     uvicorn.run(

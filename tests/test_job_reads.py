@@ -294,6 +294,60 @@ async def test_fast_path_never_changes_an_answer(apps: tuple[FastAPI, FastAPI], 
         assert answers[0][0] != 402, f"{name}: an invalid body must never get a 402"
 
 
+async def _asgi(app: FastAPI, chunks: list[bytes]) -> tuple[int, bytes]:
+    """One edit request whose body arrives in `chunks` (several ASGI messages), straight in."""
+    body = b"".join(chunks)
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": EDIT_PATH,
+        "raw_path": EDIT_PATH.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"gw.test"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("gw.test", 80),
+    }
+    incoming = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+        for i, c in enumerate(chunks)
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        ("valid", _body()),
+        ("invalid", _body(num_images=2)),
+        ("too large", _body(prompt="x" * MAX_BODY_BYTES)),
+    ],
+)
+async def test_a_body_in_several_messages_gets_the_same_answer(
+    apps: tuple[FastAPI, FastAPI], name: str, body: bytes
+) -> None:
+    chunks = [body[:10], body[10:]] if len(body) < 7000 else [body[:7000], body[7000:]]
+    answers = [await _asgi(app, chunks) for app in apps]
+    assert answers[0] == answers[1], name
+    assert (answers[0][0] == 402) == (name == "valid"), name
+
+
 async def test_a_paid_request_is_not_taken_by_the_fast_path(
     apps: tuple[FastAPI, FastAPI],
 ) -> None:

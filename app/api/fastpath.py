@@ -48,9 +48,11 @@ def is_json(content_type: bytes) -> bool:
     return known
 
 
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    """A `receive` that hands out what was already read, then the rest of the stream."""
-    pending = list(messages)
+def replaying(read: list[Message], receive: Receive) -> Receive:
+    """A `receive` that hands out the messages already `read`, then the rest of the stream."""
+    if not read:
+        return receive
+    pending = list(read)
 
     async def replayed() -> Message:
         if pending:
@@ -62,39 +64,43 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
 
 async def unpaid_valid_body(
     scope: Scope, receive: Receive, refuse: frozenset[bytes] = PAYMENT_HEADERS
-) -> tuple[bool, Receive]:
-    """Whether this edit request is unpaid with a valid JSON body, and the `receive` to hand on.
+) -> tuple[bool, list[Message]]:
+    """Whether this edit request is unpaid with a valid JSON body, and the messages read.
 
     Any header in `refuse` (by default the payment headers) makes it not ours to answer.
-    Reads at most `MAX_BODY_BYTES`; whatever was read is replayed by the returned `receive`.
+    Reads at most `MAX_BODY_BYTES`; hand the request on with `replaying(read, receive)`.
     """
     content_type = None
     for name, value in scope["headers"]:
         if name in refuse:
-            return False, receive
+            return False, []
         if name == b"content-type":
             content_type = value
     if content_type is None or not is_json(content_type):
-        return False, receive
-    messages: list[Message] = []
-    size = 0
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            return False, _replay(messages, receive)
-        size += len(message.get("body", b""))
+        return False, []
+    message = await receive()
+    read = [message]
+    if message["type"] != "http.request":
+        return False, read
+    body = message.get("body", b"")
+    if message.get("more_body", False):  # rare: the common body arrives in one message
+        size = len(body)
+        while message.get("more_body", False) and size <= MAX_BODY_BYTES:
+            message = await receive()
+            read.append(message)
+            if message["type"] != "http.request":
+                return False, read
+            size += len(message.get("body", b""))
         if size > MAX_BODY_BYTES:
-            return False, _replay(messages, receive)
-        if not message.get("more_body", False):
-            break
-    body = b"".join(m.get("body", b"") for m in messages)
-    replay = _replay([{"type": "http.request", "body": body, "more_body": False}], receive)
+            return False, read
+        body = b"".join(m.get("body", b"") for m in read)
+    elif len(body) > MAX_BODY_BYTES:
+        return False, read
     try:
         EditRequest.model_validate_json(body)
     except ValidationError:
-        return False, replay
-    return True, replay
+        return False, read
+    return True, read
 
 
 @dataclass(frozen=True)
@@ -126,9 +132,9 @@ class FastPath:
 
     async def _edit(self, scope: Scope, receive: Receive, send: Send) -> None:
         gw = _gateway(scope)
-        valid, receive = await unpaid_valid_body(scope, receive)
+        valid, read = await unpaid_valid_body(scope, receive)
         if gw is None or not valid:
-            return await self.app(scope, receive, send)
+            return await self.app(scope, replaying(read, receive), send)
         unpaid = self._payment_required(gw, scope["path"])
         await send(_start(402, unpaid.headers))
         await send({"type": "http.response.body", "body": unpaid.body})
