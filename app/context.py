@@ -24,8 +24,9 @@ class Gateway:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
-    # No BEGIN/COMMIT round trips: for single statements, each atomic by itself.
-    single_statements: async_sessionmaker[AsyncSession]
+    # The same pool without BEGIN/COMMIT round trips: for single statements, each atomic
+    # by itself (see `app.core.db.autocommit_engine`).
+    autocommit: AsyncEngine
     facilitator: Facilitator
     upstream: UpstreamClient
     http: httpx.AsyncClient

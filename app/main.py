@@ -18,7 +18,7 @@ from app.api.front import FastPathApp
 from app.api.job_reads import close_job_reads
 from app.context import Gateway
 from app.core.body_limit import BodyLimit
-from app.core.db import create_engine, create_sessionmaker
+from app.core.db import autocommit_engine, create_engine, create_sessionmaker
 from app.core.errors import install_error_handlers
 from app.core.migrate import upgrade_to_head
 from app.core.settings import Settings
@@ -49,7 +49,7 @@ def build_gateway(settings: Settings) -> Gateway:
         settings=settings,
         engine=engine,
         sessions=create_sessionmaker(engine),
-        single_statements=create_sessionmaker(engine, autocommit=True),
+        autocommit=autocommit_engine(engine),
         facilitator=build_facilitator(settings),
         upstream=None,  # type: ignore[arg-type]  # needs the wallet below
         http=http,

@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.core import db
 from tests.conftest import PG_HOST, PG_USER
@@ -27,7 +28,7 @@ async def _kill_other_backends(database: str) -> int:
     return len(killed)
 
 
-async def _select_one(engine: db.AsyncEngine) -> int:
+async def _select_one(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
         return int((await conn.execute(text("SELECT 1"))).scalar_one())
 
@@ -73,17 +74,16 @@ async def test_write_retrying_survives_a_connection_killed_under_it(
     monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 60)  # the pool will not notice on its own
     url = await asyncio.to_thread(new_database)
     engine = db.create_engine(url, pool_size=2, max_overflow=0)
-    sessions = db.create_sessionmaker(engine)
     calls = 0
 
-    async def work(session: db.AsyncSession) -> int:
+    async def work(session: AsyncConnection) -> int:
         nonlocal calls
         calls += 1
         await session.execute(text("CREATE TABLE IF NOT EXISTS answers (v int)"))
         await session.execute(text("INSERT INTO answers VALUES (42)"))
         return calls
 
-    async def broken(session: db.AsyncSession) -> None:
+    async def broken(session: AsyncConnection) -> None:
         nonlocal calls
         calls += 1
         await session.execute(text("SELECT * FROM no_such_table"))
@@ -91,13 +91,13 @@ async def test_write_retrying_survives_a_connection_killed_under_it(
     try:
         assert await _select_one(engine) == 1
         await _kill_other_backends(url.rsplit("/", 1)[1])
-        assert await db.write_retrying(sessions, work) == 2  # the first connection was dead
+        assert await db.write_retrying(engine, work) == 2  # the first connection was dead
         async with engine.connect() as conn:
-            rows = (await conn.execute(text("SELECT count(*) FROM answers"))).scalar_one()
+            rows: int = (await conn.execute(text("SELECT count(*) FROM answers"))).scalar_one()
         assert rows == 1  # written once
         calls = 0
         with pytest.raises(DBAPIError):
-            await db.write_retrying(sessions, broken)
+            await db.write_retrying(engine, broken)
         assert calls == 1  # other errors are not retried
     finally:
         await engine.dispose()

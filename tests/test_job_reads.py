@@ -20,6 +20,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import create_async_engine
+from starlette.types import Message
 
 from app.api.edits import EDIT_PATH, UPSTREAM_PATH
 from app.api.fastpath import FastPath
@@ -319,12 +320,12 @@ async def _asgi(app: FastAPI, chunks: list[bytes]) -> tuple[int, bytes]:
         {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
         for i, c in enumerate(chunks)
     ]
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return incoming.pop(0) if incoming else {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     await app(scope, receive, send)

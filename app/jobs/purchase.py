@@ -145,7 +145,7 @@ async def purchase(
     fp = fingerprint("POST", route, body, payment.value)
     # Keys are scoped to the payer: another payer's key must never find (or block) their job.
     scoped_key = f"{payment.payer}:{idempotency_key}" if idempotency_key else None
-    async with gw.single_statements() as session:
+    async with gw.autocommit.connect() as session:
         repo = JobRepository(session)
         known = await repo.by_payment(payment.network, payment.payer, payment.nonce)
         # Read now, with the same connection, for the spend gate after verifying.
@@ -202,7 +202,7 @@ async def purchase(
         ),
     )
     try:
-        async with gw.single_statements() as session:
+        async with gw.autocommit.connect() as session:
             await JobRepository(session).add(job)  # one INSERT: atomic by itself
     except IntegrityError:
         # A concurrent request (maybe on another replica) recorded this payment or key first.

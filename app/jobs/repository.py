@@ -8,6 +8,7 @@ from typing import Any, cast
 from sqlalchemy import Row, Table, Update, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.db import Executor
 from app.core.metrics import TRANSFERRED_ATOMIC, TRANSFERS
 from app.jobs.models import Job, JobState, LedgerEntry, LedgerKind
 
@@ -78,10 +79,20 @@ async def load_job(sessions: async_sessionmaker[AsyncSession], job_id: str) -> J
 
 
 class JobRepository:
-    """Queries over `jobs` and `ledger` inside one session."""
+    """Queries over `jobs` and `ledger` inside one session or Core connection.
 
-    def __init__(self, session: AsyncSession) -> None:
+    The methods that load ORM objects need a session (`orm`); the rest run on either.
+    """
+
+    def __init__(self, session: Executor) -> None:
         self.session = session
+
+    @property
+    def orm(self) -> AsyncSession:
+        """The session, for the queries that load ORM objects."""
+        if not isinstance(self.session, AsyncSession):
+            raise TypeError("this query loads ORM objects: it needs a session, not a connection")
+        return self.session
 
     async def add(self, job: Job) -> None:
         """Insert a new (transient) job with a plain INSERT, sent now; `job` stays detached.
@@ -94,7 +105,7 @@ class JobRepository:
 
     async def get(self, job_id: str) -> Job | None:
         """A job by id."""
-        return await self.session.get(Job, job_id)
+        return await self.orm.get(Job, job_id)
 
     async def by_payment(self, network: str, payer: str, nonce: str) -> Job | None:
         """The job bought by this payment identity, if any."""
@@ -105,7 +116,7 @@ class JobRepository:
     async def by_idempotency_key(self, key: str) -> Job | None:
         """The job created under this idempotency key, if any."""
         stmt = select(Job).where(Job.idempotency_key == key)
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+        return (await self.orm.execute(stmt)).scalar_one_or_none()
 
     async def release_failed_key(self, key: str) -> None:
         """Detach an idempotency key from a job whose payment was refused (nothing bought)."""
@@ -129,7 +140,7 @@ class JobRepository:
             .with_for_update(skip_locked=True)
             .execution_options(populate_existing=True)
         )
-        return list((await self.session.execute(stmt)).scalars())
+        return list((await self.orm.execute(stmt)).scalars())
 
     async def try_lease(self, job_id: str, seconds: float) -> bool:
         """Take a job whose lease has expired (nobody is working on it) for `seconds`."""
@@ -225,7 +236,7 @@ class JobRepository:
     async def ledger_for(self, job_id: str) -> list[LedgerEntry]:
         """A job's transfers in order."""
         stmt = select(LedgerEntry).where(LedgerEntry.job_id == job_id).order_by(LedgerEntry.id)
-        return list((await self.session.execute(stmt)).scalars())
+        return list((await self.orm.execute(stmt)).scalars())
 
     async def count_by_state(self) -> dict[str, int]:
         """How many jobs are in each state."""
@@ -240,7 +251,7 @@ class JobRepository:
             .order_by(Job.updated_at.desc())
             .limit(limit)
         )
-        return list((await self.session.execute(stmt)).scalars())
+        return list((await self.orm.execute(stmt)).scalars())
 
     async def ledger_totals(self) -> dict[str, Any]:
         """Sum per ledger kind, and the margin they imply."""
@@ -260,7 +271,7 @@ class JobRepository:
 
 
 async def transition(
-    session: AsyncSession,
+    session: Executor,
     job_id: str,
     from_states: list[JobState],
     *,

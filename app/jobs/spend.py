@@ -12,8 +12,8 @@ from typing import cast
 
 from sqlalchemy import BigInteger, Insert, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.db import Executor, dialect_name
 from app.jobs.models import SpendHour
 
 WINDOW_HOURS = 24
@@ -49,25 +49,25 @@ def _window_start(now: datetime) -> datetime:
     return hour_of(now) - timedelta(hours=WINDOW_HOURS)
 
 
-async def spent_in_window(session: AsyncSession, now: datetime | None = None) -> int:
+async def spent_in_window(session: Executor, now: datetime | None = None) -> int:
     """Upstream money committed in the window ending now."""
     start = _window_start(now or datetime.now(UTC))
     return int((await session.execute(_SPENT_SINCE, {"start": start})).scalar_one() or 0)
 
 
-async def reserve(session: AsyncSession, amount: int, cap: int) -> datetime | None:
+async def reserve(session: Executor, amount: int, cap: int) -> datetime | None:
     """Count `amount` as spent now if the window stays within `cap`: the hour it was counted
     in, or None (nothing counted). Commits with the caller's transaction; the hour's row stays
     locked until then."""
     now = datetime.now(UTC)
     hour = hour_of(now)
-    await session.execute(_ADD[session.get_bind().dialect.name], {"hour": hour, "amount": amount})
+    await session.execute(_ADD[dialect_name(session)], {"hour": hour, "amount": amount})
     if await spent_in_window(session, now) <= cap:
         return hour
     await release(session, hour, amount)
     return None
 
 
-async def release(session: AsyncSession, hour: datetime, amount: int) -> None:
+async def release(session: Executor, hour: datetime, amount: int) -> None:
     """Take back `amount` counted in `hour` by `reserve` in this same transaction."""
     await session.execute(_GIVE_BACK, {"this_hour": hour, "give_back": amount})

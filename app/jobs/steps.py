@@ -13,14 +13,14 @@ import time
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 from x402.http import PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER
 from x402.schemas import SettleResponse
 from x402.schemas.helpers import parse_payment_payload, parse_payment_requirements
 
 from app.context import Gateway
 from app.core.crashpoints import crash_point
-from app.core.db import transaction, write_retrying
+from app.core.db import Executor, core_transaction, write_retrying
 from app.jobs import spend
 from app.jobs.models import Job, JobState
 from app.jobs.refunding import fail_job
@@ -66,7 +66,7 @@ async def settle_client_payment(
             found = await _reconcile_settlement(gw, job, unknown)
             if found.outcome is not SettleOutcome.UNKNOWN:
                 return await record_settlement(gw, job, found)
-        async with transaction(gw.sessions) as session:
+        async with core_transaction(gw.engine) as session:
             counted = await transition(
                 session,
                 job.id,
@@ -143,7 +143,7 @@ async def record_settlement(
     from_states = [JobState.VERIFIED, JobState.SUBMITTED]
     paid_state = JobState.PAID if job.state == JobState.VERIFIED.value else JobState(job.state)
     refusal: UpstreamError | None = upstream if isinstance(upstream, UpstreamError) else None
-    async with transaction(gw.sessions) as session:
+    async with core_transaction(gw.engine) as session:
         if result.outcome is SettleOutcome.SETTLED:
             assert result.tx is not None
             values: dict[str, Any] = {
@@ -278,7 +278,7 @@ async def buy_upstream(gw: Gateway, job: Job, *, charge_first: bool = True) -> J
         if isinstance(signed, UpstreamError):
             return await fail_job(gw, job.id, signed.code, signed.message, upstream_charged=False)
         written = None
-        async with transaction(gw.sessions) as session:
+        async with core_transaction(gw.engine) as session:
             reserved = await _reserve_spend(session, gw, signed.amount)
             if reserved is not None:
                 written = await transition(
@@ -299,7 +299,7 @@ async def buy_upstream(gw: Gateway, job: Job, *, charge_first: bool = True) -> J
     return await submit_upstream(gw, job)
 
 
-async def _reserve_spend(session: AsyncSession, gw: Gateway, amount: int) -> datetime | None:
+async def _reserve_spend(session: Executor, gw: Gateway, amount: int) -> datetime | None:
     """Count `amount` against the daily cap in the caller's transaction (the hour it was
     counted in), or None when it would exceed the cap."""
     return await spend.reserve(session, amount, gw.settings.daily_upstream_cap_atomic)
@@ -311,7 +311,7 @@ async def submit_upstream(gw: Gateway, job: Job, *, attempt_counted: bool = Fals
     `attempt_counted`: the caller's last write already counted this attempt and took the lease.
     """
     if not attempt_counted:
-        async with transaction(gw.sessions) as session:
+        async with core_transaction(gw.engine) as session:
             counted = await transition(
                 session,
                 job.id,
@@ -329,7 +329,7 @@ async def submit_upstream(gw: Gateway, job: Job, *, attempt_counted: bool = Fals
         submission = await gw.upstream.submit(job.request_body, header_name_for(header), header)
     except UpstreamUnavailable as exc:
         if attempts < MAX_UPSTREAM_ATTEMPTS:
-            async with transaction(gw.sessions) as session:
+            async with core_transaction(gw.engine) as session:
                 written = await transition(
                     session,
                     job.id,
@@ -345,7 +345,7 @@ async def submit_upstream(gw: Gateway, job: Job, *, attempt_counted: bool = Fals
     crash_point("after_upstream_submit")
     accepted = submission.job
 
-    async def record_answer(session: AsyncSession) -> Job | None:
+    async def record_answer(session: AsyncConnection) -> Job | None:
         written = await transition(
             session,
             job.id,
@@ -367,5 +367,5 @@ async def submit_upstream(gw: Gateway, job: Job, *, attempt_counted: bool = Fals
 
     # The upstream's answer cannot be asked for again (a resent payment is refused as used):
     # a connection found dead when writing it must not lose it.
-    written = await write_retrying(gw.sessions, record_answer)
+    written = await write_retrying(gw.engine, record_answer)
     return written or await load_job(gw.sessions, job.id)
