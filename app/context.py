@@ -30,6 +30,7 @@ class Gateway:
     facilitator: Facilitator
     upstream: UpstreamClient
     http: httpx.AsyncClient
+    facilitator_http: httpx.AsyncClient | None = None  # the remote facilitator's client
     chain: ChainReader | None = None
     offers: OfferCache = field(default_factory=OfferCache)
 

@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
-import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -20,6 +19,7 @@ from app.context import Gateway
 from app.core.body_limit import BodyLimit
 from app.core.db import autocommit_engine, create_engine, create_sessionmaker
 from app.core.errors import install_error_handlers
+from app.core.http import http_client
 from app.core.migrate import upgrade_to_head
 from app.core.settings import Settings
 from app.jobs.polling import Poller
@@ -41,18 +41,23 @@ def build_gateway(settings: Settings) -> Gateway:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
     )
-    http = httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-        follow_redirects=False,
+    http = http_client(max_connections=200)
+    # The SDK's facilitator client would build its own httpx client; ours is lighter. Same
+    # timeout and redirect policy as the SDK's default.
+    facilitator_http = (
+        http_client(timeout=settings.facilitator_timeout_s, follow_redirects=True)
+        if settings.facilitator_url is not None
+        else None
     )
     gw = Gateway(
         settings=settings,
         engine=engine,
         sessions=create_sessionmaker(engine),
         autocommit=autocommit_engine(engine),
-        facilitator=build_facilitator(settings),
+        facilitator=build_facilitator(settings, facilitator_http),
         upstream=None,  # type: ignore[arg-type]  # needs the wallet below
         http=http,
+        facilitator_http=facilitator_http,
         chain=ChainReader(str(settings.rpc_url), settings.asset) if settings.rpc_url else None,
     )
     gw.upstream = UpstreamClient(
@@ -90,6 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with suppress(asyncio.CancelledError):
                     await asyncio.wait_for(worker, 10)
             await gw.http.aclose()
+            if gw.facilitator_http is not None:
+                await gw.facilitator_http.aclose()
             await close_job_reads(app)
             if gw.chain is not None:
                 await gw.chain.close()

@@ -10,8 +10,9 @@ import asyncio
 import hashlib
 import json
 import secrets
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.context import Gateway
@@ -21,13 +22,15 @@ from app.core.errors import AppError, Conflict, PaymentOutcomeUnknown, ServiceUn
 from app.core.settings import SettlementOrder
 from app.jobs import spend
 from app.jobs.models import ANSWERED_STATES, Job, JobState
-from app.jobs.repository import JobRepository, load_job, utcnow
+from app.jobs.repository import JOB_ID_BY_PAYMENT, JobRepository, load_job, utcnow
 from app.jobs.steps import buy_upstream, settle_client_payment, submit_upstream
 from app.payments.facilitator import FacilitatorUnavailable, SettleOutcome, verify_payment
 from app.payments.incoming import IncomingPayment, PaymentRejected
 from app.upstream.errors import UpstreamError, UpstreamPriceTooHigh
 
 JOB_ID_BYTES = 18  # 144 random bits: job ids are capabilities
+# Whether the payment is known and the window's upstream spend: one round trip, one snapshot.
+_KNOWN_AND_SPENT = select(JOB_ID_BY_PAYMENT.label("known"), spend.SPENT_SINCE.label("spent"))
 
 
 def new_job_id() -> str:
@@ -145,13 +148,17 @@ async def purchase(
     fp = fingerprint("POST", route, body, payment.value)
     # Keys are scoped to the payer: another payer's key must never find (or block) their job.
     scoped_key = f"{payment.payer}:{idempotency_key}" if idempotency_key else None
-    async with gw.autocommit.connect() as session:
-        repo = JobRepository(session)
-        known = await repo.by_payment(payment.network, payment.payer, payment.nonce)
-        # Read now, with the same connection, for the spend gate after verifying.
-        spent = 0 if known else await spend.spent_in_window(session)
+    identity = {"network": payment.network, "payer": payment.payer, "nonce": payment.nonce}
+    start = spend.window_start(datetime.now(UTC))
+    async with gw.autocommit.connect() as conn:
+        # The spend is read now, for the spend gate after verifying.
+        row = (await conn.execute(_KNOWN_AND_SPENT, {**identity, "start": start})).one()
+        known = None
+        if row.known is not None:  # a retry of a payment we have seen
+            known = await JobRepository(conn).by_payment(**identity)
     if known is not None:
         return await _existing(gw, known, fp)
+    spent = int(row.spent or 0)
 
     # A new payment must verify even when its key matches: that proves it comes from the payer.
     try:

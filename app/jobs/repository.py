@@ -25,6 +25,16 @@ _BY_PAYMENT = select(JOBS).where(
     JOBS.c.payer == bindparam("payer"),
     JOBS.c.pay_nonce == bindparam("nonce"),
 )
+# The id of the job a payment bought, as a scalar subquery (read with other values at once).
+JOB_ID_BY_PAYMENT = (
+    select(JOBS.c.id)
+    .where(
+        JOBS.c.pay_network == bindparam("network"),
+        JOBS.c.payer == bindparam("payer"),
+        JOBS.c.pay_nonce == bindparam("nonce"),
+    )
+    .scalar_subquery()
+)
 _CLAIM_POLL = (
     update(JOBS)
     .where(

@@ -22,6 +22,8 @@ _HOUR = _TABLE.c.hour
 _AMOUNT = _TABLE.c.amount
 # Built once, executed with bound values (this runs twice on every paid request).
 _SPENT_SINCE = select(func.coalesce(func.sum(_AMOUNT), 0)).where(_HOUR >= bindparam("start"))
+# The same as a scalar subquery, to read with other values in one round trip.
+SPENT_SINCE = _SPENT_SINCE.scalar_subquery()
 _GIVE_BACK = (
     update(_TABLE)
     .where(_HOUR == bindparam("this_hour"))
@@ -30,11 +32,23 @@ _GIVE_BACK = (
 
 
 def _add_statement(dialect: str) -> Insert:
+    """Add to this hour's row and return the window's new total, in one round trip.
+
+    The other hours are summed by a subquery in RETURNING: it reads the statement's
+    snapshot, which no concurrent reservation changes (they all add to the current hour,
+    whose row lock this statement holds once it returns; a waiter sees the row as committed).
+    """
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(_TABLE)
+    other = _TABLE.alias("other_hour")
+    others = (
+        select(func.coalesce(func.sum(other.c.amount), 0))
+        .where(other.c.hour >= bindparam("start"), other.c.hour != bindparam("this_hour"))
+        .scalar_subquery()
+    )
     return stmt.on_conflict_do_update(
         index_elements=[_HOUR], set_={"amount": _AMOUNT + stmt.excluded.amount}
-    )
+    ).returning(_AMOUNT + others)
 
 
 _ADD = {name: _add_statement(name) for name in ("postgresql", "sqlite")}
@@ -45,13 +59,14 @@ def hour_of(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def _window_start(now: datetime) -> datetime:
+def window_start(now: datetime) -> datetime:
+    """The first hour of the window that ends with `now`'s hour."""
     return hour_of(now) - timedelta(hours=WINDOW_HOURS)
 
 
 async def spent_in_window(session: Executor, now: datetime | None = None) -> int:
     """Upstream money committed in the window ending now."""
-    start = _window_start(now or datetime.now(UTC))
+    start = window_start(now or datetime.now(UTC))
     return int((await session.execute(_SPENT_SINCE, {"start": start})).scalar_one() or 0)
 
 
@@ -61,8 +76,9 @@ async def reserve(session: Executor, amount: int, cap: int) -> datetime | None:
     locked until then."""
     now = datetime.now(UTC)
     hour = hour_of(now)
-    await session.execute(_ADD[dialect_name(session)], {"hour": hour, "amount": amount})
-    if await spent_in_window(session, now) <= cap:
+    params = {"hour": hour, "this_hour": hour, "amount": amount, "start": window_start(now)}
+    total: int = (await session.execute(_ADD[dialect_name(session)], params)).scalar_one()
+    if int(total) <= cap:
         return hour
     await release(session, hour, amount)
     return None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+import httpx
 from x402.http import FacilitatorConfig, HTTPFacilitatorClient
 from x402.http.facilitator_client_base import AuthHeaders
 from x402.schemas import (
@@ -92,14 +93,16 @@ class _StaticAuth:
         )
 
 
-def build_facilitator(settings: Settings) -> Facilitator:
-    """The configured facilitator: remote HTTP or embedded in this process."""
+def build_facilitator(settings: Settings, http: httpx.AsyncClient | None = None) -> Facilitator:
+    """The configured facilitator: remote HTTP (through `http` when given; the caller closes
+    it) or embedded in this process."""
     if settings.facilitator_url is not None:
         auth = settings.facilitator_auth_header
         return HTTPFacilitatorClient(
             FacilitatorConfig(
                 url=str(settings.facilitator_url).rstrip("/"),
                 timeout=settings.facilitator_timeout_s,
+                http_client=http,
                 auth_provider=_StaticAuth(auth.get_secret_value()) if auth else None,
             )
         )
