@@ -16,7 +16,9 @@ from app.payments.pricing import format_usdc
 router = APIRouter(tags=["operator"])
 
 
-def require_admin(gw: GatewayDep, authorization: Annotated[str | None, Header()] = None) -> None:
+async def require_admin(
+    gw: GatewayDep, authorization: Annotated[str | None, Header()] = None
+) -> None:
     """Bearer X402R_ADMIN_TOKEN; without a configured token the endpoints do not exist."""
     token = gw.settings.admin_token
     if token is None:

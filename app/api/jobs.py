@@ -26,7 +26,7 @@ JOB_ID_MIN, JOB_ID_MAX = 8, 40
 JobId = Annotated[str, Path(min_length=JOB_ID_MIN, max_length=JOB_ID_MAX, pattern=JOB_ID_PATTERN)]
 
 
-def get_reads(request: Request) -> JobReads:
+async def get_reads(request: Request) -> JobReads:
     """The process-wide job read path (built once the lifespan has run)."""
     reads = job_reads(request.app)
     assert reads is not None, "the lifespan has not built the gateway"
