@@ -65,9 +65,16 @@ def _paid(p: dict[str, Any]) -> str:
     }
     rows = [[names[k], _f(v["p50"]), _f(v["p99"])] for k, v in p["stats"].items()]
     trips = p["upstream_round_trips"]
+    warm = p.get("warmup_gateway_p50")
+    warmup = (
+        f" after {p['warmup_calls']} unrecorded warm-up calls (their gateway time p50: "
+        f"{warm:.1f} ms; a fresh process is slower for its first few dozen calls)"
+        if warm is not None
+        else ""
+    )
     return (
         _table(["time per paid call", "p50 ms", "p99 ms"], rows)
-        + f"\n\n{p['calls']} sequential paid calls (x402 v2). Upstream round trips: "
+        + f"\n\n{p['calls']} sequential paid calls (x402 v2){warmup}. Upstream round trips: "
         f"{trips['first_call']:g} on the first call after start-up (requirements fetched, "
         f"then the paid submission), {trips['per_call_after']:g} per call after that "
         f"(max {trips['max_after']:g}); facilitator round trips per call: "
