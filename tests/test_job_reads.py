@@ -26,7 +26,7 @@ from app.api.edits import EDIT_PATH, UPSTREAM_PATH
 from app.api.fastpath import FastPath
 from app.api.front import FastPathApp
 from app.api.job_cache import ImmutableCache, Rendered, etag_matches, render
-from app.api.job_reads import JobReads, job_reads
+from app.api.job_reads import MAX_READS_AHEAD, JobReads, job_reads
 from app.api.job_rows import JobRows
 from app.context import Gateway
 from app.jobs.models import Job, JobState
@@ -205,6 +205,27 @@ async def test_job_in_progress_costs_one_read_per_ttl_and_is_never_stale_longer(
             break
         assert loop.time() - finished < POLL_INTERVAL_S
         await asyncio.sleep(0.01)
+
+
+async def test_reads_ahead_are_bounded_and_never_make_a_reader_wait(
+    apps: tuple[FastAPI, FastAPI],
+) -> None:
+    """Many jobs past their TTL: each poll is answered from memory at once, and only
+    `MAX_READS_AHEAD` background re-reads run at a time (the rest wait for a later poll)."""
+    fast, _ = apps
+    reads = _reads(fast)
+    ids = [await insert_job(fast, JobState.SUBMITTED) for _ in range(3 * MAX_READS_AHEAD)]
+    for job_id in ids:
+        assert await reads.read(job_id) is not None
+    await asyncio.sleep(POLL_INTERVAL_S * 0.6)  # past the TTL, within the interval
+    assert reads.reading_ahead == 0
+    before = reads.db_reads
+    answers = [reads.cached(job_id) for job_id in ids]
+    assert all(answer is not None for answer in answers), "a reader waited"
+    assert reads.reading_ahead == MAX_READS_AHEAD
+    while reads.reading_ahead:
+        await asyncio.sleep(0.005)
+    assert reads.db_reads - before == MAX_READS_AHEAD
 
 
 async def test_long_poll_returns_once_the_job_completes(apps: tuple[FastAPI, FastAPI]) -> None:

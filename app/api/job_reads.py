@@ -31,6 +31,7 @@ from app.jobs.polling import Poller
 from app.jobs.repository import utcnow
 
 MAX_LIVE_ENTRIES = 10_000
+MAX_READS_AHEAD = 4  # background re-reads in flight per process; readers never wait on them
 _SUBMITTED = JobState.SUBMITTED.value
 
 
@@ -67,6 +68,7 @@ class JobReads:
         self.interval = gw.settings.poll_interval_s
         self.ttl = self.interval / 2
         self.db_reads = 0
+        self.reading_ahead = 0
 
     def cached(self, job_id: str) -> Rendered | None:
         """What may be served right now without waiting for any I/O, if anything.
@@ -83,9 +85,13 @@ class JobReads:
         age = asyncio.get_running_loop().time() - live.read_at
         if age >= self.interval:
             return None
-        if age >= self.ttl:
-            self._loading(job_id, live)
+        if age >= self.ttl and live.task is None and self.reading_ahead < MAX_READS_AHEAD:
+            self.reading_ahead += 1
+            self._loading(job_id, live).add_done_callback(self._read_ahead_done)
         return live.rendered
+
+    def _read_ahead_done(self, _: asyncio.Task[Rendered | None]) -> None:
+        self.reading_ahead -= 1
 
     async def read(self, job_id: str) -> Rendered | None:
         """The job's current response, or None when there is no such job."""
