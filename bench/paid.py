@@ -111,7 +111,7 @@ async def run(stage: Stage, profile: Profile) -> dict[str, Any]:
         "facilitator_round_trips": median(t["facilitator_round_trips"] for t in timings),
         "jobs": jobs,
         "checks": [
-            check("paid: gateway time p50", "< 15 ms", f"{gw50:.1f} ms", gw50 < 15),
+            check("paid: gateway time p50", "< 15 ms", f"{gw50:.2f} ms", gw50 < 15),
             check(
                 "paid: upstream round trips per call (cached requirements)",
                 "1",
