@@ -21,21 +21,14 @@ LEDGER = cast(Table, LedgerEntry.__table__)
 # the database round trip itself (measured: 2.4 ms vs 1.4 ms per compare-and-set).
 _INSERT_JOB = insert(JOBS)
 _INSERT_LEDGER = insert(LEDGER)
-_BY_PAYMENT = select(JOBS).where(
+_PAYMENT_IDENTITY = (
     JOBS.c.pay_network == bindparam("network"),
     JOBS.c.payer == bindparam("payer"),
     JOBS.c.pay_nonce == bindparam("nonce"),
 )
+_BY_PAYMENT = select(JOBS).where(*_PAYMENT_IDENTITY)
 # The id of the job a payment bought, as a scalar subquery (read with other values at once).
-JOB_ID_BY_PAYMENT = (
-    select(JOBS.c.id)
-    .where(
-        JOBS.c.pay_network == bindparam("network"),
-        JOBS.c.payer == bindparam("payer"),
-        JOBS.c.pay_nonce == bindparam("nonce"),
-    )
-    .scalar_subquery()
-)
+JOB_ID_BY_PAYMENT = select(JOBS.c.id).where(*_PAYMENT_IDENTITY).scalar_subquery()
 _CLAIM_POLL = (
     update(JOBS)
     .where(

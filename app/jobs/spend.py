@@ -8,9 +8,19 @@ so concurrent reservations (on any replica) see each other and the cap cannot be
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import BigInteger, Insert, Table, bindparam, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    FromClause,
+    Insert,
+    Select,
+    Table,
+    bindparam,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.core.db import Executor, dialect_name
@@ -20,9 +30,18 @@ WINDOW_HOURS = 24
 _TABLE = cast(Table, SpendHour.__table__)
 _HOUR = _TABLE.c.hour
 _AMOUNT = _TABLE.c.amount
-# Built once, executed with bound values (this runs twice on every paid request).
-_SPENT_SINCE = select(func.coalesce(func.sum(_AMOUNT), 0)).where(_HOUR >= bindparam("start"))
-# The same as a scalar subquery, to read with other values in one round trip.
+
+
+def _spent_since(hours: FromClause) -> Select[Any]:
+    """The amounts of `hours` (the table or an alias of it) from `:start` on, summed."""
+    return select(func.coalesce(func.sum(hours.c.amount), 0)).where(
+        hours.c.hour >= bindparam("start")
+    )
+
+
+# Built once, executed with bound values.
+_SPENT_SINCE = _spent_since(_TABLE)
+# The same as a scalar subquery, read with the payment lookup on every paid request.
 SPENT_SINCE = _SPENT_SINCE.scalar_subquery()
 _GIVE_BACK = (
     update(_TABLE)
@@ -41,11 +60,7 @@ def _add_statement(dialect: str) -> Insert:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(_TABLE)
     other = _TABLE.alias("other_hour")
-    others = (
-        select(func.coalesce(func.sum(other.c.amount), 0))
-        .where(other.c.hour >= bindparam("start"), other.c.hour != bindparam("this_hour"))
-        .scalar_subquery()
-    )
+    others = _spent_since(other).where(other.c.hour != bindparam("this_hour")).scalar_subquery()
     return stmt.on_conflict_do_update(
         index_elements=[_HOUR], set_={"amount": _AMOUNT + stmt.excluded.amount}
     ).returning(_AMOUNT + others)
