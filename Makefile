@@ -7,7 +7,7 @@ STAMP := $(VENV)/.deps-stamp
 LEGACY := .venv-x402v1
 LEGACY_STAMP := $(LEGACY)/.deps-stamp
 
-.PHONY: deps sandbox test lint fmt typecheck check bench bench-smoke clean
+.PHONY: deps sandbox test lint fmt typecheck check bench bench-smoke installed-check clean
 
 $(STAMP): pyproject.toml package.json package-lock.json
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -47,6 +47,16 @@ bench: deps  ## full benchmarks; writes docs/performance.md
 
 bench-smoke: deps  ## seconds-long run that keeps the benchmarks working
 	$(BIN)/python -m bench --smoke
+
+# What operators install: the wheel in a fresh venv outside the checkout, then the same
+# commands as the Dockerfile and docker-compose.yml (migrate, serve), and a paid edit.
+INSTALLED := $(or $(TMPDIR),/tmp)/x402r-installed
+installed-check: deps
+	rm -rf $(INSTALLED) && mkdir -p $(INSTALLED)
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir $(INSTALLED)/dist . && rm -rf build
+	$(PY) -m venv $(INSTALLED)/venv
+	$(INSTALLED)/venv/bin/python -m pip install --quiet $(INSTALLED)/dist/*.whl
+	$(BIN)/python scripts/check_installed.py --venv $(INSTALLED)/venv
 
 clean:
 	rm -rf .sandbox .pytest_cache .mypy_cache .ruff_cache $(LEGACY)

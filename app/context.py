@@ -41,6 +41,15 @@ class Gateway:
         account: LocalAccount = Account.from_key(key)
         return account
 
+    async def close(self) -> None:
+        """Release every client and pool this gateway opened."""
+        await self.http.aclose()
+        if self.facilitator_http is not None:
+            await self.facilitator_http.aclose()
+        if self.chain is not None:
+            await self.chain.close()
+        await self.engine.dispose()
+
     async def supported_kinds(self) -> set[tuple[int, str, str]]:
         """(x402Version, scheme, network) triples the facilitator supports."""
         fac = self.facilitator

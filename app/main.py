@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app import __version__
 from app.api import admin, edits, health, jobs
 from app.api.fastpath import FastPath
 from app.api.front import FastPathApp
@@ -94,17 +95,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if worker is not None:
                 with suppress(asyncio.CancelledError):
                     await asyncio.wait_for(worker, 10)
-            await gw.http.aclose()
-            if gw.facilitator_http is not None:
-                await gw.facilitator_http.aclose()
             await close_job_reads(app)
-            if gw.chain is not None:
-                await gw.chain.close()
-            await gw.engine.dispose()
+            await gw.close()
 
     app = FastPathApp(
         title="x402-reseller",
-        version="0.1.0",
+        version=__version__,
         summary="Pay with x402; we buy the upstream job for you and track it.",
         lifespan=lifespan,
     )

@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 
 from sandbox.world import PAYER, World, key_hex
@@ -19,8 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-delay", type=float, default=3.0)
     options = parser.parse_args(argv)
 
+    # Each run starts from a fresh database, as its chain is fresh too.
+    database = Path(".sandbox/x402-reseller.db")
+    for stale in database.parent.glob(database.name + "*"):
+        stale.unlink()
     world = World(
-        database_url="sqlite+aiosqlite:///./.sandbox/x402-reseller.db",
+        database_url=f"sqlite+aiosqlite:///./{database}",
         job_delay_s=options.job_delay,
     )
     world.ports["gateway0"] = options.port

@@ -15,10 +15,12 @@ from typing import Any
 import httpx
 from eth_account import Account
 from x402 import x402Client
+from x402.http import X_PAYMENT_HEADER, encode_payment_signature_header
 from x402.http.clients import wrapHttpxWithPayment
 from x402.mechanisms.evm import EthAccountSigner
 from x402.mechanisms.evm.exact import register_exact_evm_client
 from x402.mechanisms.evm.exact.v1.client import ExactEvmSchemeV1
+from x402.schemas import PaymentRequiredV1
 
 EDIT_BODY: dict[str, Any] = {
     "prompt": "turn the cat into a cyberpunk portrait, neon rim light",
@@ -39,12 +41,32 @@ def payer_client(private_key: str, *, v1_only: bool = False) -> x402Client:
     return client
 
 
+async def _post_paid_v1(url: str, private_key: str, body: dict[str, Any]) -> httpx.Response:
+    """What a v1-only client does: read `accepts` from the 402 body, answer with X-PAYMENT.
+
+    The SDK's transport prefers the v2 `PAYMENT-REQUIRED` header whenever the server sends
+    one (ours always does), so v1 is paid by hand here, with the SDK's own v1 scheme.
+    """
+    async with httpx.AsyncClient(timeout=60) as http:
+        unpaid = await http.post(url, json=body)
+        if unpaid.status_code != 402:
+            return unpaid
+        required = PaymentRequiredV1.model_validate(unpaid.json())
+        payload = await payer_client(private_key, v1_only=True).create_payment_payload(required)
+        header = encode_payment_signature_header(payload)
+        return await http.post(url, json=body, headers={X_PAYMENT_HEADER: header})
+
+
 async def pay_and_wait(
     gateway: str, private_key: str, body: dict[str, Any], *, v1_only: bool = False
 ) -> dict[str, Any]:
     """POST the edit (the SDK pays on 402), then long-poll our status URL until it finishes."""
-    async with wrapHttpxWithPayment(payer_client(private_key, v1_only=v1_only), timeout=60) as http:
-        response = await http.post(f"{gateway}/v1/images/edit", json=body)
+    url = f"{gateway}/v1/images/edit"
+    if v1_only:
+        response = await _post_paid_v1(url, private_key, body)
+    else:
+        async with wrapHttpxWithPayment(payer_client(private_key), timeout=60) as http:
+            response = await http.post(url, json=body)
     if response.status_code != 200:
         raise SystemExit(f"payment failed: {response.status_code} {response.text}")
     accepted: dict[str, Any] = response.json()

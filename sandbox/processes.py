@@ -25,11 +25,17 @@ class ServiceProcess:
         ready_url: str,
         env: dict[str, str] | None = None,
         log_dir: Path,
+        command: list[str] | None = None,
+        cwd: Path = ROOT,
     ) -> None:
         self.name = name
         self.args = args
         self.ready_url = ready_url
-        self.env = {**os.environ, **(env or {})}
+        # The operator's own X402R_* variables never leak into the local world.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("X402R_")}
+        self.env = {**inherited, **(env or {})}
+        self.command = command or [sys.executable]  # e.g. an installed `x402-reseller`
+        self.cwd = cwd
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -38,7 +44,7 @@ class ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, *self.args], cwd=ROOT, env=self.env, stdout=log, stderr=log
+            [*self.command, *self.args], cwd=self.cwd, env=self.env, stdout=log, stderr=log
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from sandbox.chain import LocalChain, dev_account, free_port, mint
-from sandbox.processes import ServiceProcess
+from sandbox.processes import ROOT, ServiceProcess
 
 PAYER, PAYER_2, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE = 1, 2, 3, 4, 5
 UPSTREAM_FACILITATOR_GAS, GATEWAY_FACILITATOR_GAS = 8, 9
@@ -50,6 +50,11 @@ class World:
     upstream: ServiceProcess | None = None
     gateways: list[ServiceProcess] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
+    # How a gateway is started: this interpreter's `-m app.cli` by default, or an installed
+    # `x402-reseller` run from outside the checkout (the installed-product check).
+    gateway_executable: list[str] | None = None
+    gateway_command: list[str] = field(default_factory=lambda: ["-m", "app.cli"])
+    gateway_cwd: Path | None = None
 
     @property
     def rpc_url(self) -> str:
@@ -152,10 +157,13 @@ class World:
         env = {**self.gateway_environment(port), **(extra_env or {})}
         proc = ServiceProcess(
             f"gateway{index}",
-            ["-m", "app.cli", "serve", "--port", str(port)],
+            # --env-file '': an operator's .env in the checkout is not the sandbox's.
+            [*self.gateway_command, "--env-file", "", "serve", "--port", str(port)],
             ready_url=f"http://127.0.0.1:{port}/healthz",
             env=env,
             log_dir=self.log_dir,
+            command=self.gateway_executable,
+            cwd=self.gateway_cwd or ROOT,
         ).start(timeout=60)
         while len(self.gateways) <= index:
             self.gateways.append(proc)

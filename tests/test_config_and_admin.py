@@ -47,7 +47,10 @@ def test_format_usdc() -> None:
 
 
 def test_settings_refuse_ambiguous_facilitator(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="either X402R_FACILITATOR_URL"):
+    with pytest.raises(
+        ValidationError,
+        match="FACILITATOR_URL and X402R_FACILITATOR_PRIVATE_KEY are both",
+    ):
         _settings(tmp_path, facilitator_private_key=HOT_KEY, rpc_url="http://127.0.0.1:8545")
     with pytest.raises(ValidationError, match="X402R_RPC_URL is required"):
         _settings(tmp_path, facilitator_url=None, facilitator_private_key=HOT_KEY)

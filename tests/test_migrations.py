@@ -7,12 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from alembic import command
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.core.migrate import alembic_config, upgrade_to_head
+from app.core.migrate import run_alembic, upgrade_to_head
 
 JOB = """INSERT INTO jobs (id, state, route, request_body, fingerprint, x402_version, payer,
  pay_network, pay_asset, pay_amount, pay_to, pay_nonce, pay_valid_before, payment_payload,
@@ -49,9 +48,9 @@ def test_postgres_upgrade_downgrade_and_append_only_ledger(
     new_database: Callable[[], str],
 ) -> None:
     url = new_database()  # already at head
-    command.check(alembic_config(url))  # the models and the migrations agree
+    run_alembic(url, "check")  # the models and the migrations agree
     asyncio.run(_assert_append_only(url))
-    command.downgrade(alembic_config(url), "base")
+    run_alembic(url, "downgrade", "base")
     upgrade_to_head(url)
 
 
@@ -59,5 +58,5 @@ def test_sqlite_upgrade_downgrade_and_append_only_ledger(tmp_path: Path) -> None
     url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
     upgrade_to_head(url)
     asyncio.run(_assert_append_only(url))
-    command.downgrade(alembic_config(url), "base")
+    run_alembic(url, "downgrade", "base")
     upgrade_to_head(url)

@@ -40,6 +40,7 @@ Payload = dict[str, Any]
 def make_settings(**overrides: Any) -> Settings:
     """Gateway settings for in-process tests: operator payee, unreachable facilitator."""
     values: dict[str, Any] = {
+        "database_url": "sqlite+aiosqlite:///:memory:",
         "public_base_url": PUBLIC_BASE_URL,
         "pay_to": address(OPERATOR),
         "hot_wallet_private_key": key_hex(HOT_WALLET),

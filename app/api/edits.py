@@ -35,6 +35,8 @@ EDIT_PATH = "/v1/images/edit"
 UPSTREAM_PATH = "/api/ai/generations/images/nano-banana-edit"
 _PAYMENT_HEADERS = ("x-payment", "payment-signature")
 _KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+# A 402 carries one moment's price; a paid answer, one client's receipt: caches keep neither.
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 def current_offer(gw: Gateway, path: str) -> Offer:
@@ -71,7 +73,7 @@ def payment_required(
         body,
         status_code=402,
         media_type="application/json",
-        headers={PAYMENT_REQUIRED_HEADER: header},
+        headers={PAYMENT_REQUIRED_HEADER: header, **NO_STORE},
     )
 
 
@@ -116,9 +118,9 @@ def _answer(gw: Gateway, offer: Offer, job: Job, payment: IncomingPayment) -> Re
             f"the upstream could not serve this paid request: {job.error_message}",
             code=job.error_code or "upstream_error",
             details={"jobId": job.id, "statusUrl": view["statusUrl"], "refund": view.get("refund")},
-            headers=settled,
+            headers={**settled, **NO_STORE},
         )
-    return JSONResponse(accepted_view(job, base), headers=settled)
+    return JSONResponse(accepted_view(job, base), headers={**settled, **NO_STORE})
 
 
 def _payment_identifier(payment: IncomingPayment) -> str | None:

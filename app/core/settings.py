@@ -24,6 +24,13 @@ class RefundPolicy(StrEnum):
     OFF = "off"
 
 
+class LogFormat(StrEnum):
+    """How log lines are written."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
 class SettlementOrder(StrEnum):
     """When the client's payment is settled relative to buying from the upstream."""
 
@@ -37,18 +44,46 @@ def _checksum(value: str, name: str) -> str:
     return str(Web3.to_checksum_address(value))
 
 
+_ASYNC_DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+
+
+def async_database_url(url: str) -> str:
+    """The URL with the async driver we ship (`postgresql://` → asyncpg, `sqlite://` →
+    aiosqlite); ValueError for any other scheme or driver."""
+    scheme, sep, rest = url.partition("://")
+    driver = _ASYNC_DRIVERS.get(scheme.lower())
+    if not sep or driver is None:
+        raise ValueError(
+            "must start with postgresql:// (or postgresql+asyncpg://) or sqlite:/// "
+            "(or sqlite+aiosqlite:///)"
+        )
+    return f"{driver}://{rest}"
+
+
 class Settings(BaseSettings):
     """Every knob of the service; secrets are SecretStr and have no default."""
 
     # An empty variable means "not set" (as `X402R_RPC_URL=` in an env file or compose).
+    # No env file by default: the CLI passes the operator's `.env` explicitly (`--env-file`),
+    # so the sandbox, the tests and the library never pick one up from the working directory.
     model_config = SettingsConfigDict(
-        env_prefix="X402R_", env_file=".env", extra="ignore", frozen=True, env_ignore_empty=True
+        env_prefix="X402R_", env_file=None, extra="ignore", frozen=True, env_ignore_empty=True
     )
 
-    # Where we run and how we are reached.
-    database_url: str = "sqlite+aiosqlite:///./.sandbox/x402-reseller.db"
+    # Where we run and how we are reached. No default database: production must name one
+    # (a SQLite file is fine when asked for by URL).
+    database_url: str = Field(
+        description="postgresql://… (asyncpg) or sqlite:///path (aiosqlite)",
+    )
     public_base_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8402")
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", pattern="(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    log_format: LogFormat = Field(LogFormat.TEXT, description="text (key=value) or json lines")
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for /v1/admin/* and /metrics (unset: disabled)"
     )
@@ -93,6 +128,11 @@ class Settings(BaseSettings):
     workers_enabled: bool = True
     worker_interval_s: float = Field(1.0, gt=0)
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return async_database_url(value)
+
     @field_validator("pay_to", "asset")
     @classmethod
     def _address(cls, value: str) -> str:
@@ -127,7 +167,10 @@ class Settings(BaseSettings):
                 "X402R_FACILITATOR_PRIVATE_KEY + X402R_RPC_URL (embedded facilitator)"
             )
         if self.facilitator_url is not None and embedded:
-            raise ValueError("set either X402R_FACILITATOR_URL or X402R_FACILITATOR_PRIVATE_KEY")
+            raise ValueError(
+                "X402R_FACILITATOR_URL and X402R_FACILITATOR_PRIVATE_KEY are both set: keep "
+                "one (a remote facilitator, or the embedded one with its gas key)"
+            )
         if embedded and self.rpc_url is None:
             raise ValueError("X402R_RPC_URL is required with X402R_FACILITATOR_PRIVATE_KEY")
         if self.upstream_price_atomic > self.max_upstream_price_atomic:

@@ -1,59 +1,52 @@
-"""What the upstream's public listing says about its interface, reused in our own 402."""
+"""What our 402 says about the interface: the request generated from its validator, the
+answer as the upstream's public listing describes it."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from app.upstream.schemas import EditRequest
+
 DESCRIPTION = "Generate image using nano-banana/edit"
 
-INPUT_SCHEMA: dict[str, Any] = {
-    "type": "http",
-    "method": "POST",
-    "bodyType": "json",
-    "bodyFields": {
-        "prompt": {
-            "type": "string",
-            "required": True,
-            "description": "The prompt for image editing.",
+_CONSTRAINTS = ("minLength", "maxLength", "minItems", "maxItems")
+
+
+def _field(schema: dict[str, Any], required: bool) -> dict[str, Any]:
+    """One body field in the listing's style, from the validator's JSON schema."""
+    options = [o for o in schema.get("anyOf", [schema]) if o.get("type") != "null"]
+    (only,) = options  # every field of the request has one non-null shape
+    field: dict[str, Any] = {}
+    if only.get("type") == "array":
+        field["type"] = f"{only['items']['type']}[]"
+    else:
+        field["type"] = only["type"]
+    if "const" in only:
+        field["enum"] = [only["const"]]
+    elif "enum" in only:
+        field["enum"] = list(only["enum"])
+    field["required"] = required
+    field["description"] = schema.get("description", "")
+    field |= {k: only[k] for k in _CONSTRAINTS if k in only}
+    return field
+
+
+def input_schema() -> dict[str, Any]:
+    """The request as our 402 advertises it, generated from the validator (`EditRequest`), so
+    an agent that follows it is never refused: every enum value listed is accepted as listed."""
+    schema = EditRequest.model_json_schema()
+    required = set(schema.get("required", []))
+    return {
+        "type": "http",
+        "method": "POST",
+        "bodyType": "json",
+        "bodyFields": {
+            name: _field(prop, name in required) for name, prop in schema["properties"].items()
         },
-        "sync_mode": {
-            "type": "boolean",
-            "required": False,
-            "description": "If `True`, the media will be returned as a data URI and the "
-            "output data won't be available in the request history.",
-        },
-        "image_urls": {
-            "type": "string[]",
-            "required": True,
-            "description": "The URLs of the images to use for image-to-image generation "
-            "or image editing.",
-        },
-        "num_images": {
-            "enum": ["1"],
-            "type": "integer",
-            "required": False,
-            "description": "The number of images to generate.",
-        },
-        "aspect_ratio": {
-            "type": '"auto" | "21:9" | "16:9" | "3:2" | "4:3" | "5:4" | "1:1" | "4:5" | '
-            '"3:4" | "2:3" | "9:16" | null',
-            "required": False,
-            "description": "The aspect ratio of the generated image.",
-        },
-        "output_format": {
-            "enum": ["jpeg", "png", "webp"],
-            "type": '"jpeg" | "png" | "webp"',
-            "required": False,
-            "description": "The format of the generated image.",
-        },
-        "limit_generations": {
-            "type": "boolean",
-            "required": False,
-            "description": "Experimental parameter to limit the number of generations from "
-            "each round of prompting to 1.",
-        },
-    },
-}
+    }
+
+
+INPUT_SCHEMA: dict[str, Any] = input_schema()
 
 OUTPUT_SCHEMA: dict[str, Any] = {
     "jobId": {"type": "string", "description": "Unique job identifier"},

@@ -77,6 +77,15 @@ class EditRequest(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+# A valid request, for asking the upstream its price (`x402-reseller check`) and for docs.
+EXAMPLE_EDIT: dict[str, Any] = {
+    "prompt": "turn the cat into a watercolor painting",
+    "image_urls": ["https://example.com/cat.png"],
+    "num_images": 1,
+    "output_format": "png",
+}
+
+
 class UpstreamJobAccepted(BaseModel):
     """The upstream's answer to a paid submission."""
 

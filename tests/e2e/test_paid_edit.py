@@ -36,6 +36,7 @@ async def test_paid_edit_completes_and_moves_exact_amounts(
     response = await paid_post(url, key_hex(PAYER), v1_only=v1_only)
 
     assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"  # a receipt, never cached
     accepted = response.json()
     assert accepted["status"] == "processing"
     assert accepted["statusUrl"] == f"{world.gateway_url()}/v1/jobs/{accepted['jobId']}"

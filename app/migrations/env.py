@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.core.db import Base
+from app.core.settings import async_database_url
 from app.jobs import models  # noqa: F401  (registers the tables)
 
 config = context.config
@@ -18,7 +19,9 @@ target_metadata = Base.metadata
 
 def _url() -> str:
     url = config.attributes.get("database_url") or os.environ.get("X402R_DATABASE_URL")
-    return str(url or "sqlite+aiosqlite:///./.sandbox/x402-reseller.db")
+    if not url:
+        raise SystemExit("set X402R_DATABASE_URL to the database to migrate")
+    return async_database_url(str(url))
 
 
 def _run(connection: Connection) -> None:
