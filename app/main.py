@@ -12,10 +12,11 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.api import admin, edits, health, jobs
+from app.api import admin, edits, health, index, jobs
 from app.api.fastpath import FastPath
 from app.api.front import FastPathApp
 from app.api.job_reads import close_job_reads
+from app.api.openapi import install_openapi
 from app.context import Gateway
 from app.core.body_limit import BodyLimit
 from app.core.db import autocommit_engine, create_engine, create_sessionmaker
@@ -103,6 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Pay with x402; we buy the upstream job for you and track it.",
         lifespan=lifespan,
+        docs_url=None,  # offline docs instead: see install_openapi
+        redoc_url=None,
     )
     app.add_middleware(FastPath)  # added first, so it runs inside CORS
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
@@ -118,4 +121,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(index.router)
+    install_openapi(app)
     return app

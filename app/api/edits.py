@@ -17,6 +17,7 @@ from x402.http import (
 from x402.schemas import PaymentPayload, SettleResponse
 
 from app.api.deps import GatewayDep
+from app.api.schemas import AcceptedJob
 from app.context import Gateway
 from app.core.errors import InvalidRequest, PaymentOutcomeUnknown, UpstreamError
 from app.core.metrics import PAYMENTS_REJECTED
@@ -190,6 +191,7 @@ async def _edit(
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": AcceptedJob, "description": "Paid and accepted; poll `statusUrl`"},
     402: {"description": "Payment required (x402 v1 body, v2 PAYMENT-REQUIRED header)"},
     409: {"description": "Idempotency key or payment reused for a different request"},
     422: {"description": "Invalid body; nothing charged"},

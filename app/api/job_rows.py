@@ -30,6 +30,7 @@ VIEW_COLUMNS = (
     Job.pay_amount,
     Job.pay_asset,
     Job.pay_network,
+    Job.x402_version,
     Job.settle_tx,
     Job.refund_amount,
     Job.refund_tx,

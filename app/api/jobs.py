@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from app.api.deps import GatewayDep
 from app.api.job_cache import Rendered, etag_matches
 from app.api.job_reads import JobReads, job_reads
+from app.api.schemas import JobDocument
 from app.core.errors import NotFound
 from app.jobs.models import FINAL_STATES
 
@@ -54,7 +55,10 @@ def answer(rendered: Rendered, if_none_match: str | None) -> Response:
     "/v1/jobs/{job_id}",
     summary="Job status, result, payment and refund",
     responses={
-        200: {"description": "The job (`ETag` and `immutable` once it can no longer change)"},
+        200: {
+            "model": JobDocument,
+            "description": "The job (`ETag` and `immutable` once it can no longer change)",
+        },
         304: {"description": "Unchanged since the `If-None-Match` ETag"},
         404: {"description": "No such job (`job_not_found`)"},
     },

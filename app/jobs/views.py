@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from app.jobs.models import Job, JobState
+from app.payments.networks import network_for_version
 from app.payments.pricing import format_usdc
 
 _PUBLIC_STATUS = {
@@ -53,7 +55,8 @@ def job_view(job: Job, base_url: str) -> dict[str, Any]:
         "amount": str(job.pay_amount),
         "amountDisplay": format_usdc(job.pay_amount),
         "asset": job.pay_asset,
-        "network": job.pay_network,
+        # Named as in the client's receipt: v1 names (`base`) for x402 v1, CAIP-2 for v2.
+        "network": network_for_version(job.pay_network, job.x402_version),
         "transaction": job.settle_tx,
     }
     if job.refund_amount is not None:
@@ -62,6 +65,15 @@ def job_view(job: Job, base_url: str) -> dict[str, Any]:
             "transaction": job.refund_tx,
             "status": "refunded" if job.refund_tx else "pending",
         }
-    out["createdAt"] = job.created_at.isoformat() if job.created_at else None
-    out["finishedAt"] = job.finished_at.isoformat() if job.finished_at else None
+    out["createdAt"] = rfc3339(job.created_at)
+    out["finishedAt"] = rfc3339(job.finished_at)
     return out
+
+
+def rfc3339(moment: datetime | None) -> str | None:
+    """RFC 3339 in UTC with its offset (SQLite hands timestamps back without one)."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -18,3 +18,14 @@ def caip2(network: str) -> str:
 def chain_id(network: str) -> int:
     """Numeric EVM chain id of a v1 name or CAIP-2 id."""
     return int(caip2(network).split(":", 1)[1])
+
+
+def network_for_version(network: str, x402_version: int) -> str:
+    """The network as x402 `x402_version` names it: a v1 name for v1, CAIP-2 for v2."""
+    caip = caip2(network)
+    if x402_version != 1:
+        return caip
+    for name, chain in V1_NETWORK_CHAIN_IDS.items():
+        if f"eip155:{chain}" == caip:
+            return name
+    return caip
