@@ -17,9 +17,11 @@ from x402.http import (
 from x402.schemas import PaymentPayload, SettleResponse
 
 from app.api.deps import GatewayDep
+from app.api.request_log import logged
 from app.api.schemas import AcceptedJob
 from app.context import Gateway
 from app.core.errors import InvalidRequest, PaymentOutcomeUnknown, UpstreamError
+from app.core.logs import get_logger
 from app.core.metrics import PAYMENTS_REJECTED
 from app.jobs.models import Job, JobState
 from app.jobs.purchase import purchase
@@ -31,6 +33,7 @@ from app.upstream import listing
 from app.upstream.schemas import EditRequest
 
 router = APIRouter(tags=["edits"])
+log = get_logger(__name__)
 
 EDIT_PATH = "/v1/images/edit"
 UPSTREAM_PATH = "/api/ai/generations/images/nano-banana-edit"
@@ -186,7 +189,9 @@ async def _edit(
             idempotency_key=key,
         )
     except PaymentRejected as exc:
+        log.info("payment refused", reason=exc.reason)
         return payment_required(offer, exc.reason, exc.message)
+    log.info("paid job", job_id=job.id, state=job.state, payer=payment.payer, amount=payment.value)
     return _answer(gw, offer, job, payment)
 
 
@@ -208,7 +213,7 @@ async def create_edit(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
     """Pay with x402 and start a nano-banana edit; poll the returned statusUrl."""
-    return await _edit(gw, request, body, idempotency_key)
+    return await logged(request, lambda: _edit(gw, request, body, idempotency_key))
 
 
 @router.post(UPSTREAM_PATH, responses=_RESPONSES, summary="Same as /v1/images/edit (drop-in path)")
@@ -219,4 +224,4 @@ async def create_edit_upstream_path(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
     """The upstream's own path, so switching the base URL is all a client needs."""
-    return await _edit(gw, request, body, idempotency_key)
+    return await logged(request, lambda: _edit(gw, request, body, idempotency_key))

@@ -10,8 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.attributes import manager_of_class
 
 from app.core.db import Executor
+from app.core.logs import get_logger
 from app.core.metrics import TRANSFERRED_ATOMIC, TRANSFERS
 from app.jobs.models import Job, JobState, LedgerEntry, LedgerKind
+
+log = get_logger(__name__)
 
 JOBS = cast(Table, Job.__table__)
 LEDGER = cast(Table, LedgerEntry.__table__)
@@ -299,4 +302,9 @@ async def transition(
     params = {f"_set_{name}": values[name] for name in columns}
     params["_job_id"] = job_id
     row = (await session.execute(stmt, params)).one_or_none()
-    return None if row is None else job_from_row(row)
+    if row is None:
+        return None
+    job = job_from_row(row)
+    if "state" in values:  # inside a request, the line carries its request id too
+        log.info("job state", job_id=job_id, state=job.state, error=job.error_code)
+    return job

@@ -96,16 +96,36 @@ async def _safe_advance(gw: Gateway, poller: Poller, job: Job) -> None:
         log.exception("advancing job %s failed; it will be retried after its lease", job.id)
 
 
+MAX_BACKOFF_S = 30.0
+
+
 async def run_forever(gw: Gateway, poller: Poller, stop: asyncio.Event) -> None:
-    """The worker loop of one process."""
+    """The worker loop of one process.
+
+    A failed batch (typically the database being unreachable) is one log line, and the next
+    try waits twice as long each time (up to 30 s), not a traceback every interval.
+    """
+    failures = 0
     while not stop.is_set():
+        pause = gw.settings.worker_interval_s
         try:
             handled = await run_once(gw, poller)
-        except Exception:
-            log.exception("worker batch failed")
+            if failures:
+                log.warning("worker batches succeed again after %d failure(s)", failures)
+            failures = 0
+        except Exception as exc:
+            failures += 1
             handled = 0
+            pause = min(pause * 2**failures, MAX_BACKOFF_S)
+            reason = (str(exc).splitlines() or [""])[0][:200]
+            log.warning(
+                "worker batch failed (%s: %s); retrying in %.1f s",
+                type(exc).__name__,
+                reason,
+                pause,
+            )
         if handled < BATCH:
             try:
-                await asyncio.wait_for(stop.wait(), gw.settings.worker_interval_s)
+                await asyncio.wait_for(stop.wait(), pause)
             except TimeoutError:
                 pass
