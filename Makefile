@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.deps-stamp
+RUN_STAMP := $(VENV)/.run-deps-stamp
 # The legacy v1-only x402 client shares the import name `x402`: it gets its own venv.
 LEGACY := .venv-x402v1
 LEGACY_STAMP := $(LEGACY)/.deps-stamp
@@ -16,6 +17,13 @@ $(STAMP): pyproject.toml package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
+# Only what the sandbox runs on: the package and the anvil binary (the full dev install counts).
+$(RUN_STAMP): pyproject.toml package.json package-lock.json
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	[ $(STAMP) -nt pyproject.toml ] || $(BIN)/python -m pip install --quiet -e .
+	[ $(STAMP) -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error
+	touch $(RUN_STAMP)
+
 $(LEGACY_STAMP):
 	test -x $(LEGACY)/bin/python || $(PY) -m venv $(LEGACY)
 	$(LEGACY)/bin/python -m pip install --quiet 'x402==1.0.0'
@@ -23,7 +31,7 @@ $(LEGACY_STAMP):
 
 deps: $(STAMP) $(LEGACY_STAMP)
 
-sandbox: deps  ## the whole local world on SQLite; Ctrl-C stops it
+sandbox: $(RUN_STAMP)  ## the whole local world on SQLite; Ctrl-C stops it
 	$(BIN)/python -m sandbox
 
 test: deps  ## full suite: unit, Postgres, end to end on a local chain
