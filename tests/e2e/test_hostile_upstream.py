@@ -320,6 +320,25 @@ async def test_an_unsupported_network_is_refused_before_charging(world: World) -
     assert moved(before, balances(world)) == NOTHING_MOVED
 
 
+async def test_a_pinned_upstream_payee_that_differs_stops_selling(
+    world: World, new_database: Callable[[], str]
+) -> None:
+    database = await asyncio.to_thread(new_database)
+    pinned = {"X402R_DATABASE_URL": database, "X402R_UPSTREAM_PAY_TO": address(OPERATOR)}
+    world.start_gateway(2, pinned)
+    before = balances(world)
+    try:
+        response = await pay(world, world.gateway_url(2))
+    finally:
+        world.gateways[2].stop()
+
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "upstream_unavailable"
+    assert "pinned payee" in response.json()["message"]
+    assert moved(before, balances(world)) == NOTHING_MOVED
+    assert world.upstream_stats()["paid_submits"] == 0
+
+
 # ------------------------------------------------------ failures after charging (item 4)
 
 
