@@ -5,6 +5,7 @@ Every case ends with the money exactly where the policy says, and the client kno
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 import time
@@ -14,10 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.jobs.models import Job
 from sandbox.chain import free_port, usdc_balance
 from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, address, key_hex
-from tests.helpers import PRICE, UPSTREAM_PRICE, paid_post
+from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, paid_post, sign_payment
 from tests.ledger_audit import audit
 
 WHO = (PAYER, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)
@@ -370,3 +374,41 @@ async def test_a_purchase_failing_after_the_charge_refunds_and_names_the_job(
     assert moved(before, balances(world)) == REFUNDED_UPSTREAM_NOT_CHARGED
     assert world.upstream_stats()["paid_submits"] == 0
     await audit(module_db, world.rpc_url, [job["jobId"]])
+
+
+async def test_a_purchase_failing_in_the_worker_ends_refunded(world: World, module_db: str) -> None:
+    """The request dies after recording the job; the worker settles, then signing crashes."""
+    url = world.gateway_url() + "/v1/images/edit"
+    world.set_faults({"offer_timeout_s": {"after": 1, "value": 10**80}})
+    world.gateways[0].stop()
+    world.start_gateway(0, extra_env={"X402R_TEST_CRASH_AT": "after_verify"})
+    before = balances(world)
+    payment = await sign_payment(url, key_hex(PAYER))
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            with pytest.raises(httpx.TransportError):
+                await http.post(url, json=EDIT_BODY, headers=payment)
+        assert world.gateways[0].proc is not None
+        assert world.gateways[0].proc.wait(10) == -9
+    finally:
+        world.start_gateway(0)  # no crash point: the worker takes the job over
+    (value,) = payment.values()
+    nonce = str(json.loads(base64.b64decode(value))["payload"]["authorization"]["nonce"])
+
+    job_id = await _job_id_by_nonce(module_db, nonce.lower())
+    job, _ = await settled_job(world.gateway_url(), job_id)
+
+    assert_refunded(job, "upstream_purchase_error")
+    assert moved(before, balances(world)) == REFUNDED_UPSTREAM_NOT_CHARGED
+    assert world.upstream_stats()["paid_submits"] == 0
+    await audit(module_db, world.rpc_url, [job_id])
+
+
+async def _job_id_by_nonce(database_url: str, nonce: str) -> str:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            found = await conn.execute(select(Job.id).where(Job.pay_nonce == nonce))
+            return str(found.scalar_one())
+    finally:
+        await engine.dispose()
