@@ -44,6 +44,7 @@ class Gateway:
     async def close(self) -> None:
         """Release every client and pool this gateway opened."""
         await self.http.aclose()
+        await self.upstream.statuses.aclose()
         if self.facilitator_http is not None:
             await self.facilitator_http.aclose()
         if self.chain is not None:

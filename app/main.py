@@ -28,8 +28,10 @@ from app.jobs.polling import Poller
 from app.jobs.workers import run_forever
 from app.payments.chain import ChainReader
 from app.payments.facilitator import build_facilitator
+from app.upstream.choice import OfferPins
 from app.upstream.client import UpstreamClient
 from app.upstream.schemas import MAX_BODY_BYTES
+from app.upstream.status_fetch import StatusPolicy, StatusReader
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,17 @@ def build_gateway(settings: Settings) -> Gateway:
         http,
         timeout_s=settings.upstream_timeout_s,
         quote_ttl_s=settings.upstream_requirements_ttl_s,
+        pins=OfferPins(
+            settings.upstream_network, settings.upstream_asset, settings.upstream_pay_to
+        ),
+        status_reader=StatusReader(
+            StatusPolicy(
+                settings.status_origins,
+                allow_private=settings.upstream_allow_private_addresses,
+                max_bytes=settings.upstream_status_max_bytes,
+                timeout_s=settings.upstream_timeout_s,
+            )
+        ),
     )
     return gw
 

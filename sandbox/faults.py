@@ -1,7 +1,8 @@
 """Switchable faults for the sandbox services (simulated upstream, facilitator).
 
 A spec is ``{name: spec}``: ``true`` or a bare value is sticky, ``{"times": n, "value": v}``
-fires on the next n occasions, ``null``/``false`` clears it.
+fires on the next n occasions, ``{"after": n, ...}`` lets the first n occasions pass first,
+``null``/``false`` clears it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import Any
 
 UPSTREAM_FAULTS = frozenset(
     "submit_5xx submit_5xx_before_settle submit_timeout submit_malformed job_fails status_5xx"
-    " status_malformed price_atomic payment_loop".split()
+    " status_malformed price_atomic payment_loop status_url status_huge status_404"
+    " status_redirect status_processing offer_options offer_timeout_s".split()
 )
 FACILITATOR_FAULTS = frozenset(
     "verify_5xx verify_timeout settle_5xx settle_lost settle_timeout settle_garbage".split()
@@ -25,6 +27,7 @@ class Fault:
 
     value: Any = True
     times: int | None = None
+    after: int = 0  # occasions that pass before it starts firing
 
 
 def parse_fault(name: str, spec: Any, known: frozenset[str] = UPSTREAM_FAULTS) -> Fault | None:
@@ -33,13 +36,15 @@ def parse_fault(name: str, spec: Any, known: frozenset[str] = UPSTREAM_FAULTS) -
         raise ValueError(f"unknown fault {name!r}; known: {', '.join(sorted(known))}")
     if spec is None or spec is False:
         return None
-    times, value = None, spec
+    times, value, after = None, spec, 0
     if isinstance(spec, dict):
-        if set(spec) - {"times", "value"}:
-            raise ValueError(f"{name}: only 'times' and 'value' are allowed")
-        times, value = spec.get("times"), spec.get("value", True)
+        if set(spec) - {"times", "value", "after"}:
+            raise ValueError(f"{name}: only 'times', 'value' and 'after' are allowed")
+        times, value, after = spec.get("times"), spec.get("value", True), spec.get("after", 0)
         if times is not None and (type(times) is not int or times < 1):
             raise ValueError(f"{name}: times must be a positive integer")
+        if type(after) is not int or after < 0:
+            raise ValueError(f"{name}: after must be a non-negative integer")
     if name == "price_atomic" and (type(value) is not int or value <= 0):
         raise ValueError("price_atomic: value must be a positive integer (atomic units)")
     if name in _SECONDS:
@@ -48,7 +53,31 @@ def parse_fault(name: str, spec: Any, known: frozenset[str] = UPSTREAM_FAULTS) -
             raise ValueError(f"{name}: value must be a number of seconds > 0")
     if name == "job_fails":
         value = "Image generation failed" if value is True else str(value)
-    return Fault(value=value, times=times)
+    _check_hostile(name, value)
+    return Fault(value=value, times=times, after=after)
+
+
+def _check_hostile(name: str, value: Any) -> None:
+    """Values of the faults a hostile upstream uses (see upstream_sim)."""
+    if name in ("status_url", "status_redirect") and not (
+        isinstance(value, str) and value.startswith(("http://", "https://"))
+    ):
+        raise ValueError(f"{name}: value must be an http(s) URL")
+    if name in ("status_huge", "offer_timeout_s") and (type(value) is not int or value <= 0):
+        raise ValueError(f"{name}: value must be a positive integer")
+    if name == "offer_options" and not (
+        isinstance(value, list)
+        and value
+        and all(
+            isinstance(o, list)
+            and len(o) == 3
+            and isinstance(o[0], str)
+            and isinstance(o[1], str)
+            and type(o[2]) is int
+            for o in value
+        )
+    ):
+        raise ValueError("offer_options: value must be a list of [scheme, network, amount]")
 
 
 class FaultBoard:
@@ -75,6 +104,9 @@ class FaultBoard:
     def take(self, name: str) -> Fault | None:
         """The fault if it fires now, using up one of its ``times``."""
         fault = self._active.get(name)
+        if fault is not None and fault.after > 0:
+            fault.after -= 1
+            return None
         if fault is not None and fault.times is not None:
             fault.times -= 1
             if fault.times <= 0:
@@ -83,4 +115,11 @@ class FaultBoard:
 
     def wire(self) -> dict[str, Any]:
         """The faults as JSON."""
-        return {name: asdict(fault) for name, fault in sorted(self._active.items())}
+        return {name: _wire(fault) for name, fault in sorted(self._active.items())}
+
+
+def _wire(fault: Fault) -> dict[str, Any]:
+    out = asdict(fault)
+    if not fault.after:
+        del out["after"]
+    return out

@@ -12,6 +12,11 @@
 
 Faults (see ``sandbox.faults.FaultBoard``) are set at start (``--faults``/``SIM_FAULTS``
 JSON) or at runtime: ``POST /_sim/faults {"submit_5xx": {"times": 1}, "price_atomic": 80000}``.
+A hostile upstream: ``status_url`` (the answer's statusUrl points there), ``status_huge`` (a
+status answer of that many bytes, generated lazily), ``status_404`` ("Job not found"),
+``status_redirect`` (a 302 there), ``status_processing`` (never finishes), ``offer_options``
+(the 402 lists ``[[scheme, network, amount], …]``; a payment is checked against the option of
+its scheme and network), ``offer_timeout_s`` (the options' ``maxTimeoutSeconds``).
 """
 
 from __future__ import annotations
@@ -46,17 +51,14 @@ from x402.schemas import (
 )
 
 from sandbox.faults import FaultBoard
+from sandbox.sim_hostile import EDIT_PATH, hostile_status, offer
 from sandbox.sim_images import (
-    DESCRIPTION,
-    OUTPUT_SCHEMA,
     PNG_CONTENT_TYPE,
     EditRequest,
     Job,
 )
 
-USDC_BASE = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
 LISTING_PRICE_ATOMIC = 52700
-EDIT_PATH = "/api/ai/generations/images/nano-banana-edit"
 JOBS_PATH = "/api/ai/generations/jobs"
 
 NO_PAYMENT_ERROR = "X-PAYMENT header is required"
@@ -122,26 +124,9 @@ def _json(status: int, content: Any, headers: dict[str, str] | None = None) -> J
     return JSONResponse(status_code=status, content=content, headers=headers)
 
 
-def _payment_required(requirements: PaymentRequirementsV1, error: str) -> JSONResponse:
-    body = PaymentRequiredV1(error=error, accepts=[requirements])
+def _payment_required(options: list[PaymentRequirementsV1], error: str) -> JSONResponse:
+    body = PaymentRequiredV1(error=error, accepts=options)
     return _json(402, body.model_dump(mode="json", by_alias=True, exclude_none=True))
-
-
-def build_requirements(pay_to: str, base_url: str, price_atomic: int) -> PaymentRequirementsV1:
-    """The x402 v1 payment terms of the listing (``pay_to`` must be checksummed)."""
-    return PaymentRequirementsV1(
-        scheme="exact",
-        network="base",
-        max_amount_required=str(price_atomic),
-        resource=f"{base_url}{EDIT_PATH}",
-        description=DESCRIPTION,
-        mime_type="application/json",
-        pay_to=pay_to,
-        max_timeout_seconds=300,
-        asset=USDC_BASE,
-        output_schema=OUTPUT_SCHEMA,
-        extra={"name": "USD Coin", "version": "2"},
-    )
 
 
 async def _submit(sim: SimState, request: Request) -> Response:
@@ -151,34 +136,37 @@ async def _submit(sim: SimState, request: Request) -> Response:
     except ValidationError as exc:
         detail = exc.errors(include_url=False, include_context=False, include_input=False)
         return _json(422, {"error": "Invalid request body", "detail": detail})
-    price = sim.faults.take("price_atomic")
-    amount = price.value if price else sim.config.price_atomic
-    requirements = build_requirements(sim.config.pay_to, sim.config.base_url, amount)
+    options = offer(sim.faults, sim.config.pay_to, sim.config.base_url, sim.config.price_atomic)
+    requirements = options[0]
     header = request.headers.get(X_PAYMENT_HEADER)
     if not header:
         sim.stats.payment_required += 1
-        return _payment_required(requirements, NO_PAYMENT_ERROR)
+        return _payment_required(options, NO_PAYMENT_ERROR)
     try:
         payload = decode_payment_signature_header(header)
     except ValueError:
-        return _payment_required(requirements, "Invalid or malformed X-PAYMENT header")
+        return _payment_required(options, "Invalid or malformed X-PAYMENT header")
     if not isinstance(payload, PaymentPayloadV1):
-        return _payment_required(requirements, "X-PAYMENT must carry an x402 v1 payment")
+        return _payment_required(options, "X-PAYMENT must carry an x402 v1 payment")
+    requirements = next(
+        (o for o in options if (o.scheme, o.network) == (payload.scheme, payload.network)),
+        requirements,
+    )
     if sim.faults.take("payment_loop"):
-        return _payment_required(requirements, NO_PAYMENT_ERROR)
+        return _payment_required(options, NO_PAYMENT_ERROR)
     if sim.faults.take("submit_5xx_before_settle"):
         return _json(500, {"error": "Internal server error"})
     try:
         verdict = await sim.config.facilitator.verify(payload, requirements)
         if not verdict.is_valid:
             sim.stats.payments_rejected += 1
-            return _payment_required(requirements, verdict.invalid_reason or "invalid_payment")
+            return _payment_required(options, verdict.invalid_reason or "invalid_payment")
         settled = await sim.config.facilitator.settle(payload, requirements)
     except Exception as exc:
         return _json(502, {"error": f"Payment facilitator failed: {type(exc).__name__}"})
     if not settled.success:
         sim.stats.payments_rejected += 1
-        return _payment_required(requirements, settled.error_reason or "settlement_failed")
+        return _payment_required(options, settled.error_reason or "settlement_failed")
     sim.stats.paid_submits += 1
     if sim.faults.take("submit_5xx"):
         return _json(500, {"error": "Internal server error"})
@@ -196,7 +184,8 @@ async def _submit(sim: SimState, request: Request) -> Response:
     if sim.faults.take("submit_malformed"):
         broken = f'{{"jobId": "{job.job_id}", "status": "proc'
         return Response(broken, media_type="application/json", headers=headers)
-    status_url = f"{sim.config.base_url}{JOBS_PATH}/{job.job_id}"
+    elsewhere = sim.faults.take("status_url")
+    status_url = elsewhere.value if elsewhere else f"{sim.config.base_url}{JOBS_PATH}/{job.job_id}"
     content = {"jobId": job.job_id, "status": "processing", "requestId": job.request_id}
     return _json(200, {**content, "statusUrl": status_url}, headers)
 
@@ -220,10 +209,16 @@ def create_upstream_app(config: SimConfig) -> FastAPI:
             return _json(500, {"error": "Internal server error"})
         if sim.faults.take("status_malformed"):
             return Response(f'{{"jobId": "{job_id}", "sta', media_type="application/json")
+        hostile = hostile_status(sim.faults)
+        if hostile is not None:
+            return hostile
         job = sim.jobs.get(job_id)
         if job is None:
             return _json(404, {"error": "Job not found"})
-        return _json(200, job.view(config.job_delay_s, config.base_url))
+        view = job.view(config.job_delay_s, config.base_url)
+        if sim.faults.take("status_processing"):
+            view |= {"status": "processing", "images": [], "description": None}
+        return _json(200, view)
 
     @app.get("/files/{job_id}.png")
     async def job_file(job_id: str) -> Response:

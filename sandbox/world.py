@@ -137,6 +137,8 @@ class World:
             "X402R_PAY_TO": address(OPERATOR),
             "X402R_HOT_WALLET_PRIVATE_KEY": key_hex(HOT_WALLET),
             "X402R_UPSTREAM_URL": self.upstream_base + EDIT_PATH,
+            # The simulated upstream runs on 127.0.0.1: its own origin must be readable there.
+            "X402R_UPSTREAM_ALLOW_PRIVATE_ADDRESSES": "true",
             "X402R_RPC_URL": self.rpc_url,
             "X402R_POLL_INTERVAL_S": "0.5",
             "X402R_WORKER_INTERVAL_S": "0.2",

@@ -11,6 +11,9 @@ from eth_account import Account
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from web3 import Web3
+from x402.mechanisms.evm.v1.constants import V1_NETWORK_CHAIN_IDS
+
+from app.core.origins import Origin, origin_of, parse_origin
 
 DOPAMINT_EDIT_URL = "https://x402-dev.dopamint.ai/api/ai/generations/images/nano-banana-edit"
 BASE_USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
@@ -114,6 +117,20 @@ class Settings(BaseSettings):
     max_upstream_price_atomic: int = Field(100_000, gt=0)
     daily_upstream_cap_atomic: int = Field(50_000_000, gt=0)
     upstream_requirements_ttl_s: float = Field(300.0, ge=0)
+    # What we accept to pay the upstream in: one exact option on this network and asset
+    # (and to this payee, when pinned), whatever else its 402 lists.
+    upstream_network: str = Field("base", description="x402 v1 network name or CAIP-2 id")
+    upstream_asset: str = BASE_USDC
+    upstream_pay_to: str | None = Field(None, description="Pin the upstream's payee (unset: any)")
+    # Where an upstream job's status may be read from, and how much of it.
+    upstream_status_origins: str = Field(
+        "", description="Comma-separated extra origins a statusUrl may use"
+    )
+    upstream_allow_private_addresses: bool = Field(
+        False, description="Let status URLs resolve to loopback/private/link-local addresses"
+    )
+    upstream_status_max_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
+    max_job_age_s: float = Field(3600.0, gt=0, description="A job still processing then fails")
 
     # Money-safety policy.
     payment_identifier_required: bool = Field(
@@ -133,10 +150,24 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str) -> str:
         return async_database_url(value)
 
-    @field_validator("pay_to", "asset")
+    @field_validator("pay_to", "asset", "upstream_asset", "upstream_pay_to")
     @classmethod
-    def _address(cls, value: str) -> str:
-        return _checksum(value, "address")
+    def _address(cls, value: str | None) -> str | None:
+        return None if value is None else _checksum(value, "address")
+
+    @field_validator("upstream_network")
+    @classmethod
+    def _network(cls, value: str) -> str:
+        if not value.startswith("eip155:") and value not in V1_NETWORK_CHAIN_IDS:
+            raise ValueError(f"unknown x402 network {value!r}")
+        return value
+
+    @field_validator("upstream_status_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            parse_origin(item)
+        return value
 
     @field_validator("markup_percent")
     @classmethod
@@ -176,6 +207,12 @@ class Settings(BaseSettings):
         if self.upstream_price_atomic > self.max_upstream_price_atomic:
             raise ValueError("X402R_UPSTREAM_PRICE_ATOMIC exceeds X402R_MAX_UPSTREAM_PRICE_ATOMIC")
         return self
+
+    @cached_property
+    def status_origins(self) -> frozenset[Origin]:
+        """Origins a status URL may use: the upstream's own, plus the configured ones."""
+        extra = filter(None, (part.strip() for part in self.upstream_status_origins.split(",")))
+        return frozenset([origin_of(str(self.upstream_url)), *map(parse_origin, extra)])
 
     @property
     def markup_bps(self) -> int:

@@ -111,6 +111,8 @@ class Job(Base):
     upstream_job_id: Mapped[str | None] = mapped_column(String(200))
     upstream_request_id: Mapped[str | None] = mapped_column(String(200))
     upstream_status_url: Mapped[str | None] = mapped_column(Text)
+    # Unreadable status answers in a row (malformed, too large, redirect); a good one resets it.
+    bad_status_reads: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     # Outcome.
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)

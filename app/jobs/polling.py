@@ -7,7 +7,7 @@ conditional UPDATE on `last_polled_at` lets exactly one of them poll in each int
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from app.context import Gateway
@@ -15,7 +15,35 @@ from app.core.db import transaction
 from app.jobs.models import Job, JobState
 from app.jobs.refunding import fail_job
 from app.jobs.repository import JobRepository, transition, utcnow
-from app.upstream.errors import UpstreamError
+from app.upstream.errors import UpstreamError, UpstreamMalformed, UpstreamRejected
+
+# Unreadable status answers in a row (malformed, too large, a redirect) that end a job.
+MAX_BAD_STATUS_READS = 5
+
+
+def too_old(job: Job, max_age_s: float) -> bool:
+    """Whether the job was created more than `max_age_s` ago."""
+    created = job.created_at
+    if created.tzinfo is None:  # SQLite hands back naive UTC
+        created = created.replace(tzinfo=UTC)
+    return utcnow() - created > timedelta(seconds=max_age_s)
+
+
+async def count_bad_read(gw: Gateway, job: Job, exc: UpstreamMalformed) -> None:
+    """One more unreadable answer: the job fails after MAX_BAD_STATUS_READS in a row."""
+    count = job.bad_status_reads + 1
+    if count >= MAX_BAD_STATUS_READS:
+        message = f"{count} unreadable status answers in a row; last: {exc.message}"
+        await fail_job(gw, job.id, exc.code, message, upstream_charged=True)
+        return
+    async with transaction(gw.sessions) as session:
+        await transition(
+            session,
+            job.id,
+            [JobState.SUBMITTED],
+            bad_status_reads=count,
+            next_check_at=utcnow() + timedelta(seconds=gw.settings.poll_interval_s),
+        )
 
 
 def _result_of(data: dict[str, Any]) -> dict[str, Any]:
@@ -46,10 +74,20 @@ class Poller:
         if job is None:
             return
         assert job.upstream_status_url is not None
+        if too_old(job, gw.settings.max_job_age_s):
+            message = f"the upstream job did not finish within {gw.settings.max_job_age_s:g} s"
+            await fail_job(gw, job.id, "upstream_job_expired", message, upstream_charged=True)
+            return
         try:
             data = await gw.upstream.status(job.upstream_status_url)
+        except UpstreamRejected as exc:  # lost, or a URL we do not read: it will not change
+            await fail_job(gw, job.id, exc.code, exc.message, upstream_charged=True)
+            return
+        except UpstreamMalformed as exc:
+            await count_bad_read(gw, job, exc)
+            return
         except UpstreamError:
-            return  # transient: the next poll will try again
+            return  # transient: the next poll will try again, until the job is too old
         await apply_status(gw, job, data)
 
 
@@ -78,5 +116,6 @@ async def apply_status(gw: Gateway, job: Job, data: dict[str, Any]) -> None:
                 session,
                 job.id,
                 [JobState.SUBMITTED],
+                bad_status_reads=0,
                 next_check_at=utcnow() + timedelta(seconds=gw.settings.poll_interval_s),
             )

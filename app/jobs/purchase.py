@@ -22,11 +22,12 @@ from app.core.errors import AppError, Conflict, PaymentOutcomeUnknown, ServiceUn
 from app.core.settings import SettlementOrder
 from app.jobs import spend
 from app.jobs.models import ANSWERED_STATES, Job, JobState
+from app.jobs.purchase_errors import guarded
 from app.jobs.repository import JOB_ID_BY_PAYMENT, JobRepository, load_job, utcnow
 from app.jobs.steps import buy_upstream, settle_client_payment, submit_upstream
 from app.payments.facilitator import FacilitatorUnavailable, SettleOutcome, verify_payment
 from app.payments.incoming import IncomingPayment, PaymentRejected
-from app.upstream.errors import UpstreamError, UpstreamPriceTooHigh
+from app.upstream.errors import UpstreamError, UpstreamPriceAbovePaid, UpstreamPriceTooHigh
 
 JOB_ID_BYTES = 18  # 144 random bits: job ids are capabilities
 # Whether the payment is known and the window's upstream spend: one round trip, one snapshot.
@@ -85,10 +86,11 @@ async def wait_until_answered(gw: Gateway, job_id: str) -> Job:
         delay = min(delay * 2, 0.5)
 
 
-async def _spend_gate(gw: Gateway, body: dict[str, object], spent: int) -> None:
+async def _spend_gate(gw: Gateway, body: dict[str, object], spent: int, paid: int) -> None:
     """Refuse to sell (before taking money) when the upstream costs too much or the cap is hit.
 
-    `spent`: the upstream spend of the last 24 h, read with the payment lookup.
+    `spent`: the upstream spend of the last 24 h, read with the payment lookup; `paid`: what
+    this payment is worth (the upstream option we would buy must not cost more).
     """
     s = gw.settings
     try:
@@ -102,6 +104,12 @@ async def _spend_gate(gw: Gateway, body: dict[str, object], spent: int) -> None:
             UpstreamPriceTooHigh(quote.amount, s.max_upstream_price_atomic).message
             + "; not selling at a loss",
             code="upstream_price_above_ceiling",
+        )
+    if quote.amount > paid:
+        raise ServiceUnavailable(
+            UpstreamPriceAbovePaid(quote.amount, paid).message
+            + "; nothing was charged, ask for the current price",
+            code="upstream_price_above_paid",
         )
     if spent + quote.amount > s.daily_upstream_cap_atomic:
         raise ServiceUnavailable(
@@ -179,7 +187,7 @@ async def purchase(
         if known is not None:
             return await _existing(gw, known, fp)  # the new payment is never settled
 
-    await _spend_gate(gw, body, spent)
+    await _spend_gate(gw, body, spent, payment.value)
     settle_now = gw.settings.settlement_order is SettlementOrder.SETTLE_FIRST
 
     job = Job(
@@ -246,8 +254,9 @@ async def drive(gw: Gateway, job: Job, *, settle_counted: bool = False) -> Job:
             return await wait_until_answered(gw, job.id)  # another actor carries on with it
         if job.state == JobState.UPSTREAM_SIGNED.value:  # signed with the settlement
             crash_point("after_upstream_signed")
-            return await submit_upstream(gw, job, attempt_counted=True)
-    return await buy_upstream(gw, job)
+            return await guarded(gw, job.id, submit_upstream(gw, job, attempt_counted=True))
+    # The client has paid from here on: whatever goes wrong ends in a job it can look up.
+    return await guarded(gw, job.id, buy_upstream(gw, job))
 
 
 async def _upstream_then_settle(gw: Gateway, job: Job) -> Job:

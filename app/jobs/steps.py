@@ -23,6 +23,7 @@ from app.core.crashpoints import crash_point
 from app.core.db import Executor, core_transaction, write_retrying
 from app.jobs import spend
 from app.jobs.models import Job, JobState
+from app.jobs.purchase_errors import unexpected_purchase_error
 from app.jobs.refunding import fail_job
 from app.jobs.repository import JobRepository, load_job, transition, utcnow
 from app.payments.facilitator import SettleOutcome, SettleResult, settle_payment
@@ -251,9 +252,13 @@ async def sign_upstream(gw: Gateway, job: Job) -> SignedPurchase | UpstreamError
     """One upstream authorization for this job's request (not stored yet), or why not."""
     try:
         quote = await gw.upstream.quote(job.request_body)
-        return await gw.upstream.sign(quote, max_amount=gw.settings.max_upstream_price_atomic)
-    except UpstreamError as exc:  # includes UpstreamPriceTooHigh
+        return await gw.upstream.sign(
+            quote, max_amount=gw.settings.max_upstream_price_atomic, paid=job.pay_amount
+        )
+    except UpstreamError as exc:  # includes UpstreamPriceTooHigh, UpstreamPriceAbovePaid
         return exc
+    except Exception as exc:  # a bug or an answer nobody foresaw: the job fails, logged
+        return unexpected_purchase_error(job.id, exc)
 
 
 def _signed_values(gw: Gateway, job: Job, signed: SignedPurchase) -> dict[str, Any]:
@@ -368,4 +373,9 @@ async def submit_upstream(gw: Gateway, job: Job, *, attempt_counted: bool = Fals
     # The upstream's answer cannot be asked for again (a resent payment is refused as used):
     # a connection found dead when writing it must not lose it.
     written = await write_retrying(gw.engine, record_answer)
+    if written is not None and not gw.upstream.statuses.origin_allowed(str(accepted.status_url)):
+        # Paid for, but its status lives where we do not go: recorded, never read, failed.
+        message = "the upstream's status URL is not on an allowed origin; it is never read"
+        code = "upstream_status_url_refused"
+        return await fail_job(gw, job.id, code, message, upstream_charged=True)
     return written or await load_job(gw.sessions, job.id)

@@ -15,6 +15,7 @@ from app.core.db import transaction
 from app.core.settings import SettlementOrder
 from app.jobs.models import Job, JobState
 from app.jobs.polling import Poller
+from app.jobs.purchase_errors import guarded
 from app.jobs.refunding import fail_job, refund
 from app.jobs.repository import JobRepository, utcnow
 from app.jobs.steps import buy_upstream, settle_client_payment, submit_upstream
@@ -59,11 +60,11 @@ async def advance(gw: Gateway, poller: Poller, job: Job) -> None:
             return
         settled = await settle_client_payment(gw, job)
         if settled.result.outcome is SettleOutcome.SETTLED and settled.recorded:
-            await buy_upstream(gw, settled.job)
+            await guarded(gw, job.id, buy_upstream(gw, settled.job))
     elif state is JobState.PAID:
-        await buy_upstream(gw, job)
+        await guarded(gw, job.id, buy_upstream(gw, job))
     elif state is JobState.UPSTREAM_SIGNED:
-        await submit_upstream(gw, job)
+        await guarded(gw, job.id, submit_upstream(gw, job))
     elif state is JobState.SUBMITTED:
         if after and job.settle_tx is None:
             await settle_client_payment(gw, job)

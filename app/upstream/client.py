@@ -23,23 +23,24 @@ from x402.http import (
 )
 from x402.mechanisms.evm import EthAccountSigner
 from x402.mechanisms.evm.exact import register_exact_evm_client
-from x402.schemas import PaymentRequired, PaymentRequiredV1
 from x402.schemas.helpers import parse_payment_required
 
+from app.core.origins import origin_of
+from app.upstream.choice import OfferPins, PaymentRequiredAny, choose
 from app.upstream.errors import (
     UpstreamPaymentRefused,
+    UpstreamPriceAbovePaid,
     UpstreamPriceTooHigh,
     UpstreamRejected,
     UpstreamUnavailable,
 )
 from app.upstream.schemas import UpstreamJobAccepted
-
-PaymentRequiredAny = PaymentRequired | PaymentRequiredV1
+from app.upstream.status_fetch import StatusPolicy, StatusReader
 
 
 @dataclass(frozen=True)
 class Quote:
-    """The upstream's current payment requirements, as its 402 stated them."""
+    """The one option of the upstream's 402 we pay with (`payment_required` offers only it)."""
 
     payment_required: PaymentRequiredAny
     amount: int
@@ -69,15 +70,16 @@ class Submission:
     tx: str | None
 
 
-def _quote(payment_required: PaymentRequiredAny) -> Quote:
-    if not payment_required.accepts:
-        raise UpstreamRejected("upstream_bad_402", "upstream 402 offers no payment option")
-    first = payment_required.accepts[0]
-    amount = getattr(first, "max_amount_required", None) or getattr(first, "amount", None)
-    if amount is None or not str(amount).isdigit():
-        raise UpstreamRejected("upstream_bad_402", "upstream 402 has no integer amount")
+def _quote(payment_required: PaymentRequiredAny, pins: OfferPins) -> Quote:
+    chosen = choose(payment_required, pins)
+    option = chosen.option
     return Quote(
-        payment_required, int(amount), first.pay_to, str(first.network), first.asset, time.time()
+        chosen.payment_required,
+        chosen.amount,
+        option.pay_to,
+        str(option.network),
+        option.asset,
+        time.time(),
     )
 
 
@@ -92,8 +94,14 @@ class UpstreamClient:
         *,
         timeout_s: float,
         quote_ttl_s: float,
+        pins: OfferPins | None = None,
+        status_reader: StatusReader | None = None,
     ) -> None:
         self.url = url
+        self._pins = pins or OfferPins()
+        self.statuses = status_reader or StatusReader(
+            StatusPolicy(frozenset([origin_of(url)]), timeout_s=timeout_s)
+        )
         self._http = http
         self._timeout = timeout_s
         self._quote_ttl = quote_ttl_s
@@ -120,16 +128,25 @@ class UpstreamClient:
         response = await self._post(body, {})
         if response.status_code != 402:
             raise self._unexpected(response, "unpaid request")
-        self._quote = _quote(self._parse_402(response))
+        self._quote = _quote(self._parse_402(response), self._pins)
         return self._quote
 
-    async def sign(self, quote: Quote, *, max_amount: int) -> SignedPurchase:
-        """Sign one authorization for `quote`, refusing above `max_amount`."""
+    async def sign(
+        self, quote: Quote, *, max_amount: int, paid: int | None = None
+    ) -> SignedPurchase:
+        """Sign one authorization for `quote`, refusing above `max_amount` or above `paid`
+        (what the client paid for this job), checked again on what was actually signed."""
         if quote.amount > max_amount:
             raise UpstreamPriceTooHigh(quote.amount, max_amount)
+        if paid is not None and quote.amount > paid:
+            raise UpstreamPriceAbovePaid(quote.amount, paid)
         payload = await self._payer.create_payment_payload(quote.payment_required)
         auth = payload.payload["authorization"]
         version = payload.x402_version
+        if int(auth["value"]) != quote.amount or str(auth["to"]).lower() != quote.pay_to.lower():
+            raise UpstreamRejected(
+                "upstream_purchase_error", "the signed upstream payment is not the chosen option"
+            )
         return SignedPurchase(
             header_name=X_PAYMENT_HEADER if version == 1 else PAYMENT_SIGNATURE_HEADER,
             header_value=encode_payment_signature_header(payload),
@@ -157,24 +174,8 @@ class UpstreamClient:
         return Submission(job, _settlement_tx(response))
 
     async def status(self, status_url: str) -> dict[str, Any]:
-        """One status read of an upstream job."""
-        try:
-            response = await self._http.get(status_url, timeout=self._timeout)
-        except httpx.HTTPError as exc:
-            raise UpstreamUnavailable("upstream_unreachable", type(exc).__name__) from exc
-        if response.status_code != 200:
-            raise self._unexpected(response, "status request")
-        try:
-            data = response.json()
-        except ValueError as exc:
-            raise UpstreamUnavailable("upstream_malformed", "status is not JSON") from exc
-        if not isinstance(data, dict) or data.get("status") not in (
-            "processing",
-            "completed",
-            "failed",
-        ):
-            raise UpstreamUnavailable("upstream_malformed", "status has no known status field")
-        return data
+        """One guarded status read of an upstream job (see app.upstream.status_fetch)."""
+        return await self.statuses.read(status_url)
 
     async def _post(self, body: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
         try:
