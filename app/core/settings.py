@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     )
     refund_policy: RefundPolicy = RefundPolicy.FULL
     settlement_order: SettlementOrder = SettlementOrder.SETTLE_FIRST
+    settle_after_max_unsettled_per_payer: int = Field(
+        1, ge=1, le=100, description="settle_after: a payer's jobs awaiting settlement at once"
+    )
 
     # Status polling.
     poll_interval_s: float = Field(2.0, gt=0)

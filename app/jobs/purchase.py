@@ -20,7 +20,7 @@ from app.core.crashpoints import crash_point
 from app.core.db import transaction
 from app.core.errors import AppError, Conflict, PaymentOutcomeUnknown, ServiceUnavailable
 from app.core.settings import SettlementOrder
-from app.jobs import spend
+from app.jobs import admission, spend
 from app.jobs.models import ANSWERED_STATES, Job, JobState
 from app.jobs.repository import JOB_ID_BY_PAYMENT, JobRepository, load_job, utcnow
 from app.jobs.steps import buy_upstream, settle_client_payment, submit_upstream
@@ -85,8 +85,9 @@ async def wait_until_answered(gw: Gateway, job_id: str) -> Job:
         delay = min(delay * 2, 0.5)
 
 
-async def _spend_gate(gw: Gateway, body: dict[str, object], spent: int) -> None:
-    """Refuse to sell (before taking money) when the upstream costs too much or the cap is hit.
+async def _spend_gate(gw: Gateway, body: dict[str, object], spent: int) -> int:
+    """Refuse to sell (before taking money) when the upstream costs too much or the cap is hit;
+    the upstream's quote otherwise (reserved when the job is recorded).
 
     `spent`: the upstream spend of the last 24 h, read with the payment lookup.
     """
@@ -104,9 +105,8 @@ async def _spend_gate(gw: Gateway, body: dict[str, object], spent: int) -> None:
             code="upstream_price_above_ceiling",
         )
     if spent + quote.amount > s.daily_upstream_cap_atomic:
-        raise ServiceUnavailable(
-            "daily upstream spend cap reached; try again later", code="daily_spend_cap_reached"
-        )
+        raise admission.cap_reached()
+    return quote.amount
 
 
 async def _known(gw: Gateway, payment: IncomingPayment, scoped_key: str | None) -> Job | None:
@@ -179,7 +179,7 @@ async def purchase(
         if known is not None:
             return await _existing(gw, known, fp)  # the new payment is never settled
 
-    await _spend_gate(gw, body, spent)
+    quote = await _spend_gate(gw, body, spent)
     settle_now = gw.settings.settlement_order is SettlementOrder.SETTLE_FIRST
 
     job = Job(
@@ -209,8 +209,7 @@ async def purchase(
         ),
     )
     try:
-        async with gw.autocommit.connect() as session:
-            await JobRepository(session).add(job)  # one INSERT: atomic by itself
+        await admission.record(gw, job, quote)  # with its reservation, before any charge
     except IntegrityError:
         # A concurrent request (maybe on another replica) recorded this payment or key first.
         winner = await _known(gw, payment, scoped_key)

@@ -2,13 +2,14 @@
 
 With room for two upstream purchases and eight clients paying at once, exactly two are
 charged and served; the other six are told 503 `daily_spend_cap_reached` and lose nothing
-(no charge, hence no refund). A payment refused at settlement gives its reservation back.
+(no charge, hence no refund). A job that ends unbought gives its reservation back.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import secrets
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -16,7 +17,9 @@ from eth_account import Account
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.jobs.models import Job, LedgerEntry, SpendHour
+from app.jobs import reservation
+from app.jobs.models import Job, JobState, LedgerEntry, SpendHour
+from app.jobs.repository import JobRepository, transition
 from sandbox.chain import mint, usdc_balance
 from sandbox.world import HOT_WALLET, OPERATOR, UPSTREAM_PAYEE, World, address
 from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, poll_until_done, sign_payment
@@ -127,24 +130,72 @@ async def test_full_cap_answers_503_before_anyone_is_charged(world: World) -> No
     await audit(world.database_url, world.rpc_url)
 
 
-async def test_refused_payment_gives_its_reservation_back(world: World) -> None:
-    """Two payments, one balance: the refused one reserved cap room and returns it."""
-    key, payer = funded_payer(world, PRICE)
-    urls = [world.gateway_url(i) + "/v1/images/edit" for i in range(2)]
-    bodies = [{**EDIT_BODY, "prompt": f"one balance, payment {i}"} for i in range(2)]
-    signed = [await sign_payment(u, key, b) for u, b in zip(urls, bodies, strict=True)]
+def _job(payer: str) -> Job:
+    """A freshly verified job, as the paid path records it (no gateway needed)."""
+    return Job(
+        id="job_" + secrets.token_hex(8),
+        state=JobState.VERIFIED.value,
+        route="/v1/images/edit",
+        request_body=EDIT_BODY,
+        fingerprint="f" * 64,
+        x402_version=2,
+        payer=payer,
+        pay_network="eip155:8453",
+        pay_asset=address(OPERATOR),
+        pay_amount=PRICE,
+        pay_to=address(OPERATOR),
+        pay_nonce="0x" + secrets.token_hex(32),
+        pay_valid_before=2**40,
+        payment_payload={},
+        payment_requirements={},
+        settle_attempts=0,
+        upstream_attempts=0,
+    )
 
-    async with httpx.AsyncClient(timeout=60) as http:
-        answers = await asyncio.gather(
-            *(http.post(u, json=b, headers=h) for u, b, h in zip(urls, bodies, signed, strict=True))
-        )
 
-    assert sorted(a.status_code for a in answers) == [200, 402], [a.text for a in answers]
-    ok = next(a for a in answers if a.status_code == 200)
-    assert (await poll_until_done(ok.json()["statusUrl"]))["status"] == "completed"
-    assert usdc_balance(world.rpc_url, payer) == 0
-    # Only the purchase that happened is counted: room for one more remains.
-    assert await _scalar(world.database_url, select(func.sum(SpendHour.amount))) == UPSTREAM_PRICE
-    reserved = select(func.coalesce(func.sum(Job.spend_reserved), 0)).where(Job.payer == payer)
-    assert await _scalar(world.database_url, reserved) == UPSTREAM_PRICE
-    await audit(world.database_url, world.rpc_url)
+def test_reservations_follow_the_job(new_database: Callable[[], str]) -> None:
+    """Reserved when recorded, trued up to the signed amount, given back when the job ends
+    without an upstream authorization, kept when one was signed (on real Postgres)."""
+    asyncio.run(_reservations_follow_the_job(new_database()))
+
+
+async def _reservations_follow_the_job(database_url: str) -> None:
+    engine = create_async_engine(database_url)
+    spent = select(func.coalesce(func.sum(SpendHour.amount), 0))
+    room = 3 * UPSTREAM_PRICE
+    try:
+        async with engine.begin() as conn:
+            refused, signed, too_dear = _job("0x" + "1" * 40), _job("0x" + "2" * 40), _job("0x3")
+            for job in (refused, signed, too_dear):
+                assert await reservation.reserve_for(conn, job, UPSTREAM_PRICE, room)
+                await JobRepository(conn).add(job)
+            # The cap is full now: a fourth job is refused before it is recorded.
+            assert not await reservation.reserve_for(conn, _job("0x4"), 1, room)
+            assert (await conn.execute(spent)).scalar_one() == 3 * UPSTREAM_PRICE
+
+            # The payment is refused: the job ends unbought and its reservation is returned.
+            await transition(conn, refused.id, [JobState.VERIFIED], state="payment_failed")
+            await reservation.release_unspent(conn, refused.id)
+            await reservation.release_unspent(conn, refused.id)  # once only
+            assert (await conn.execute(spent)).scalar_one() == 2 * UPSTREAM_PRICE
+
+            # Signed for less than the quote: the difference is returned at once.
+            counted = await reservation.true_up(conn, signed, UPSTREAM_PRICE - 700, room)
+            assert counted is not None
+            await transition(
+                conn,
+                signed.id,
+                [JobState.VERIFIED],
+                state="failed",
+                upstream_nonce="0x" + "ab" * 32,
+                **counted.values,
+            )
+            await reservation.release_unspent(conn, signed.id)  # signed: stays counted
+            assert (await conn.execute(spent)).scalar_one() == 2 * UPSTREAM_PRICE - 700
+
+            # Signed for more than the quote and the cap has no room: nothing changes.
+            dearer = UPSTREAM_PRICE + 800
+            assert await reservation.true_up(conn, too_dear, dearer, 2 * UPSTREAM_PRICE) is None
+            assert (await conn.execute(spent)).scalar_one() == 2 * UPSTREAM_PRICE - 700
+    finally:
+        await engine.dispose()
