@@ -33,6 +33,13 @@ _COSTLY_REFUNDS = (
     )
 )
 
+_WITHHELD = select(func.count()).select_from(_JOBS).where(_JOBS.c.error_code == CODE)
+
+
+async def withheld_count(session: Executor) -> int:
+    """Jobs failed without the refund their policy would have given (for the operator)."""
+    return int((await session.execute(_WITHHELD)).scalar_one())
+
 
 async def withheld(session: Executor, gw: Gateway, job: Job, upstream_charged: bool | None) -> bool:
     """True when this refund would exceed the payer's limit (the job then fails unrefunded).

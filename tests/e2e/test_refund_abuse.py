@@ -22,6 +22,7 @@ from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, db_rows, sign_paymen
 from tests.ledger_audit import audit
 
 LIMIT = 2
+ADMIN = "admin-token-for-tests"
 FINAL = ("refunded", "failed", "needs_attention", "completed")
 
 
@@ -31,7 +32,11 @@ def abuse_world(module_db: str) -> Iterator[World]:
     w = World(
         database_url=module_db,
         job_delay_s=0.3,
-        gateway_env={"X402R_UPSTREAM_TIMEOUT_S": "10", "X402R_FACILITATOR_TIMEOUT_S": "10"},
+        gateway_env={
+            "X402R_UPSTREAM_TIMEOUT_S": "10",
+            "X402R_FACILITATOR_TIMEOUT_S": "10",
+            "X402R_ADMIN_TOKEN": ADMIN,
+        },
     )
     try:
         yield w.start()
@@ -144,4 +149,10 @@ async def test_full_policy_refunds_a_payer_at_most_n_times_a_day(world: World) -
         ("charge", PRICE),
         ("upstream", UPSTREAM_PRICE),
     ]
+    async with httpx.AsyncClient(timeout=30) as http:
+        summary = await http.get(
+            world.gateway_url() + "/v1/admin/summary",
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )
+    assert summary.json()["refundsWithheld"] == 1, summary.text
     await audit(world.database_url, world.rpc_url)
