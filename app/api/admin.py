@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Response
 from app.api.deps import GatewayDep
 from app.core.errors import AppError, NotFound
 from app.core.metrics import render
+from app.jobs import refund_limit
 from app.jobs.repository import JobRepository
 from app.payments.pricing import format_usdc
 
@@ -44,10 +45,12 @@ async def summary(gw: GatewayDep, _: AdminDep) -> dict[str, Any]:
         totals = await repo.ledger_totals()
         states = await repo.count_by_state()
         parked = await repo.needing_attention()
+        withheld = await refund_limit.withheld_count(session)
     return {
         "ledger": {k: str(v) for k, v in totals.items()},
         "ledgerDisplay": {k: format_usdc(v) for k, v in totals.items()},
         "jobsByState": states,
+        "refundsWithheld": withheld,  # failed past the payer's daily refund limit
         "needsAttention": [
             {
                 "jobId": j.id,

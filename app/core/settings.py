@@ -136,8 +136,16 @@ class Settings(BaseSettings):
     payment_identifier_required: bool = Field(
         False, description="Require the x402 payment-identifier extension (or Idempotency-Key)"
     )
-    refund_policy: RefundPolicy = RefundPolicy.FULL
+    # Default: refund what the upstream did not charge us; `full` lets a payer whose requests
+    # the upstream accepts and then fails make the operator pay (see refunds_per_payer_per_day).
+    refund_policy: RefundPolicy = RefundPolicy.IF_UPSTREAM_NOT_CHARGED
+    refunds_per_payer_per_day: int = Field(
+        3, ge=0, description="refund_policy=full: refunds of upstream-charged jobs per payer/24 h"
+    )
     settlement_order: SettlementOrder = SettlementOrder.SETTLE_FIRST
+    settle_after_max_unsettled_per_payer: int = Field(
+        1, ge=1, le=100, description="settle_after: a payer's jobs awaiting settlement at once"
+    )
 
     # Status polling.
     poll_interval_s: float = Field(2.0, gt=0)

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -77,6 +78,19 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("pay_network", "payer", "pay_nonce", name="uq_jobs_payment_identity"),
         Index("ix_jobs_state_next_check_at", "state", "next_check_at"),
+        Index(
+            "ix_jobs_payer_unsettled",
+            "payer",
+            postgresql_where=text("settle_tx IS NULL"),
+            sqlite_where=text("settle_tx IS NULL"),
+        ),
+        Index(
+            "ix_jobs_payer_refunds",
+            "payer",
+            "created_at",
+            postgresql_where=text("refund_amount IS NOT NULL"),
+            sqlite_where=text("refund_amount IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -108,6 +122,10 @@ class Job(Base):
     upstream_valid_before: Mapped[int | None] = mapped_column(BigInteger)
     upstream_tx: Mapped[str | None] = mapped_column(String(80))
     upstream_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Upstream spend counted against the daily cap for this job, and the hour it is counted
+    # in: reserved when the job is recorded, before the client is charged.
+    spend_hour: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    spend_reserved: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     upstream_job_id: Mapped[str | None] = mapped_column(String(200))
     upstream_request_id: Mapped[str | None] = mapped_column(String(200))
     upstream_status_url: Mapped[str | None] = mapped_column(Text)

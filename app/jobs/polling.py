@@ -94,6 +94,10 @@ class Poller:
 async def apply_status(gw: Gateway, job: Job, data: dict[str, Any]) -> None:
     """Store a terminal upstream status; schedule the next check otherwise."""
     status = data["status"]
+    if status == "completed" and job.settle_tx is None:
+        # settle_after: a result is served only once the client's payment settled. The
+        # settlement step schedules the next check (and its outcome completes or parks it).
+        return
     if status == "completed":
         async with transaction(gw.sessions) as session:
             await transition(

@@ -20,7 +20,7 @@ from app.core.crashpoints import crash_point
 from app.core.db import transaction
 from app.core.errors import AppError, Conflict, PaymentOutcomeUnknown, ServiceUnavailable
 from app.core.settings import SettlementOrder
-from app.jobs import spend
+from app.jobs import admission, spend
 from app.jobs.models import ANSWERED_STATES, Job, JobState
 from app.jobs.purchase_errors import guarded
 from app.jobs.repository import JOB_ID_BY_PAYMENT, JobRepository, load_job, utcnow
@@ -86,8 +86,9 @@ async def wait_until_answered(gw: Gateway, job_id: str) -> Job:
         delay = min(delay * 2, 0.5)
 
 
-async def _spend_gate(gw: Gateway, body: dict[str, object], spent: int, paid: int) -> None:
-    """Refuse to sell (before taking money) when the upstream costs too much or the cap is hit.
+async def _spend_gate(gw: Gateway, body: dict[str, object], spent: int, paid: int) -> int:
+    """Refuse to sell (before taking money) when the upstream costs too much or the cap is hit;
+    the upstream's quote otherwise (reserved when the job is recorded).
 
     `spent`: the upstream spend of the last 24 h, read with the payment lookup; `paid`: what
     this payment is worth (the upstream option we would buy must not cost more).
@@ -112,9 +113,8 @@ async def _spend_gate(gw: Gateway, body: dict[str, object], spent: int, paid: in
             code="upstream_price_above_paid",
         )
     if spent + quote.amount > s.daily_upstream_cap_atomic:
-        raise ServiceUnavailable(
-            "daily upstream spend cap reached; try again later", code="daily_spend_cap_reached"
-        )
+        raise admission.cap_reached()
+    return quote.amount
 
 
 async def _known(gw: Gateway, payment: IncomingPayment, scoped_key: str | None) -> Job | None:
@@ -187,7 +187,7 @@ async def purchase(
         if known is not None:
             return await _existing(gw, known, fp)  # the new payment is never settled
 
-    await _spend_gate(gw, body, spent, payment.value)
+    quote = await _spend_gate(gw, body, spent, payment.value)
     settle_now = gw.settings.settlement_order is SettlementOrder.SETTLE_FIRST
 
     job = Job(
@@ -217,8 +217,7 @@ async def purchase(
         ),
     )
     try:
-        async with gw.autocommit.connect() as session:
-            await JobRepository(session).add(job)  # one INSERT: atomic by itself
+        await admission.record(gw, job, quote)  # with its reservation, before any charge
     except IntegrityError:
         # A concurrent request (maybe on another replica) recorded this payment or key first.
         winner = await _known(gw, payment, scoped_key)

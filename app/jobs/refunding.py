@@ -10,8 +10,10 @@ from app.context import Gateway
 from app.core.crashpoints import crash_point
 from app.core.db import transaction
 from app.core.settings import RefundPolicy
+from app.jobs import refund_limit
 from app.jobs.models import Job, JobState
 from app.jobs.repository import JobRepository, load_job, transition, utcnow
+from app.jobs.reservation import release_unspent
 from app.payments.facilitator import SettleOutcome, settle_payment
 from app.payments.refunds import load_refund, refund_requirements, sign_refund
 
@@ -49,6 +51,8 @@ def _should_refund(policy: RefundPolicy, upstream_charged: bool | None) -> bool 
         return False
     if policy is RefundPolicy.FULL:
         return True
+    # IF_UPSTREAM_NOT_CHARGED. An upstream that charged us and then refunded us would count
+    # as not charged too, but no upstream refund is observable today (Dopamint sends none).
     return None if upstream_charged is None else not upstream_charged
 
 
@@ -76,6 +80,9 @@ async def fail_job(
             )
         ):
             await repo.record_upstream(job, gw.settings.hot_wallet_address, upstream_tx)
+        if decision and await refund_limit.withheld(session, gw, job, upstream_charged):
+            decision = False
+            code, message = refund_limit.CODE, f"no refund: {refund_limit.CODE}; {message}"
         common: dict[str, Any] = {"error_code": code, "error_message": message[:2000]}
         if decision is None:
             await transition(
@@ -107,6 +114,7 @@ async def fail_job(
                 next_check_at=utcnow() + timedelta(seconds=30),
                 **common,
             )
+        await release_unspent(session, job_id)
     if decision:
         return await refund(gw, job_id)
     return await load_job(gw.sessions, job_id)

@@ -85,12 +85,14 @@ async def spent_in_window(session: Executor, now: datetime | None = None) -> int
     return int((await session.execute(_SPENT_SINCE, {"start": start})).scalar_one() or 0)
 
 
-async def reserve(session: Executor, amount: int, cap: int) -> datetime | None:
-    """Count `amount` as spent now if the window stays within `cap`: the hour it was counted
-    in, or None (nothing counted). Commits with the caller's transaction; the hour's row stays
-    locked until then."""
+async def reserve(
+    session: Executor, amount: int, cap: int, *, hour: datetime | None = None
+) -> datetime | None:
+    """Count `amount` as spent in `hour` (default: now) if the window stays within `cap`: the
+    hour it was counted in, or None (nothing counted). Commits with the caller's transaction;
+    the hour's row stays locked until then."""
     now = datetime.now(UTC)
-    hour = hour_of(now)
+    hour = hour or hour_of(now)
     params = {"hour": hour, "this_hour": hour, "amount": amount, "start": window_start(now)}
     total: int = (await session.execute(_ADD[dialect_name(session)], params)).scalar_one()
     if int(total) <= cap:

@@ -21,11 +21,12 @@ from x402.schemas.helpers import parse_payment_payload, parse_payment_requiremen
 from app.context import Gateway
 from app.core.crashpoints import crash_point
 from app.core.db import Executor, core_transaction, write_retrying
-from app.jobs import spend
+from app.jobs import reservation
 from app.jobs.models import Job, JobState
 from app.jobs.purchase_errors import unexpected_purchase_error
 from app.jobs.refunding import fail_job
 from app.jobs.repository import JobRepository, load_job, transition, utcnow
+from app.jobs.reservation import TrueUp
 from app.payments.facilitator import SettleOutcome, SettleResult, settle_payment
 from app.upstream.client import SignedPurchase
 from app.upstream.errors import UpstreamError, UpstreamUnavailable
@@ -158,14 +159,13 @@ async def record_settlement(
                 if paid_state is JobState.PAID
                 else utcnow(),
             }
-            reserved: tuple[datetime, int] | None = None  # (hour, amount) counted against the cap
+            reserved: TrueUp | None = None  # the signed amount counted against the cap
             if isinstance(upstream, SignedPurchase) and paid_state is JobState.PAID:
-                hour = await _reserve_spend(session, gw, upstream.amount)
-                if hour is None:
+                reserved = await _reserve_spend(session, gw, job, upstream.amount)
+                if reserved is None:
                     refusal = _CAP_REACHED
                 else:
-                    reserved = (hour, upstream.amount)
-                    values |= _signed_values(gw, job, upstream)
+                    values |= _signed_values(gw, job, upstream) | reserved.values
             # The charge is recorded once, whoever settled.
             written = await transition(
                 session, job.id, from_states, still_null=("settle_tx",), **values
@@ -173,7 +173,7 @@ async def record_settlement(
             if written is None:
                 refusal = None  # somebody else recorded it and carries on with the job
                 if reserved is not None:  # and our signature is never stored nor sent
-                    await spend.release(session, *reserved)
+                    await reservation.undo(session, reserved)
             else:
                 await JobRepository(session).record_charge(written, result.tx)
         elif result.outcome is SettleOutcome.REFUSED and job.state == JobState.VERIFIED.value:
@@ -194,9 +194,9 @@ async def record_settlement(
                 job.id,
                 [JobState.SUBMITTED],
                 state=JobState.NEEDS_ATTENTION.value,
-                error_code=result.reason,
-                error_message="client payment refused after the upstream job was bought: "
-                + result.message,
+                error_code=REFUSED_AFTER_PURCHASE,
+                error_message=f"client payment refused after the upstream job was bought "
+                f"({result.reason}): {result.message}",
                 finished_at=utcnow(),
                 next_check_at=None,
             )
@@ -224,6 +224,8 @@ async def record_settlement(
                 error_code=result.reason,
                 error_message=result.message,
             )
+        if result.outcome is not SettleOutcome.SETTLED:
+            await reservation.release_unspent(session, job.id)
     if written is None:
         return Settlement(result, await load_job(gw.sessions, job.id), recorded=False)
     if refusal is not None and written.state == JobState.PAID.value:
@@ -233,6 +235,7 @@ async def record_settlement(
 
 
 _CAP_REACHED = UpstreamError("daily_spend_cap_reached", "daily upstream spend cap reached")
+REFUSED_AFTER_PURCHASE = "client_payment_refused_after_purchase"
 
 
 def _give_up_settling(gw: Gateway, job: Job) -> bool:
@@ -284,13 +287,12 @@ async def buy_upstream(gw: Gateway, job: Job, *, charge_first: bool = True) -> J
             return await fail_job(gw, job.id, signed.code, signed.message, upstream_charged=False)
         written = None
         async with core_transaction(gw.engine) as session:
-            reserved = await _reserve_spend(session, gw, signed.amount)
+            reserved = await _reserve_spend(session, gw, job, signed.amount)
             if reserved is not None:
-                written = await transition(
-                    session, job.id, [ready], **_signed_values(gw, job, signed)
-                )
+                values = _signed_values(gw, job, signed) | reserved.values
+                written = await transition(session, job.id, [ready], **values)
                 if written is None:
-                    await spend.release(session, reserved, signed.amount)
+                    await reservation.undo(session, reserved)
         if written is None:
             current = await load_job(gw.sessions, job.id)
             if reserved is None and current.state == ready.value:
@@ -304,10 +306,10 @@ async def buy_upstream(gw: Gateway, job: Job, *, charge_first: bool = True) -> J
     return await submit_upstream(gw, job)
 
 
-async def _reserve_spend(session: Executor, gw: Gateway, amount: int) -> datetime | None:
-    """Count `amount` against the daily cap in the caller's transaction (the hour it was
-    counted in), or None when it would exceed the cap."""
-    return await spend.reserve(session, amount, gw.settings.daily_upstream_cap_atomic)
+async def _reserve_spend(session: Executor, gw: Gateway, job: Job, amount: int) -> TrueUp | None:
+    """Count the signed `amount` against the daily cap in place of the job's reservation, in
+    the caller's transaction; None when a higher amount would exceed the cap."""
+    return await reservation.true_up(session, job, amount, gw.settings.daily_upstream_cap_atomic)
 
 
 async def submit_upstream(gw: Gateway, job: Job, *, attempt_counted: bool = False) -> Job:

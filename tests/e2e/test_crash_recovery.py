@@ -19,7 +19,13 @@ from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, sign_payment
 from tests.ledger_audit import audit
 
 WHO = (PAYER, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)
-FAST = {"X402R_FACILITATOR_TIMEOUT_S": "3", "X402R_UPSTREAM_TIMEOUT_S": "2"}
+FAST = {
+    "X402R_FACILITATOR_TIMEOUT_S": "3",
+    "X402R_UPSTREAM_TIMEOUT_S": "2",
+    # The operator carries every failed job here: these tests are about resuming refunds.
+    "X402R_REFUND_POLICY": "full",
+    "X402R_REFUNDS_PER_PAYER_PER_DAY": "1000",
+}
 SERVED = {
     PAYER: -PRICE,
     OPERATOR: PRICE,

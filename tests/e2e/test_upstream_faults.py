@@ -30,7 +30,14 @@ def fault_world(module_db: str) -> Iterator[World]:
     w = World(
         database_url=module_db,
         job_delay_s=0.5,
-        gateway_env={"X402R_UPSTREAM_TIMEOUT_S": "2", "X402R_FACILITATOR_TIMEOUT_S": "10"},
+        gateway_env={
+            "X402R_UPSTREAM_TIMEOUT_S": "2",
+            "X402R_FACILITATOR_TIMEOUT_S": "10",
+            # The operator carries every failed job here (the default refunds only what the
+            # upstream did not charge us): these tests are about serving or refunding.
+            "X402R_REFUND_POLICY": "full",
+            "X402R_REFUNDS_PER_PAYER_PER_DAY": "1000",
+        },
     ).start()
     try:
         yield w

@@ -36,7 +36,8 @@ def blind_world(module_db: str) -> Iterator[World]:
         database_url=module_db,
         job_delay_s=0.3,
         remote_facilitator=True,
-        gateway_env={"X402R_RPC_URL": ""},
+        # `full`: a failed job whose upstream charged us is refunded, so refunds can be tested.
+        gateway_env={"X402R_RPC_URL": "", "X402R_REFUND_POLICY": "full"},
     )
     try:
         yield w.start()
