@@ -36,7 +36,7 @@ def blind_world(module_db: str) -> Iterator[World]:
         database_url=module_db,
         job_delay_s=0.3,
         remote_facilitator=True,
-        gateway_env={"X402R_RPC_URL": ""},
+        gateway_env={"X402R_RPC_URL": "", "X402R_ALLOW_NO_RPC": "true"},
     )
     try:
         yield w.start()
