@@ -36,6 +36,7 @@ VIEW_COLUMNS = (
     Job.created_at,
     Job.finished_at,
     Job.last_polled_at,
+    Job.next_check_at,  # when a pending refund is tried next
 )
 _SELECT = select(*VIEW_COLUMNS).where(Job.id == bindparam("job_id"))
 _SELECT_PG = "SELECT " + ", ".join(c.key for c in VIEW_COLUMNS) + " FROM jobs WHERE id = $1"
