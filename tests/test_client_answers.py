@@ -15,32 +15,104 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.api import fastpath
+from app.api.deps import get_gateway
+from app.api.job_reads import JobReads
 from app.core.settings import Settings
 from app.jobs.models import Job
 from app.jobs.steps import MAX_SETTLE_ATTEMPTS
+from app.main import create_app
 from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, address, key_hex
 from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, balances, moved, sign_payment
 from tests.ledger_audit import audit
 
 
-def test_rpc_is_required_unless_explicitly_allowed(tmp_path: Path) -> None:
+def _settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
         "pay_to": address(OPERATOR),
         "hot_wallet_private_key": key_hex(HOT_WALLET),
         "facilitator_url": "http://127.0.0.1:9/",
+        "workers_enabled": False,
         "_env_file": None,
+        **overrides,
     }
+    return Settings(**values)
+
+
+def test_rpc_is_required_unless_explicitly_allowed(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="X402R_RPC_URL is required"):
-        Settings(**values)
-    assert Settings(**values, allow_no_rpc=True).rpc_url is None
-    assert Settings(**values, rpc_url="http://127.0.0.1:8545").allow_no_rpc is False
+        _settings(tmp_path)
+    assert _settings(tmp_path, allow_no_rpc=True).rpc_url is None
+    assert _settings(tmp_path, rpc_url="http://127.0.0.1:8545").allow_no_rpc is False
+
+
+def _refused() -> Exception:
+    return ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+
+
+@pytest.mark.parametrize(
+    ("where", "error"),
+    [
+        ("route", _refused),
+        ("route", lambda: asyncpg.CannotConnectNowError("the database system is starting up")),
+        ("dependency", lambda: asyncpg.ConnectionDoesNotExistError("connection was closed")),
+        ("fast path", _refused),
+    ],
+)
+async def test_database_errors_anywhere_answer_json_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, error: Any
+) -> None:
+    app = create_app(_settings(tmp_path, allow_no_rpc=True))
+
+    async def fail(*_: Any) -> Any:
+        raise error()
+
+    async def no_gateway() -> Any:
+        raise error()
+
+    class FailingReads:
+        def cached(self, _: str) -> None:
+            raise error()
+
+    if where == "route":
+        monkeypatch.setattr(JobReads, "read", fail)
+    elif where == "dependency":
+        app.dependency_overrides[get_gateway] = no_gateway
+    else:
+        monkeypatch.setattr(fastpath, "job_reads", lambda _: FailingReads())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+            response = await http.get("/v1/jobs/job_abcdefghijklmnop")
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["retry-after"] == "2"
+    assert response.json()["error"] == "database_unavailable"
+
+
+async def test_other_unexpected_errors_are_json_500(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(_settings(tmp_path, allow_no_rpc=True))
+
+    async def fail(*_: Any) -> Any:
+        raise FileNotFoundError(2, "No such file", "/nowhere")
+
+    monkeypatch.setattr(JobReads, "read", fail)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+            response = await http.get("/v1/jobs/job_abcdefghijklmnop")
+    assert response.status_code == 500, response.text
+    assert response.json()["error"] == "internal_error"
 
 
 @pytest.fixture(scope="module")
