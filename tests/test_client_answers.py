@@ -189,6 +189,8 @@ async def test_unresolved_settlement_is_never_asked_to_pay_again(world: World) -
         first = await http.post(url, json=body, headers=payment)
         assert first.status_code == 503, first.text
         job = await _job_by_nonce(world.database_url, _nonce_of(payment))
+        assert first.json()["error"] == "payment_outcome_unknown"
+        assert first.json()["details"]["jobId"] == job.id  # the client can follow its job
         # Time passes: the last settle attempt the gateway allows itself, still unanswered.
         await _make_due(world.database_url, job.id, settle_attempts=MAX_SETTLE_ATTEMPTS - 1)
 

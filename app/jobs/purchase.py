@@ -219,7 +219,7 @@ async def drive(gw: Gateway, job: Job, *, settle_counted: bool = False) -> Job:
             raise PaymentOutcomeUnknown(
                 "settlement outcome is unknown; retry with the SAME payment "
                 "(it will not be charged twice)",
-                details={"reason": result.reason},
+                details={"reason": result.reason, "jobId": job.id},
             )
         if result.outcome is SettleOutcome.REFUSED:
             raise PaymentRejected(result.reason, result.message)
@@ -245,6 +245,6 @@ async def _upstream_then_settle(gw: Gateway, job: Job) -> Job:
     if result.outcome is SettleOutcome.UNKNOWN:
         raise PaymentOutcomeUnknown(
             "settlement outcome is unknown; retry with the SAME payment",
-            details={"reason": result.reason},
+            details={"reason": result.reason, "jobId": job.id},
         )
     return job
