@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from app.core.db_errors import database_unreachable
+from app.core.db_errors import connection_broken, database_unreachable
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -78,6 +78,13 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> A
         url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=10, pool_recycle=1800
     )
     _ping_when_idle(engine, PING_AFTER_IDLE_S)
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _discard_broken(context: Any) -> None:
+        # SQLAlchemy would hand such a connection back to the pool, to fail again.
+        if connection_broken(context.original_exception):
+            context.is_disconnect = True
+
     return engine
 
 

@@ -12,10 +12,16 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 # asyncpg: the connection was refused, lost, or the server is shutting down / starting up.
-_ASYNCPG = (
+BROKEN_CONNECTION = (
     asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,  # includes "connection is closed", "pool is closing"
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    # A connection the server dropped mid-operation can be left in a protocol state no
+    # statement gets past ("cannot switch to state 12; another operation is in progress").
+    asyncpg.InternalClientError,
+)
+_ASYNCPG = (
+    *BROKEN_CONNECTION,
+    asyncpg.InterfaceError,  # includes "connection is closed", "pool is closing"
     asyncpg.exceptions.TooManyConnectionsError,
 )
 _SQLALCHEMY = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
@@ -39,6 +45,19 @@ def database_unreachable(exc: BaseException) -> bool:
             return True
         if isinstance(current, OSError) and current.errno is not None and not current.filename:
             return True  # a socket error (file errors name their file)
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return False
+
+
+def connection_broken(exc: BaseException) -> bool:
+    """True when the connection `exc` was raised on cannot be used again (to be discarded)."""
+    current: BaseException | None = exc
+    for _ in range(4):
+        if current is None:
+            return False
+        if isinstance(current, BROKEN_CONNECTION):
+            return True
         orig = getattr(current, "orig", None)
         current = orig if isinstance(orig, BaseException) else current.__cause__
     return False

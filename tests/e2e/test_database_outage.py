@@ -68,13 +68,15 @@ def _acceptable(response: httpx.Response) -> str | None:
 
 
 async def _read_loop(urls: list[str], stop: asyncio.Event, seen: list[Any]) -> None:
+    """Status reads (plain and long-polling) of `urls`, which grows as jobs are accepted."""
     async with httpx.AsyncClient(timeout=30) as http:
         while not stop.is_set():
-            for url in urls:
-                try:
-                    seen.append(await http.get(url))
-                except httpx.TransportError as exc:
-                    seen.append(exc)
+            for url in list(urls):
+                for params in ({}, {"wait": 1}):
+                    try:
+                        seen.append(await http.get(url, params=params))
+                    except httpx.TransportError as exc:
+                        seen.append(exc)
             await asyncio.sleep(0.1)
 
 
@@ -94,13 +96,18 @@ async def test_outage_answers_503_and_charged_clients_get_their_jobs(
     reads: list[Any] = []
     stop_reading = asyncio.Event()
 
+    read_urls = [first.json()["statusUrl"], unknown_job]
+
     async def paid(i: int) -> httpx.Response | Exception:
         await asyncio.sleep(0.4 * i)
         try:
             async with httpx.AsyncClient(timeout=60) as http:
-                return await http.post(url, json=bodies[i], headers=payments[i])
+                response = await http.post(url, json=bodies[i], headers=payments[i])
         except httpx.TransportError as exc:
             return exc
+        if response.status_code == 200:  # a job in progress: read it during the outage too
+            read_urls.append(response.json()["statusUrl"])
+        return response
 
     async def outage() -> None:
         await asyncio.sleep(0.3)
@@ -108,9 +115,7 @@ async def test_outage_answers_503_and_charged_clients_get_their_jobs(
         await asyncio.sleep(OUTAGE_S)
         await asyncio.to_thread(cluster.start)
 
-    reader = asyncio.create_task(
-        _read_loop([first.json()["statusUrl"], unknown_job], stop_reading, reads)
-    )
+    reader = asyncio.create_task(_read_loop(read_urls, stop_reading, reads))
     down = asyncio.create_task(outage())
     answers = await asyncio.gather(*(paid(i) for i in range(12)))
     await down
