@@ -24,6 +24,7 @@ def _settings(tmp_path: Path, **overrides: object) -> Settings:
         "pay_to": OPERATOR,
         "hot_wallet_private_key": HOT_KEY,
         "facilitator_url": "http://127.0.0.1:9/",
+        "allow_no_rpc": True,
         "workers_enabled": False,
         "_env_file": None,
     }

@@ -52,6 +52,7 @@ def base_env() -> dict[str, str]:
         "X402R_PAY_TO": settings.pay_to,
         "X402R_HOT_WALLET_PRIVATE_KEY": settings.hot_wallet_private_key.get_secret_value(),
         "X402R_FACILITATOR_URL": "http://127.0.0.1:9",
+        "X402R_ALLOW_NO_RPC": "true",
     }
 
 

@@ -45,6 +45,7 @@ def make_settings(**overrides: Any) -> Settings:
         "pay_to": address(OPERATOR),
         "hot_wallet_private_key": key_hex(HOT_WALLET),
         "facilitator_url": "http://127.0.0.1:9",
+        "allow_no_rpc": True,
         "upstream_url": "http://127.0.0.1:9/api/ai/generations/images/nano-banana-edit",
         **overrides,
     }

@@ -282,6 +282,7 @@ async def test_a_declared_length_over_the_cap_is_not_read(
 def _settings(**env: str) -> Settings:
     return Settings(
         database_url="sqlite:///:memory:",
+        allow_no_rpc=True,
         pay_to=address(OPERATOR),
         hot_wallet_private_key=key_hex(HOT_WALLET),
         facilitator_url="http://127.0.0.1:1",

@@ -20,12 +20,18 @@ from app.api.deps import GatewayDep
 from app.api.request_log import logged
 from app.api.schemas import AcceptedJob
 from app.context import Gateway
-from app.core.errors import InvalidRequest, PaymentOutcomeUnknown, UpstreamError
+from app.core.errors import AppError, InvalidRequest, PaymentOutcomeUnknown, UpstreamError
 from app.core.logs import get_logger
 from app.core.metrics import PAYMENTS_REJECTED
 from app.jobs.models import Job, JobState
 from app.jobs.purchase import purchase
-from app.jobs.views import accepted_view, job_view
+from app.jobs.views import (
+    accepted_view,
+    failure_sentence,
+    job_view,
+    money_outcome,
+    refund_details,
+)
 from app.payments.incoming import IncomingPayment, PaymentRejected, parse_payment
 from app.payments.offer import Offer, OfferTerms
 from app.payments.pricing import sale_price
@@ -38,6 +44,8 @@ log = get_logger(__name__)
 EDIT_PATH = "/v1/images/edit"
 UPSTREAM_PATH = "/api/ai/generations/images/nano-banana-edit"
 _PAYMENT_HEADERS = ("x-payment", "payment-signature")
+SETTLEMENT_UNRESOLVED = "settlement_unresolved"
+UNRESOLVED_RETRY_AFTER_S = 300
 _KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 # A 402 carries one moment's price; a paid answer, one client's receipt: caches keep neither.
 NO_STORE = {"Cache-Control": "no-store"}
@@ -103,6 +111,17 @@ def _answer(gw: Gateway, offer: Offer, job: Job, payment: IncomingPayment) -> Re
     # gets it (an idempotent retry with a new payment must not read it as its own).
     own = job.pay_nonce == payment.nonce and job.payer == payment.payer
     settled = _settlement_headers(gw, job) if own else {}
+    if job.error_code == SETTLEMENT_UNRESOLVED and job.settle_tx is None:
+        # The payment may well have moved: asking for another one could charge twice.
+        raise AppError(
+            "your payment's settlement could not be confirmed; it is under review by the "
+            "operator, who will complete or refund it. Do not pay again: come back later "
+            "with the same payment, or follow the job's status",
+            code=SETTLEMENT_UNRESOLVED,
+            status_code=503,
+            details={"jobId": job.id, "statusUrl": job_view(job, base)["statusUrl"]},
+            headers={"Retry-After": str(UNRESOLVED_RETRY_AFTER_S)},
+        )
     if job.state == JobState.PAYMENT_FAILED.value or (
         job.state == JobState.NEEDS_ATTENTION.value and job.settle_tx is None
     ):
@@ -119,9 +138,14 @@ def _answer(gw: Gateway, offer: Offer, job: Job, payment: IncomingPayment) -> Re
     ):
         view = job_view(job, base)
         raise UpstreamError(
-            f"the upstream could not serve this paid request: {job.error_message}",
+            f"{failure_sentence(job)}; {money_outcome(job)}",
             code=job.error_code or "upstream_error",
-            details={"jobId": job.id, "statusUrl": view["statusUrl"], "refund": view.get("refund")},
+            details={
+                "jobId": job.id,
+                "statusUrl": view["statusUrl"],
+                "reason": job.error_message,
+                "refund": refund_details(job),
+            },
             headers={**settled, **NO_STORE},
         )
     return JSONResponse(accepted_view(job, base), headers={**settled, **NO_STORE})
@@ -201,7 +225,11 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"description": "Idempotency key or payment reused for a different request"},
     422: {"description": "Invalid body; nothing charged"},
     502: {"description": "Upstream failed after payment; see refund"},
-    503: {"description": "Retry with the same payment, or selling is paused"},
+    503: {
+        "description": "Retry with the same payment after Retry-After (database_unavailable, "
+        "payment_in_progress, payment_outcome_unknown, settlement_unresolved: never pay "
+        "again), or selling is paused"
+    },
 }
 
 

@@ -16,6 +16,7 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core.db_errors import connection_broken
 from app.jobs.models import Job
 
 # Only what `job_view` shows (and when it was last polled): payloads stay in the database.
@@ -37,6 +38,7 @@ VIEW_COLUMNS = (
     Job.created_at,
     Job.finished_at,
     Job.last_polled_at,
+    Job.next_check_at,  # when a pending refund is tried next
 )
 _SELECT = select(*VIEW_COLUMNS).where(Job.id == bindparam("job_id"))
 _SELECT_PG = "SELECT " + ", ".join(c.key for c in VIEW_COLUMNS) + " FROM jobs WHERE id = $1"
@@ -68,7 +70,13 @@ class JobRows:
                 row = (await conn.execute(_SELECT, {"job_id": job_id})).first()
             return None if row is None else dict(row._mapping)
         pool = self._pool or await self._open()
-        record = await pool.fetchrow(_SELECT_PG, job_id)
+        async with pool.acquire() as conn:
+            try:
+                record = await conn.fetchrow(_SELECT_PG, job_id)
+            except Exception as exc:
+                if connection_broken(exc):
+                    conn.terminate()  # the pool opens a fresh one in its place
+                raise
         return None if record is None else dict(record)
 
     async def _open(self) -> Any:

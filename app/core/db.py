@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import MetaData, event
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -17,6 +17,9 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
+
+from app.core.db_errors import connection_broken, database_unreachable
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -75,6 +78,13 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> A
         url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=10, pool_recycle=1800
     )
     _ping_when_idle(engine, PING_AFTER_IDLE_S)
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _discard_broken(context: Any) -> None:
+        # SQLAlchemy would hand such a connection back to the pool, to fail again.
+        if connection_broken(context.original_exception):
+            context.is_disconnect = True
+
     return engine
 
 
@@ -135,20 +145,25 @@ async def write_retrying(
     engine: AsyncEngine,
     work: Callable[[AsyncConnection], Awaitable[T]],
     *,
-    attempts: int = 3,
+    for_s: float = 30.0,
 ) -> T:
-    """`work` in one transaction, run again on a fresh connection when the connection it had
-    turned out dead (a database restart: the pool then drops every connection it holds).
+    """`work` in one transaction, run again on a fresh connection while the database cannot
+    be reached (a dead pooled connection, a refused connect, a server starting up), with
+    backoff, for up to `for_s` seconds.
 
     For writes that record what already happened outside and cannot be asked for again.
     `work` must be safe to repeat: a compare-and-set that finds its change already made
-    (the COMMIT landed but its answer was lost) changes nothing the second time.
+    (the COMMIT landed but its answer was lost) changes nothing the second time. Any other
+    error is raised at once.
     """
-    for attempt in range(1, attempts + 1):
-        try:
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(database_unreachable),
+        stop=stop_after_delay(for_s),
+        wait=wait_exponential(multiplier=0.1, max=2.0),
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
             async with core_transaction(engine) as conn:
                 return await work(conn)
-        except DBAPIError as exc:
-            if not exc.connection_invalidated or attempt == attempts:
-                raise
-    raise AssertionError("unreachable")
+    raise AssertionError("unreachable")  # reraise=True: the last error is raised above

@@ -21,6 +21,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.core.db_errors import UNREACHABLE_TYPES, database_unreachable
+
 
 class AppError(Exception):
     """Base of every error we answer deliberately."""
@@ -110,6 +112,20 @@ _FRAMEWORK_CODES = {
 }
 
 
+def database_unavailable() -> JSONResponse:
+    """503 while the database cannot be reached (a restart, an outage)."""
+    # Every step is persisted before the next outside call, so a retry with the same
+    # payment resumes where this one stopped; it can never be charged twice.
+    return JSONResponse(
+        {
+            "error": "database_unavailable",
+            "message": "the database is unavailable; retry with the same payment",
+        },
+        status_code=503,
+        headers={"Retry-After": "2"},
+    )
+
+
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     details = []
     for err in exc.errors():
@@ -148,18 +164,23 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def database_error(_: Request, exc: Exception) -> JSONResponse:
-        # Every step is persisted before the next outside call, so a retry with the same
-        # payment resumes where this one stopped; it can never be charged twice.
+        if not isinstance(exc, SQLAlchemyError) and not database_unreachable(exc):
+            raise exc  # some other OSError: a plain 500 (see `unexpected_error`)
+        return database_unavailable()
+
+    async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+        # Whatever escaped everything else, the pure-ASGI fast paths and middleware included.
+        if database_unreachable(exc):
+            return database_unavailable()
         return JSONResponse(
-            {
-                "error": "database_unavailable",
-                "message": "the database is unavailable; retry with the same payment",
-            },
-            status_code=503,
-            headers={"Retry-After": "2"},
+            {"error": "internal_error", "message": "internal error; retry with the same payment"},
+            status_code=500,
         )
 
     app.add_exception_handler(AppError, app_error)
     app.add_exception_handler(SQLAlchemyError, database_error)
+    for kind in UNREACHABLE_TYPES:
+        app.add_exception_handler(kind, database_error)
+    app.add_exception_handler(Exception, unexpected_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, framework_error)

@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     facilitator_auth_header: SecretStr | None = None
     facilitator_private_key: SecretStr | None = None
     rpc_url: AnyHttpUrl | None = None
+    allow_no_rpc: bool = Field(
+        False,
+        description="Run without X402R_RPC_URL (sandbox and tests only): a settlement whose "
+        "answer is lost can then never be resolved",
+    )
     facilitator_timeout_s: float = Field(20.0, gt=0)
 
     # The upstream and the wallet that pays it.
@@ -212,6 +217,12 @@ class Settings(BaseSettings):
             )
         if embedded and self.rpc_url is None:
             raise ValueError("X402R_RPC_URL is required with X402R_FACILITATOR_PRIVATE_KEY")
+        if self.rpc_url is None and not self.allow_no_rpc:
+            # Without a chain to ask, a payment settled but unanswered stays unknown for good.
+            raise ValueError(
+                "X402R_RPC_URL is required: it tells whether a payment whose settlement "
+                "answer was lost went through (set X402R_ALLOW_NO_RPC=true only in a sandbox)"
+            )
         if self.upstream_price_atomic > self.max_upstream_price_atomic:
             raise ValueError("X402R_UPSTREAM_PRICE_ATOMIC exceeds X402R_MAX_UPSTREAM_PRICE_ATOMIC")
         return self

@@ -6,7 +6,6 @@ any point leaves a row the recovery worker can resume (see app.jobs.recovery).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import secrets
@@ -25,6 +24,7 @@ from app.jobs.models import ANSWERED_STATES, Job, JobState
 from app.jobs.purchase_errors import guarded
 from app.jobs.repository import JOB_ID_BY_PAYMENT, JobRepository, load_job, utcnow
 from app.jobs.steps import buy_upstream, settle_client_payment, submit_upstream
+from app.jobs.waiting import answer_soon, wait_until_answered
 from app.payments.facilitator import FacilitatorUnavailable, SettleOutcome, verify_payment
 from app.payments.incoming import IncomingPayment, PaymentRejected
 from app.upstream.errors import UpstreamError, UpstreamPriceAbovePaid, UpstreamPriceTooHigh
@@ -61,29 +61,11 @@ async def _existing(gw: Gateway, job: Job, fp: str) -> Job:
             claimed = await JobRepository(session).try_lease(job.id, _request_lease(gw))
         if claimed:  # nobody is working on it (e.g. an unknown settlement): resume it here
             return await drive(gw, await load_job(gw.sessions, job.id))
-    return await wait_until_answered(gw, job.id)
+    return await answer_soon(gw, job.id)
 
 
 def _request_lease(gw: Gateway) -> float:
     return gw.settings.facilitator_timeout_s + gw.settings.upstream_timeout_s + 5
-
-
-async def wait_until_answered(gw: Gateway, job_id: str) -> Job:
-    """Wait while another request (or replica) is still processing this job."""
-    s = gw.settings
-    deadline = asyncio.get_running_loop().time() + s.facilitator_timeout_s + s.upstream_timeout_s
-    delay = 0.05
-    while True:
-        async with gw.sessions() as session:
-            job = await JobRepository(session).get(job_id)
-        assert job is not None
-        # error_code on an unfinished job: its last attempt failed and a retry is scheduled.
-        if job.state in ANSWERED_STATES or job.error_code is not None:
-            return job
-        if asyncio.get_running_loop().time() > deadline:
-            return job
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.5)
 
 
 async def _spend_gate(gw: Gateway, body: dict[str, object], spent: int, paid: int) -> int:
@@ -244,7 +226,7 @@ async def drive(gw: Gateway, job: Job, *, settle_counted: bool = False) -> Job:
             raise PaymentOutcomeUnknown(
                 "settlement outcome is unknown; retry with the SAME payment "
                 "(it will not be charged twice)",
-                details={"reason": result.reason},
+                details={"reason": result.reason, "jobId": job.id},
             )
         if result.outcome is SettleOutcome.REFUSED:
             raise PaymentRejected(result.reason, result.message)
@@ -271,6 +253,6 @@ async def _upstream_then_settle(gw: Gateway, job: Job) -> Job:
     if result.outcome is SettleOutcome.UNKNOWN:
         raise PaymentOutcomeUnknown(
             "settlement outcome is unknown; retry with the SAME payment",
-            details={"reason": result.reason},
+            details={"reason": result.reason, "jobId": job.id},
         )
     return job

@@ -373,8 +373,10 @@ async def submit_upstream(gw: Gateway, job: Job, *, attempt_counted: bool = Fals
         return written
 
     # The upstream's answer cannot be asked for again (a resent payment is refused as used):
-    # a connection found dead when writing it must not lose it.
-    written = await write_retrying(gw.engine, record_answer)
+    # a database unreachable when writing it must not lose it. Retried for the lease: after
+    # it, the worker may take the job over (and find its resent payment refused as used).
+    lease = gw.settings.upstream_timeout_s + 5
+    written = await write_retrying(gw.engine, record_answer, for_s=lease)
     if written is not None and not gw.upstream.statuses.origin_allowed(str(accepted.status_url)):
         # Paid for, but its status lives where we do not go: recorded, never read, failed.
         message = "the upstream's status URL is not on an allowed origin; it is never read"

@@ -59,21 +59,72 @@ def job_view(job: Job, base_url: str) -> dict[str, Any]:
         "network": network_for_version(job.pay_network, job.x402_version),
         "transaction": job.settle_tx,
     }
-    if job.refund_amount is not None:
-        out["refund"] = {
-            "amount": str(job.refund_amount),
-            "transaction": job.refund_tx,
-            "status": "refunded" if job.refund_tx else "pending",
-        }
+    refund = refund_view(job)
+    if refund is not None:
+        out["refund"] = refund
     out["createdAt"] = rfc3339(job.created_at)
     out["finishedAt"] = rfc3339(job.finished_at)
     return out
 
 
 def rfc3339(moment: datetime | None) -> str | None:
-    """RFC 3339 in UTC with its offset (SQLite hands timestamps back without one)."""
+    """RFC 3339 in UTC, `Z`-suffixed (SQLite hands timestamps back without an offset)."""
     if moment is None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def refund_view(job: Job) -> dict[str, Any] | None:
+    """Where the client's refund stands: refunded (with its tx), pending (and when it is
+    tried next), or under review by the operator; None when no refund is owed."""
+    if job.refund_amount is None:
+        return None
+    out: dict[str, Any] = {"amount": str(job.refund_amount), "transaction": job.refund_tx}
+    if job.refund_tx:
+        out["status"] = "refunded"
+    elif job.state == JobState.NEEDS_ATTENTION.value:
+        out["status"] = "under_review"  # nothing more happens on its own
+    else:
+        out["status"] = "pending"
+        if job.state == JobState.REFUNDING.value and job.next_check_at is not None:
+            out["nextAttemptAt"] = rfc3339(job.next_check_at)
+    return out
+
+
+def money_outcome(job: Job) -> str:
+    """One sentence on what happened to the client's payment of a job that failed."""
+    paid = f"your payment of {format_usdc(job.pay_amount)} USDC"
+    if job.settle_tx is None:
+        return f"{paid} was not charged"
+    refund = refund_view(job)
+    if refund is None and job.state == JobState.NEEDS_ATTENTION.value:
+        return f"{paid} was charged; whether it is refunded is under review by the operator"
+    if refund is None:
+        return f"{paid} was charged and is not refunded (the operator's refund policy)"
+    if refund["status"] == "refunded":
+        return f"{paid} was refunded in {job.refund_tx}"
+    if refund["status"] == "pending":
+        when = refund.get("nextAttemptAt")
+        return f"{paid} is being refunded" + (f" (next attempt at {when})" if when else "")
+    return f"{paid} is to be refunded; the refund is under review by the operator"
+
+
+def refund_details(job: Job) -> dict[str, Any] | None:
+    """The refund in an error answer: {status, amount, tx} (and nextAttemptAt when pending)."""
+    refund = refund_view(job)
+    if refund is None:
+        return None
+    out = {"status": refund["status"], "amount": refund["amount"], "tx": job.refund_tx}
+    if "nextAttemptAt" in refund:
+        out["nextAttemptAt"] = refund["nextAttemptAt"]
+    return out
+
+
+def failure_sentence(job: Job) -> str:
+    """What went wrong, worded so that it is not mistaken for the client's payment failing."""
+    if job.error_code == "upstream_payment_refused":
+        reason = (job.error_message or "").removeprefix("upstream refused payment: ")
+        return f"the upstream refused our payment to it ({reason}), so it did not run this request"
+    return f"the upstream could not serve this paid request: {job.error_message}"

@@ -37,7 +37,11 @@ def blind_world(module_db: str) -> Iterator[World]:
         job_delay_s=0.3,
         remote_facilitator=True,
         # `full`: a failed job whose upstream charged us is refunded, so refunds can be tested.
-        gateway_env={"X402R_RPC_URL": "", "X402R_REFUND_POLICY": "full"},
+        gateway_env={
+            "X402R_RPC_URL": "",
+            "X402R_ALLOW_NO_RPC": "true",
+            "X402R_REFUND_POLICY": "full",
+        },
     )
     try:
         yield w.start()
