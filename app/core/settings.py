@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     facilitator_private_key: SecretStr | None = None
     rpc_url: AnyHttpUrl | None = None
     facilitator_timeout_s: float = Field(20.0, gt=0)
+    rpc_log_range_blocks: int = Field(
+        2_000, ge=1, le=100_000, description="Most blocks per eth_getLogs the RPC accepts"
+    )
 
     # The upstream and the wallet that pays it.
     upstream_url: AnyHttpUrl = AnyHttpUrl(DOPAMINT_EDIT_URL)

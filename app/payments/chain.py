@@ -146,7 +146,8 @@ class ChainReader:
             except Web3RPCError:
                 if size == 1:
                     raise
-                size //= 2  # the provider's range limit is below ours
+                size //= 2  # the provider's range limit is below ours: remember it
+                self._range = min(self._range, size)
                 continue
             if logs:
                 return logs
