@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from pydantic import ValidationError
 
+from app.core.logs import configure_logging
 from app.core.settings import Settings
 
 
@@ -35,12 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    # Per-request client logs would print upstream and RPC URLs (which may embed API keys).
-    for noisy in ("httpx", "httpcore", "web3", "alembic.runtime.plugins"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(settings)
     if args.command == "migrate":
         from app.core.migrate import upgrade_to_head
 
