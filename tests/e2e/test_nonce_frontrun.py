@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -20,8 +20,10 @@ from web3 import Web3
 from x402.http import decode_payment_signature_header
 
 from sandbox.chain import BLOCK_TIME_SECONDS, CHAIN_ID, USDC_ADDRESS, load_artifact, rpc_call
+from sandbox.facilitator_server import FAKE_TX
 from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, address, key_hex
-from tests.helpers import EDIT_BODY, balances, db_rows, moved, sign_payment
+from tests.helpers import EDIT_BODY, PRICE, balances, db_rows, moved, sign_payment
+from tests.ledger_audit import audit
 
 TRANSFER_TYPES = {
     "TransferWithAuthorization": [
@@ -177,3 +179,73 @@ async def _job_rows(world: World, payer: str) -> tuple[Any, list[Any]]:
     finally:
         await engine.dispose()
     return await db_rows(world.database_url, job_id)
+
+
+@pytest.fixture(scope="module")
+def lying_world(new_database: Callable[[], str]) -> Iterator[World]:
+    """A gateway that uses the standalone (remote) facilitator, whose answers can lie."""
+    w = World(
+        database_url=new_database(),
+        job_delay_s=0.5,
+        remote_facilitator=True,
+        gateway_env={"X402R_FACILITATOR_TIMEOUT_S": "10"},
+    ).start()
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+@pytest.fixture
+def remote(lying_world: World) -> Iterator[World]:
+    """The remote-facilitator world, honest again after each test."""
+    lying_world.reset_facilitator()
+    try:
+        yield lying_world
+    finally:
+        lying_world.reset_facilitator()
+
+
+async def test_facilitator_success_with_a_made_up_transaction_is_not_a_charge(
+    remote: World,
+) -> None:
+    """The facilitator says "settled" but nothing moved: no charge, no job served; the same
+    payment, retried once the facilitator is honest, is charged once for real."""
+    url = remote.gateway_url() + "/v1/images/edit"
+    payment = await sign_payment(url, key_hex(PAYER))
+    before = balances(remote)
+    remote.set_facilitator_faults({"settle_fake_success": {"times": 1}})
+    async with httpx.AsyncClient(timeout=60) as http:
+        lied = await http.post(url, json=EDIT_BODY, headers=payment)
+        assert lied.status_code == 503, lied.text
+        assert lied.json()["error"] == "payment_outcome_unknown"
+        assert moved(remote, before) == {}
+        job, ledger = await _job_rows(remote, address(PAYER))
+        assert job.settle_tx is None
+        assert ledger == []
+        await asyncio.sleep(float(lied.headers["Retry-After"]))
+        served = await http.post(url, json=EDIT_BODY, headers=payment)
+    assert served.status_code == 200, served.text
+    job, ledger = await _job_rows(remote, address(PAYER))
+    assert job.settle_tx != FAKE_TX
+    assert [(row.kind, row.amount, row.tx_hash) for row in ledger][:1] == [
+        ("charge", PRICE, job.settle_tx)
+    ]
+    await audit(remote.database_url, remote.rpc_url, [job.id])  # every row is a real transfer
+
+
+async def test_facilitator_naming_another_transaction_is_checked_on_chain(remote: World) -> None:
+    """The facilitator settles but names a transaction that is not ours: the gateway records
+    the transfer the chain shows, never the claimed one."""
+    remote.set_facilitator_faults({"settle_wrong_tx": {"times": 1}})
+    url = remote.gateway_url() + "/v1/images/edit"
+    payment = await sign_payment(url, key_hex(PAYER))
+    async with httpx.AsyncClient(timeout=60) as http:
+        response = await http.post(url, json=EDIT_BODY, headers=payment)
+    assert response.status_code == 200, response.text
+    job, ledger = await _job_rows(remote, address(PAYER))
+    assert job.settle_tx is not None
+    assert job.settle_tx != FAKE_TX
+    assert ledger[0].kind == "charge"
+    assert ledger[0].tx_hash == job.settle_tx
+    await audit(remote.database_url, remote.rpc_url, [job.id])
