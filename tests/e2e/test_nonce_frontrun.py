@@ -22,7 +22,15 @@ from x402.http import decode_payment_signature_header
 from sandbox.chain import BLOCK_TIME_SECONDS, CHAIN_ID, USDC_ADDRESS, load_artifact, rpc_call
 from sandbox.facilitator_server import FAKE_TX
 from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, address, key_hex
-from tests.helpers import EDIT_BODY, PRICE, balances, db_rows, moved, sign_payment
+from tests.helpers import (
+    EDIT_BODY,
+    PRICE,
+    UPSTREAM_PRICE,
+    balances,
+    db_rows,
+    moved,
+    sign_payment,
+)
 from tests.ledger_audit import audit
 
 TRANSFER_TYPES = {
@@ -249,3 +257,50 @@ async def test_facilitator_naming_another_transaction_is_checked_on_chain(remote
     assert ledger[0].kind == "charge"
     assert ledger[0].tx_hash == job.settle_tx
     await audit(remote.database_url, remote.rpc_url, [job.id])
+
+
+async def test_refund_claimed_by_the_facilitator_counts_only_once_on_chain(remote: World) -> None:
+    """The upstream fails the job; the facilitator claims the refund settled but moved
+    nothing: the job stays refunding with no refund recorded, until the same authorization
+    really pays the client back."""
+    url = remote.gateway_url() + "/v1/images/edit"
+    remote.set_faults({"job_fails": True})
+    try:
+        payment = await sign_payment(url, key_hex(PAYER))
+        before = balances(remote)
+        async with httpx.AsyncClient(timeout=60) as http:
+            response = await http.post(url, json=EDIT_BODY, headers=payment)
+            assert response.status_code == 200, response.text
+            # Client and upstream are settled; the next settlement is the refund's.
+            remote.set_facilitator_faults({"settle_fake_success": {"times": 1}})
+            job_url = f"{remote.gateway_url()}/v1/jobs/{response.json()['jobId']}"
+            for _ in range(20):
+                job = (await http.get(job_url, params={"wait": 1})).json()
+                if job["state"] != "submitted":
+                    break
+            assert job["state"] == "refunding", job
+            row, ledger = await _job_rows(remote, address(PAYER))
+            assert row.refund_tx is None
+            assert [entry.kind for entry in ledger] == ["charge", "upstream"]
+            assert moved(remote, before) == {
+                PAYER: -PRICE,
+                OPERATOR: PRICE,
+                HOT_WALLET: -UPSTREAM_PRICE,
+                UPSTREAM_PAYEE: UPSTREAM_PRICE,
+            }
+            for _ in range(60):  # the refund is retried after 30 s
+                job = (await http.get(job_url, params={"wait": 5})).json()
+                if job["state"] != "refunding":
+                    break
+    finally:
+        remote.reset_upstream()
+    assert job["state"] == "refunded", job
+    row, ledger = await _job_rows(remote, address(PAYER))
+    assert row.refund_tx not in (None, FAKE_TX)
+    assert [(entry.kind, entry.tx_hash) for entry in ledger][2:] == [("refund", row.refund_tx)]
+    assert moved(remote, before) == {  # the payer got its money back, once
+        OPERATOR: PRICE,
+        HOT_WALLET: -UPSTREAM_PRICE - PRICE,
+        UPSTREAM_PAYEE: UPSTREAM_PRICE,
+    }
+    await audit(remote.database_url, remote.rpc_url, [row.id])
