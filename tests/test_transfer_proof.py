@@ -21,6 +21,7 @@ import pytest
 from eth_abi.abi import encode
 from eth_account.messages import encode_typed_data
 from eth_utils.crypto import keccak
+from web3.exceptions import TransactionNotFound
 
 from app.payments.chain import ChainReader, Transfer, Window
 from sandbox.chain import (
@@ -213,7 +214,8 @@ async def test_nonce_spent_on_another_transfer_is_used_but_not_paid(
         assert await reader.pays(tx, Transfer(OWNER.address, OWNER.address, 1))
         assert not await reader.pays(tx, Transfer(OWNER.address, OWNER.address, 2))
         assert not await reader.pays(tx, Transfer(PAYEE, OWNER.address, 1))
-        assert not await reader.pays("0x" + "ab" * 32, ours)  # no such transaction
+        with pytest.raises(TransactionNotFound):  # no receipt is "unknown", never "not paid"
+            await reader.pays("0x" + "ab" * 32, ours)
         unused = await reader.authorization_outcome(OWNER.address, "0x" + "11" * 32, window, ours)
         assert not unused.used
     finally:

@@ -17,7 +17,7 @@ from typing import Any
 
 from eth_utils.crypto import keccak
 from web3 import AsyncHTTPProvider, AsyncWeb3
-from web3.exceptions import TransactionNotFound, Web3RPCError
+from web3.exceptions import Web3RPCError
 from x402.mechanisms.evm.exact.eip3009_utils import verify_eip3009_transfer_event
 
 _AUTH_STATE_ABI = [
@@ -91,11 +91,12 @@ class ChainReader:
         return bool(await fn.call())
 
     async def pays(self, tx: str, expected: Transfer) -> bool:
-        """True when `tx` succeeded and logged our token's Transfer exactly as expected."""
-        try:
-            receipt = await self._w3.eth.get_transaction_receipt(tx)  # type: ignore[arg-type]
-        except TransactionNotFound:
-            return False
+        """True when `tx` succeeded and logged our token's Transfer exactly as expected.
+
+        Raises (`TransactionNotFound`) when the node has no receipt for it: that is not a "no"
+        (the node may lag behind the one that mined it), and callers treat it as unknown.
+        """
+        receipt = await self._w3.eth.get_transaction_receipt(tx)  # type: ignore[arg-type]
         if int(receipt.get("status", 0)) != 1:
             return False
         return verify_eip3009_transfer_event(
