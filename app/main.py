@@ -62,7 +62,11 @@ def build_gateway(settings: Settings) -> Gateway:
         upstream=None,  # type: ignore[arg-type]  # needs the wallet below
         http=http,
         facilitator_http=facilitator_http,
-        chain=ChainReader(str(settings.rpc_url), settings.asset) if settings.rpc_url else None,
+        chain=ChainReader(
+            str(settings.rpc_url), settings.asset, log_range_blocks=settings.rpc_log_range_blocks
+        )
+        if settings.rpc_url
+        else None,
     )
     gw.upstream = UpstreamClient(
         str(settings.upstream_url),

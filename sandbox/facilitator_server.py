@@ -101,6 +101,20 @@ async def parse_facilitator_request(request: Request) -> tuple[AnyPayload, AnyRe
     return payload, requirements
 
 
+FAKE_TX = "0x" + "ee" * 32  # what a lying facilitator claims to have settled
+
+
+def _claimed(payload: AnyPayload, requirements: AnyRequirements, tx: str) -> SettleResponse:
+    """A success answer naming `tx`, whatever happened."""
+    authorization = payload.payload.get("authorization", {})
+    return SettleResponse(
+        success=True,
+        transaction=tx,
+        network=str(requirements.network),
+        payer=str(authorization.get("from", "")),
+    )
+
+
 def create_facilitator_app(facilitator: AsyncFacilitator | x402FacilitatorSync) -> FastAPI:
     """The facilitator HTTP service over ``facilitator`` (a sync SDK facilitator is wrapped)."""
     service: AsyncFacilitator = (
@@ -125,6 +139,9 @@ def create_facilitator_app(facilitator: AsyncFacilitator | x402FacilitatorSync) 
             return _error(500, "injected_fault", f"{operation} failed (injected, nothing done)")
         if operation == "verify" and (stall := faults.take("verify_timeout")):
             await asyncio.sleep(float(stall.value))
+        if operation == "settle" and faults.take("settle_fake_success"):
+            # A lying facilitator: success, a made-up transaction, nothing moved.
+            return JSONResponse(_wire(_claimed(payload, requirements, FAKE_TX)))
         try:
             result = await call(payload, requirements)
         except Exception as exc:
@@ -139,6 +156,8 @@ def create_facilitator_app(facilitator: AsyncFacilitator | x402FacilitatorSync) 
                 return _error(500, "injected_fault", "settle answer lost (injected)")
             if faults.take("settle_garbage"):
                 return Response(b"<html>bad gateway", media_type="text/html")
+            if faults.take("settle_wrong_tx"):  # moved the money, names another transaction
+                return JSONResponse(_wire(_claimed(payload, requirements, FAKE_TX)))
         return JSONResponse(_wire(result))
 
     @app.api_route("/_faults", methods=["GET", "POST"])

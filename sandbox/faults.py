@@ -16,7 +16,8 @@ UPSTREAM_FAULTS = frozenset(
     " status_redirect status_processing offer_options offer_timeout_s".split()
 )
 FACILITATOR_FAULTS = frozenset(
-    "verify_5xx verify_timeout settle_5xx settle_lost settle_timeout settle_garbage".split()
+    "verify_5xx verify_timeout settle_5xx settle_lost settle_timeout settle_garbage"
+    " settle_fake_success settle_wrong_tx".split()
 )
 _SECONDS = frozenset({"submit_timeout", "verify_timeout", "settle_timeout"})
 

@@ -122,7 +122,13 @@ def blind_world(module_db: str) -> Iterator[World]:
         database_url=module_db,
         job_delay_s=0.3,
         remote_facilitator=True,
-        gateway_env={"X402R_RPC_URL": "", "X402R_ALLOW_NO_RPC": "true"},
+        # `full`: without a chain the upstream charge is unknowable, and the refund answers are
+        # what these tests read.
+        gateway_env={
+            "X402R_RPC_URL": "",
+            "X402R_ALLOW_NO_RPC": "true",
+            "X402R_REFUND_POLICY": "full",
+        },
     )
     try:
         yield w.start()

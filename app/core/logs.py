@@ -2,8 +2,11 @@
 
 Every record goes through the standard library (ours, uvicorn's, SQLAlchemy's) and is
 rendered by structlog, so `json` gives one JSON object per line with the same fields.
-Loggers of the libraries we drive are capped: at DEBUG they would print SQL parameters (signed
-authorizations), request URLs (an RPC URL may carry a provider key) and headers.
+Two layers keep secrets out, whatever the level. Libraries that log what passes through them
+(SQL parameters holding signed authorizations, request lines holding the RPC URL's provider
+key, typed data being signed) are held at WARNING. And every rendered line is scrubbed of
+the configured secrets (keys, tokens, the secret parts of URLs), for what a library or an
+exception message may still carry.
 """
 
 from __future__ import annotations
@@ -11,26 +14,82 @@ from __future__ import annotations
 import logging
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 
 from app.core.settings import Settings
 
-# Libraries whose DEBUG/INFO output can carry secrets or replayable payment data.
-CAPPED_LOGGERS = {
-    "aiosqlite": logging.INFO,  # DEBUG logs every statement with its parameters
-    "sqlalchemy.engine": logging.WARNING,  # INFO logs statements, DEBUG their rows
-    "sqlalchemy.pool": logging.WARNING,
-    "asyncpg": logging.WARNING,
-    "httpx": logging.WARNING,  # INFO logs every request URL
-    "httpcore": logging.WARNING,
-    "aiohttp": logging.WARNING,
-    "urllib3": logging.WARNING,  # DEBUG logs the RPC URL
-    "web3": logging.WARNING,  # DEBUG logs RPC requests and the provider URL
-    "websockets": logging.WARNING,
-    "alembic.runtime.plugins": logging.WARNING,
-    "x402": logging.INFO,
-}
+# Loggers that print request lines, SQL parameters or signing payloads at DEBUG or INFO.
+QUIET = (
+    "aiosqlite",  # every statement with its parameters: signed payments, refunds
+    "asyncpg",
+    "sqlalchemy",
+    "httpx",  # request lines: upstream and RPC URLs
+    "httpcore",
+    "aiohttp",
+    "urllib3",  # the embedded facilitator's RPC requests, path included
+    "requests",
+    "web3",  # RPC requests and responses
+    "websockets",
+    "x402",  # typed data being signed or verified
+    "alembic.runtime.plugins",
+)
+MIN_SECRET_LEN = 8  # shorter strings are not secrets worth scrubbing (and would match often)
+KEY_LIKE_LEN = 16
+REDACTED = "[redacted]"
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of a URL that may carry a provider key: userinfo, path, query values."""
+    parts = urlsplit(url)
+    found = [url, parts.password or "", parts.query]
+    if parts.path.rstrip("/"):
+        found.append(parts.path + ("?" + parts.query if parts.query else ""))
+    # A key-like path segment (providers put keys in paths) is scrubbed wherever it shows up;
+    # shorter ones are words ("v2", "facilitator") that would mangle unrelated lines.
+    found += [segment for segment in parts.path.split("/") if len(segment) >= KEY_LIKE_LEN]
+    found += [kv.partition("=")[2] for kv in parts.query.split("&")]
+    return found
+
+
+def settings_secrets(settings: Settings) -> list[str]:
+    """Every configured value that must never be written to a log."""
+    found: list[str] = []
+    for secret in (
+        settings.hot_wallet_private_key,
+        settings.facilitator_private_key,
+        settings.admin_token,
+        settings.facilitator_auth_header,
+    ):
+        if secret is not None:
+            value = secret.get_secret_value()
+            # A header line "Name: Bearer token" also shows up as its value and its token.
+            value_part = value.partition(":")[2].strip()
+            found += [value, value.removeprefix("0x"), value_part, *value_part.split()[-1:]]
+    for url in (settings.rpc_url, settings.facilitator_url):
+        if url is not None:
+            found += url_secrets(str(url))
+    found.append(settings.database_url)
+    found.append(urlsplit(settings.database_url).password or "")
+    # Longest first, so a secret is replaced whole before any part of it.
+    unique = {s for s in found if len(s) >= MIN_SECRET_LEN}
+    return sorted(unique, key=len, reverse=True)
+
+
+class ScrubbingFormatter(structlog.stdlib.ProcessorFormatter):
+    """Renders a record, then replaces every known secret in the finished line."""
+
+    def __init__(self, secrets: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        for secret in self._secrets:
+            if secret in line:
+                line = line.replace(secret, REDACTED)
+        return line
 
 
 def _renderer(json_lines: bool) -> Any:
@@ -47,7 +106,8 @@ def configure_logging(settings: Settings) -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    formatter = structlog.stdlib.ProcessorFormatter(
+    formatter = ScrubbingFormatter(
+        settings_secrets(settings),
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
@@ -60,8 +120,8 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
-    for name, level in CAPPED_LOGGERS.items():
-        logging.getLogger(name).setLevel(max(level, root.level))
+    for name in QUIET:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

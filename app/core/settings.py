@@ -113,6 +113,9 @@ class Settings(BaseSettings):
         "answer is lost can then never be resolved",
     )
     facilitator_timeout_s: float = Field(20.0, gt=0)
+    rpc_log_range_blocks: int = Field(
+        2_000, ge=1, le=100_000, description="Most blocks per eth_getLogs the RPC accepts"
+    )
 
     # The upstream and the wallet that pays it.
     upstream_url: AnyHttpUrl = AnyHttpUrl(DOPAMINT_EDIT_URL)

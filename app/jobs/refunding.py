@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 from typing import Any
@@ -10,12 +11,15 @@ from app.context import Gateway
 from app.core.crashpoints import crash_point
 from app.core.db import transaction
 from app.core.settings import RefundPolicy
-from app.jobs import refund_limit
+from app.jobs import onchain, refund_limit
 from app.jobs.models import Job, JobState
 from app.jobs.repository import JobRepository, load_job, transition, utcnow
 from app.jobs.reservation import release_unspent
-from app.payments.facilitator import SettleOutcome, settle_payment
+from app.payments.chain import Transfer
+from app.payments.facilitator import SettleOutcome, SettleResult, settle_payment
 from app.payments.refunds import load_refund, refund_requirements, sign_refund
+
+log = logging.getLogger(__name__)
 
 # Without a chain to ask, a refund whose outcome stays unknown is parked after this many
 # attempts (30 s doubling, capped at 5 min: about 40 min) instead of being retried forever.
@@ -38,11 +42,20 @@ async def upstream_was_charged(gw: Gateway, job: Job) -> tuple[bool | None, str 
         return True, job.upstream_tx
     if gw.chain is None:
         return None, None
-    hot = gw.settings.hot_wallet_address
     try:
-        return await gw.chain.authorization_outcome(hot, job.upstream_nonce)
-    except Exception:
+        use = await onchain.upstream_payment(gw, job)
+    except Exception as exc:  # the chain could not be read: unknown, and said so
+        log.warning(
+            "could not read the upstream payment of job %s from the chain: %s: %s",
+            job.id,
+            type(exc).__name__,
+            exc,
+        )
         return None, None
+    if not use.used:
+        return False, None
+    # Used, but not by a transfer that paid the upstream (or none found): nobody can say.
+    return (True, use.tx) if use.paid else (None, None)
 
 
 def _should_refund(policy: RefundPolicy, upstream_charged: bool | None) -> bool | None:
@@ -133,6 +146,28 @@ async def _refund_expired_unused(gw: Gateway, job: Job) -> bool:
     return not used
 
 
+async def _refund_tx(gw: Gateway, job: Job, result: SettleResult) -> tuple[str | None, str | None]:
+    """(the transaction that refunded the client, a transaction that used the refund's
+    authorization without refunding); the facilitator's word counts only as the chain confirms.
+    """
+    # Only a settled answer's transaction counts: an unknown one may carry a reverted tx.
+    tx = result.tx if result.outcome is SettleOutcome.SETTLED else None
+    if gw.chain is None or result.outcome is SettleOutcome.REFUSED:
+        return tx, None
+    assert job.refund_amount is not None
+    expected = Transfer(gw.settings.hot_wallet_address, job.payer, job.refund_amount)
+    try:
+        remote = gw.settings.facilitator_url is not None
+        if tx is not None and (not remote or await gw.chain.pays(tx, expected)):
+            return tx, None
+        use = await onchain.refund_payment(gw, job)
+    except Exception:
+        return None, None
+    if use.tx is not None and not use.paid:
+        return None, use.tx
+    return (use.tx if use.paid else None), None
+
+
 async def refund(gw: Gateway, job_id: str) -> Job:
     """Sign (once) and settle the refund of a REFUNDING job."""
     job = await load_job(gw.sessions, job_id)
@@ -163,14 +198,7 @@ async def refund(gw: Gateway, job_id: str) -> Job:
     result = await settle_payment(
         gw.facilitator, payload, requirements, gw.settings.facilitator_timeout_s
     )
-    # Only a settled answer's transaction counts: an unknown one may carry a reverted tx.
-    tx = result.tx if result.outcome is SettleOutcome.SETTLED else None
-    if result.outcome is SettleOutcome.UNKNOWN and gw.chain is not None:
-        try:
-            hot = gw.settings.hot_wallet_address
-            _, tx = await gw.chain.authorization_outcome(hot, job.refund_nonce)
-        except Exception:
-            tx = None
+    tx, unpaid = await _refund_tx(gw, job, result)
     attempts = job.refund_attempts + 1  # this one
     async with transaction(gw.sessions) as session:
         if tx is not None and result.outcome is not SettleOutcome.REFUSED:
@@ -184,6 +212,18 @@ async def refund(gw: Gateway, job_id: str) -> Job:
                 next_check_at=None,
             ):
                 await JobRepository(session).record_refund(job, gw.settings.hot_wallet_address, tx)
+        elif unpaid is not None:
+            await transition(
+                session,
+                job_id,
+                [JobState.REFUNDING],
+                state=JobState.NEEDS_ATTENTION.value,
+                error_code="refund_not_made",
+                error_message=f"the refund authorization was used by transaction {unpaid}, "
+                "a transfer that did not pay the client back",
+                finished_at=utcnow(),
+                next_check_at=None,
+            )
         elif result.outcome is SettleOutcome.REFUSED:
             await transition(
                 session,

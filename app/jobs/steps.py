@@ -15,14 +15,14 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 from x402.http import PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER
-from x402.schemas import SettleResponse
 from x402.schemas.helpers import parse_payment_payload, parse_payment_requirements
 
 from app.context import Gateway
 from app.core.crashpoints import crash_point
 from app.core.db import Executor, core_transaction, write_retrying
-from app.jobs import reservation
+from app.jobs import onchain, reservation
 from app.jobs.models import Job, JobState
+from app.jobs.onchain import EXPIRY_MARGIN_S
 from app.jobs.purchase_errors import unexpected_purchase_error
 from app.jobs.refunding import fail_job
 from app.jobs.repository import JobRepository, load_job, transition, utcnow
@@ -33,7 +33,6 @@ from app.upstream.errors import UpstreamError, UpstreamUnavailable
 
 MAX_UPSTREAM_ATTEMPTS = 3
 MAX_SETTLE_ATTEMPTS = 12  # with exponential backoff capped at 5 min: about 40 min
-EXPIRY_MARGIN_S = 60  # wall clock vs block time
 
 
 class Settlement(NamedTuple):
@@ -65,7 +64,7 @@ async def settle_client_payment(
             unknown = SettleResult(
                 SettleOutcome.UNKNOWN, None, "settle_retry", "retrying settlement"
             )
-            found = await _reconcile_settlement(gw, job, unknown)
+            found = await onchain.reconcile_settlement(gw, job, unknown)
             if found.outcome is not SettleOutcome.UNKNOWN:
                 return await record_settlement(gw, job, found)
         async with core_transaction(gw.engine) as session:
@@ -84,8 +83,7 @@ async def settle_client_payment(
         result = await settle_payment(
             gw.facilitator, payload, requirements, gw.settings.facilitator_timeout_s
         )
-        if result.outcome is SettleOutcome.UNKNOWN and gw.chain is not None:
-            result = await _reconcile_settlement(gw, job, result)
+        result = await onchain.confirm_settlement(gw, job, result)
     except BaseException:
         _drop(signing)
         raise
@@ -102,32 +100,6 @@ def _drop(signing: asyncio.Task[SignedPurchase | UpstreamError] | None) -> None:
     if signing is not None:
         signing.cancel()
         signing.add_done_callback(lambda t: t.cancelled() or t.exception())
-
-
-async def _reconcile_settlement(gw: Gateway, job: Job, result: SettleResult) -> SettleResult:
-    """Ask the chain whether an unknown settlement actually happened.
-
-    SETTLED when the authorization was used; REFUSED when it expired unused (nobody can ever
-    execute it now); otherwise `result` unchanged.
-    """
-    assert gw.chain is not None
-    try:
-        used, tx = await gw.chain.authorization_outcome(job.payer, job.pay_nonce)
-    except Exception:
-        return result
-    if not used:
-        if time.time() > job.pay_valid_before + EXPIRY_MARGIN_S:
-            return SettleResult(
-                SettleOutcome.REFUSED,
-                None,
-                "authorization_expired_unused",
-                "the payment authorization expired without being settled; nothing was charged",
-            )
-        return result
-    if tx is None:
-        return result
-    response = SettleResponse(success=True, transaction=tx, network=job.pay_network)
-    return SettleResult(SettleOutcome.SETTLED, response, "", "")
 
 
 async def record_settlement(

@@ -1,9 +1,24 @@
-"""Read-only chain queries used to reconcile unknown outcomes: was this authorization used?"""
+"""Read-only chain queries that settle unknown outcomes: which transfer used an authorization?
+
+An authorization's nonce being used proves nothing about who was paid: its signer chooses the
+nonce and can spend it on another transfer first. A payment counts only when the transaction
+that used the nonce carries a `Transfer` log of our token, from the payer, to the payee, of
+exactly the amount (`ChainReader.pays`).
+
+Events are searched only inside the authorization's window (a little before the job was
+recorded, up to its `validBefore`), in chunks of at most `LOG_RANGE_BLOCKS` blocks: public RPC
+providers refuse wide `eth_getLogs` ranges, and a chunk they still refuse is halved.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from eth_utils.crypto import keccak
 from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3.exceptions import Web3RPCError
+from x402.mechanisms.evm.exact.eip3009_utils import verify_eip3009_transfer_event
 
 _AUTH_STATE_ABI = [
     {
@@ -18,15 +33,55 @@ _AUTH_STATE_ABI = [
     }
 ]
 AUTHORIZATION_USED_TOPIC = "0x" + keccak(text="AuthorizationUsed(address,bytes32)").hex()
+LOG_RANGE_BLOCKS = 2_000  # per eth_getLogs; common provider limits are 2,000-10,000
+MAX_BLOCK_SEARCH_STEPS = 64  # finding a block by time: half of them bisect, enough for 2**32
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A token transfer we expect to find: exactly `amount` from `sender` to `recipient`."""
+
+    sender: str
+    recipient: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class Window:
+    """Unix times between which an authorization can have been used on chain."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class AuthorizationUse:
+    """What the chain says about an authorization."""
+
+    used: bool
+    tx: str | None = None  # the transaction that used it, when found in the window
+    paid: bool = False  # that transaction carries the expected Transfer
+
+
+def _hex(value: Any) -> str:
+    return value if isinstance(value, str) else "0x" + bytes(value).hex()
 
 
 class ChainReader:
     """EIP-3009 authorization lookups on one token."""
 
-    def __init__(self, rpc_url: str, token: str, *, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        rpc_url: str,
+        token: str,
+        *,
+        timeout_s: float = 10.0,
+        log_range_blocks: int = LOG_RANGE_BLOCKS,
+    ) -> None:
         self._w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}))
         self._token = AsyncWeb3.to_checksum_address(token)
         self._contract = self._w3.eth.contract(address=self._token, abi=_AUTH_STATE_ABI)
+        self._range = max(1, log_range_blocks)
 
     async def authorization_used(self, authorizer: str, nonce: str) -> bool:
         """True once `transferWithAuthorization` with this nonce has been executed."""
@@ -35,27 +90,98 @@ class ChainReader:
         )
         return bool(await fn.call())
 
-    async def authorization_tx(self, authorizer: str, nonce: str) -> str | None:
-        """The transaction that used this authorization, from its `AuthorizationUsed` event."""
-        topic_authorizer = "0x" + "00" * 12 + authorizer.lower().removeprefix("0x")
-        logs = await self._w3.eth.get_logs(
-            {
-                "address": self._token,
-                "fromBlock": 0,
-                "toBlock": "latest",
-                "topics": [AUTHORIZATION_USED_TOPIC, topic_authorizer, nonce.lower()],
-            }
-        )
-        if not logs:
-            return None
-        tx = logs[-1]["transactionHash"]
-        return tx if isinstance(tx, str) else "0x" + bytes(tx).hex()
+    async def pays(self, tx: str, expected: Transfer) -> bool:
+        """True when `tx` succeeded and logged our token's Transfer exactly as expected.
 
-    async def authorization_outcome(self, authorizer: str, nonce: str) -> tuple[bool, str | None]:
-        """(used?, the transaction that used it); raises when the chain cannot be read."""
+        Raises (`TransactionNotFound`) when the node has no receipt for it: that is not a "no"
+        (the node may lag behind the one that mined it), and callers treat it as unknown.
+        """
+        receipt = await self._w3.eth.get_transaction_receipt(tx)  # type: ignore[arg-type]
+        if int(receipt.get("status", 0)) != 1:
+            return False
+        return verify_eip3009_transfer_event(
+            list(receipt.get("logs") or []),
+            self._token,
+            from_address=expected.sender,
+            to=expected.recipient,
+            value=expected.amount,
+        )
+
+    async def authorization_outcome(
+        self, authorizer: str, nonce: str, window: Window, expected: Transfer
+    ) -> AuthorizationUse:
+        """Whether the authorization was used, by which transaction, and whether that paid
+        `expected`; raises when the chain cannot be read."""
         if not await self.authorization_used(authorizer, nonce):
-            return False, None
-        return True, await self.authorization_tx(authorizer, nonce)
+            return AuthorizationUse(used=False)
+        tx = await self.authorization_tx(authorizer, nonce, window)
+        if tx is None:
+            return AuthorizationUse(used=True)
+        return AuthorizationUse(used=True, tx=tx, paid=await self.pays(tx, expected))
+
+    async def authorization_tx(self, authorizer: str, nonce: str, window: Window) -> str | None:
+        """The transaction that used this authorization, from its `AuthorizationUsed` event."""
+        latest = await self._w3.eth.get_block("latest")
+        first = await self.block_at(window.start, latest)
+        last = int(latest["number"])
+        if window.end < int(latest["timestamp"]):
+            last = await self.block_at(window.end + 1, latest)  # the first block too late
+        topic_authorizer = "0x" + "00" * 12 + authorizer.lower().removeprefix("0x")
+        topics = [AUTHORIZATION_USED_TOPIC, topic_authorizer, nonce.lower()]
+        logs = await self._logs(topics, first, last)
+        return _hex(logs[-1]["transactionHash"]) if logs else None
+
+    async def _logs(self, topics: list[str], first: int, last: int) -> list[Any]:
+        """Matching logs of the first chunk of [first, last] that has any."""
+        size, block = self._range, first
+        while block <= last:
+            end = min(block + size - 1, last)
+            query: Any = {
+                "address": self._token,
+                "fromBlock": block,
+                "toBlock": end,
+                "topics": topics,
+            }
+            try:
+                logs = list(await self._w3.eth.get_logs(query))
+            except Web3RPCError:
+                if size == 1:
+                    raise
+                size //= 2  # the provider's range limit is below ours: remember it
+                self._range = min(self._range, size)
+                continue
+            if logs:
+                return logs
+            block = end + 1
+        return []
+
+    async def block_at(self, timestamp: int, latest: Any | None = None) -> int:
+        """The first block whose timestamp is >= `timestamp` (the latest block if none is).
+
+        Interpolation steps (exact on a chain with regular blocks) alternate with bisection
+        steps, so the search is short in practice and bounded whatever the block times.
+        """
+        latest = latest or await self._w3.eth.get_block("latest")
+        hi, ts_hi = int(latest["number"]), int(latest["timestamp"])
+        if ts_hi < timestamp:
+            return hi
+        lo, ts_lo = 0, int((await self._w3.eth.get_block(0))["timestamp"])
+        if ts_lo >= timestamp:
+            return 0
+        for step in range(MAX_BLOCK_SEARCH_STEPS):  # invariant: ts_lo < timestamp <= ts_hi
+            if hi - lo <= 1:
+                break
+            if step % 2 == 0:
+                guess = lo + (timestamp - ts_lo) * (hi - lo) // max(ts_hi - ts_lo, 1)
+            else:
+                guess = (lo + hi) // 2
+            guess = min(max(guess, lo + 1), hi - 1)
+            ts = int((await self._w3.eth.get_block(guess))["timestamp"])
+            if ts < timestamp:
+                lo, ts_lo = guess, ts
+            else:
+                hi, ts_hi = guess, ts
+        return hi
 
     async def close(self) -> None:
         """Release the HTTP session."""
