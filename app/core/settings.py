@@ -14,6 +14,7 @@ from web3 import Web3
 
 DOPAMINT_EDIT_URL = "https://x402-dev.dopamint.ai/api/ai/generations/images/nano-banana-edit"
 BASE_USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+MIN_ADMIN_TOKEN_CHARS = 32  # a guessable operator token exposes the ledger and metrics
 
 
 class RefundPolicy(StrEnum):
@@ -92,6 +93,15 @@ class Settings(BaseSettings):
     max_wait_s: float = Field(30.0, ge=0, le=120)
     workers_enabled: bool = True
     worker_interval_s: float = Field(1.0, gt=0)
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(
+                f"must be at least {MIN_ADMIN_TOKEN_CHARS} characters (e.g. `openssl rand -hex 32`)"
+            )
+        return value
 
     @field_validator("pay_to", "asset")
     @classmethod
