@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
         loop="uvloop",
         http="httptools",
         access_log=False,
+        # The client address is ours to derive (X402R_TRUSTED_PROXY_HOPS); uvicorn would
+        # otherwise trust X-Forwarded-For from any peer on 127.0.0.1.
+        proxy_headers=False,
         log_level=settings.log_level.lower(),
     )
 

@@ -21,6 +21,7 @@ from app.core.db import autocommit_engine, create_engine, create_sessionmaker
 from app.core.errors import install_error_handlers
 from app.core.http import http_client
 from app.core.migrate import upgrade_to_head
+from app.core.ratelimit import RedisLimiter, SqlLimiter
 from app.core.settings import Settings
 from app.jobs.polling import Poller
 from app.jobs.workers import run_forever
@@ -60,6 +61,11 @@ def build_gateway(settings: Settings) -> Gateway:
         facilitator_http=facilitator_http,
         chain=ChainReader(str(settings.rpc_url), settings.asset) if settings.rpc_url else None,
     )
+    gw.limiter = (
+        RedisLimiter(settings.redis_url.get_secret_value())
+        if settings.redis_url is not None
+        else SqlLimiter(gw.autocommit)
+    )
     gw.upstream = UpstreamClient(
         str(settings.upstream_url),
         gw.hot_wallet,
@@ -98,6 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if gw.facilitator_http is not None:
                 await gw.facilitator_http.aclose()
             await close_job_reads(app)
+            if gw.limiter is not None:
+                await gw.limiter.close()
             if gw.chain is not None:
                 await gw.chain.close()
             await gw.engine.dispose()

@@ -179,6 +179,13 @@ class World:
         """Clear the standalone facilitator's faults."""
         httpx.post(f"{self.facilitator_url}/_faults/reset", timeout=5).raise_for_status()
 
+    def facilitator_calls(self) -> dict[str, int]:
+        """Calls the standalone facilitator received, per endpoint (verify, settle, supported)."""
+        calls: dict[str, int] = httpx.get(f"{self.facilitator_url}/_stats", timeout=5).json()[
+            "calls"
+        ]
+        return calls
+
     def upstream_stats(self) -> dict[str, Any]:
         """Counters of the simulated upstream."""
         stats: dict[str, Any] = httpx.get(f"{self.upstream_base}/_sim/stats", timeout=5).json()

@@ -16,6 +16,7 @@ from x402.http import (
 )
 from x402.schemas import PaymentPayload, SettleResponse
 
+from app.api.client_ip import client_address
 from app.api.deps import GatewayDep
 from app.context import Gateway
 from app.core.errors import InvalidRequest, PaymentOutcomeUnknown, UpstreamError
@@ -181,6 +182,7 @@ async def _edit(
             body=body.upstream_json(),
             payment=payment,
             idempotency_key=key,
+            client=client_address(request, gw.settings.trusted_proxy_hops),
         )
     except PaymentRejected as exc:
         return payment_required(offer, exc.reason, exc.message)

@@ -12,6 +12,8 @@ from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from web3 import Web3
 
+from app.core.ratelimit import Rate
+
 DOPAMINT_EDIT_URL = "https://x402-dev.dopamint.ai/api/ai/generations/images/nano-banana-edit"
 BASE_USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
 MIN_ADMIN_TOKEN_CHARS = 32  # a guessable operator token exposes the ledger and metrics
@@ -88,6 +90,23 @@ class Settings(BaseSettings):
     refund_policy: RefundPolicy = RefundPolicy.FULL
     settlement_order: SettlementOrder = SettlementOrder.SETTLE_FIRST
 
+    # Abuse limits: signed payments that reach the facilitator's verify, per fixed window.
+    verify_rate_per_payer: str = Field(
+        "60/minute", description="New payments verified per payer ('N/minute', int, or 'off')"
+    )
+    verify_rate_per_client: str = Field(
+        "300/minute", description="New payments verified per client address (or 'off')"
+    )
+    trusted_proxy_hops: int = Field(
+        0, ge=0, le=10, description="Proxies in front of us whose X-Forwarded-For is trusted"
+    )
+    redis_url: SecretStr | None = Field(
+        None, description="redis://… for the rate-limit counters (unset: the database)"
+    )
+    readyz_facilitator_ttl_s: float = Field(
+        30.0, ge=0, description="How long /readyz reuses the facilitator's /supported answer"
+    )
+
     # Status polling.
     poll_interval_s: float = Field(2.0, gt=0)
     max_wait_s: float = Field(30.0, ge=0, le=120)
@@ -101,6 +120,21 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"must be at least {MIN_ADMIN_TOKEN_CHARS} characters (e.g. `openssl rand -hex 32`)"
             )
+        return value
+
+    @field_validator("verify_rate_per_payer", "verify_rate_per_client", mode="before")
+    @classmethod
+    def _rate(cls, value: object) -> str:
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise ValueError("must be a rate such as '30/minute', an int (per minute) or 'off'")
+        Rate.parse(value)  # raises ValueError naming what is wrong
+        return str(value)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://")):
+            raise ValueError("must start with redis:// or rediss://")
         return value
 
     @field_validator("pay_to", "asset")
@@ -143,6 +177,11 @@ class Settings(BaseSettings):
         if self.upstream_price_atomic > self.max_upstream_price_atomic:
             raise ValueError("X402R_UPSTREAM_PRICE_ATOMIC exceeds X402R_MAX_UPSTREAM_PRICE_ATOMIC")
         return self
+
+    @cached_property
+    def verify_rates(self) -> tuple[Rate | None, Rate | None]:
+        """(per payer, per client) rates for new payments; None: not limited."""
+        return Rate.parse(self.verify_rate_per_payer), Rate.parse(self.verify_rate_per_client)
 
     @property
     def markup_bps(self) -> int:

@@ -19,6 +19,7 @@ from app.context import Gateway
 from app.core.crashpoints import crash_point
 from app.core.db import transaction
 from app.core.errors import AppError, Conflict, PaymentOutcomeUnknown, ServiceUnavailable
+from app.core.ratelimit import check_verify_rate
 from app.core.settings import SettlementOrder
 from app.jobs import spend
 from app.jobs.models import ANSWERED_STATES, Job, JobState
@@ -163,8 +164,12 @@ async def purchase(
     body: dict[str, object],
     payment: IncomingPayment,
     idempotency_key: str | None,
+    client: str | None = None,
 ) -> Job:
-    """Turn a paid request into a job, exactly once per payment (and per idempotency key)."""
+    """Turn a paid request into a job, exactly once per payment (and per idempotency key).
+
+    `client`: the caller's address, for the per-client limit on new payments.
+    """
     fp = fingerprint("POST", route, body, payment.value)
     # Keys are scoped to the payer: another payer's key must never find (or block) their job.
     scoped_key = f"{payment.payer}:{idempotency_key}" if idempotency_key else None
@@ -180,6 +185,11 @@ async def purchase(
         return await _existing(gw, _same_payment(known, payment), fp)
     spent = int(row.spent or 0)
 
+    # Only what reaches the facilitator is counted: new payments, signed by their payer.
+    per_payer, per_client = gw.settings.verify_rates
+    await check_verify_rate(
+        gw.limiter, per_payer=per_payer, per_client=per_client, payer=payment.payer, client=client
+    )
     # A new payment must verify even when its key matches: that proves it comes from the payer.
     try:
         await _verify(gw, payment)

@@ -1,0 +1,32 @@
+"""rate_limit_windows: fixed-window counters shared by every replica (payer, client limits)
+
+Revision ID: b7e2c4a9d1f0
+Revises: 9d4e6a1f3c25
+Create Date: 2026-12-01 07:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "b7e2c4a9d1f0"
+down_revision: str | None = "9d4e6a1f3c25"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "rate_limit_windows",
+        sa.Column("bucket", sa.String(200), nullable=False),
+        sa.Column("window_start", sa.BigInteger(), nullable=False),
+        sa.Column("hits", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("bucket", "window_start", name="pk_rate_limit_windows"),
+    )
+    op.create_index("ix_rate_limit_windows_window_start", "rate_limit_windows", ["window_start"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_rate_limit_windows_window_start", table_name="rate_limit_windows")
+    op.drop_table("rate_limit_windows")
