@@ -136,6 +136,10 @@ class World:
             "X402R_POLL_INTERVAL_S": "0.5",
             "X402R_WORKER_INTERVAL_S": "0.2",
             "X402R_LOG_LEVEL": "INFO",
+            # Tests and benchmarks pay in bulk from one key and one address; the limits
+            # themselves are tested with small rates (tests/e2e/test_rate_limits.py).
+            "X402R_VERIFY_RATE_PER_PAYER": "1000000/minute",
+            "X402R_VERIFY_RATE_PER_CLIENT": "1000000/minute",
         }
         if self.remote_facilitator:
             env["X402R_FACILITATOR_URL"] = self.facilitator_url

@@ -17,12 +17,16 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # UNLOGGED on Postgres: no WAL, so the per-check commit waits for no disk flush (measured
+    # 6.9 ms → 0.9 ms per check here). A crash empties the table: the limits start afresh.
+    unlogged = ["UNLOGGED"] if op.get_bind().dialect.name == "postgresql" else []
     op.create_table(
         "rate_limit_windows",
         sa.Column("bucket", sa.String(200), nullable=False),
         sa.Column("window_start", sa.BigInteger(), nullable=False),
         sa.Column("hits", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("bucket", "window_start", name="pk_rate_limit_windows"),
+        prefixes=unlogged,
     )
     op.create_index("ix_rate_limit_windows_window_start", "rate_limit_windows", ["window_start"])
 
