@@ -21,9 +21,16 @@ from eth_utils.crypto import keccak
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 from x402.http import decode_payment_signature_header, encode_payment_signature_header
+from x402.mechanisms.evm import EthAccountSigner
+from x402.mechanisms.evm.eip712 import build_typed_data_for_signing
+from x402.mechanisms.evm.types import (
+    ExactEIP3009Authorization,
+    ExactEIP3009Payload,
+    TypedDataField,
+)
 
 from app.jobs.models import Job
-from sandbox.chain import mint, usdc_balance
+from sandbox.chain import CHAIN_ID, mint, usdc_balance
 from sandbox.world import HOT_WALLET, OPERATOR, World, address
 from tests.helpers import EDIT_BODY, PRICE, ledger_balances, sign_payment
 
@@ -131,3 +138,56 @@ def decode_sig(header: str) -> str:
     """The signature of a payment header."""
     signature: str = decode_payment_signature_header(header).payload["signature"]
     return signature
+
+
+async def test_a_second_authorization_with_a_used_nonce_reads_no_job(
+    world: World, pg_url: str
+) -> None:
+    """The payer's own, validly signed, different transfer under a nonce that bought a job.
+
+    It can never settle (the nonce is spent), so it must not be answered as the job's retry.
+    """
+    payer = _account("payer re-signing a nonce")
+    mint(world.rpc_url, payer.address, PRICE)
+    url = world.gateway_url() + EDIT_PATH
+    honest = await sign_payment(url, payer.key.hex())
+    async with httpx.AsyncClient(timeout=60) as http:
+        paid = await http.post(url, json=EDIT_BODY, headers=honest)
+    assert paid.status_code == 200, paid.text
+
+    payload = decode_payment_signature_header(honest["PAYMENT-SIGNATURE"])
+    signed = payload.payload["authorization"]
+    longer = ExactEIP3009Authorization(
+        from_address=signed["from"],
+        to=signed["to"],
+        value=signed["value"],
+        valid_after=signed["validAfter"],
+        valid_before=str(int(signed["validBefore"]) + 60),
+        nonce=signed["nonce"],
+    )
+    extra = payload.accepted.extra
+    domain, types, primary, message = build_typed_data_for_signing(
+        longer, CHAIN_ID, payload.accepted.asset, extra["name"], extra["version"]
+    )
+    fields = {
+        k: [TypedDataField(name=f["name"], type=f["type"]) for f in v] for k, v in types.items()
+    }
+    signature = EthAccountSigner(payer).sign_typed_data(domain, fields, primary, message)
+    payload.payload = ExactEIP3009Payload(
+        authorization=longer, signature="0x" + signature.hex()
+    ).to_dict()
+    operator = usdc_balance(world.rpc_url, address(OPERATOR))
+
+    async with httpx.AsyncClient(timeout=60) as http:
+        again = await http.post(
+            url,
+            json=EDIT_BODY,
+            headers={"PAYMENT-SIGNATURE": encode_payment_signature_header(payload)},
+        )
+
+    assert again.status_code == 402, again.text
+    assert again.json()["error"] == "invalid_exact_evm_nonce_already_used"
+    assert "job_" not in again.text
+    assert "payment-response" not in again.headers
+    assert usdc_balance(world.rpc_url, address(OPERATOR)) == operator
+    assert await _jobs_of(pg_url, payer.address) == 1
