@@ -193,6 +193,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     402: {"description": "Payment required (x402 v1 body, v2 PAYMENT-REQUIRED header)"},
     409: {"description": "Idempotency key or payment reused for a different request"},
     422: {"description": "Invalid body; nothing charged"},
+    429: {"description": "Too many new payments from this payer or client; see Retry-After"},
     502: {"description": "Upstream failed after payment; see refund"},
     503: {"description": "Retry with the same payment, or selling is paused"},
 }
