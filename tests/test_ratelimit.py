@@ -180,3 +180,13 @@ async def test_the_429_names_its_wait(tmp_path: Path) -> None:
     wait = int(info.value.headers["Retry-After"])
     assert 1 <= wait <= 86_400
     assert info.value.details == {"retryAfter": wait}
+
+
+async def test_a_storage_outage_fails_open(caplog: pytest.LogCaptureFixture) -> None:
+    """Limits save facilitator calls; they never block paying clients when Redis is down."""
+    limiter = RedisLimiter(f"redis://:hunter2@127.0.0.1:{free_port()}/0")  # nothing listens
+    one = Rate(amount=1, seconds=60, text="1/minute")
+    for _ in range(3):
+        await check_verify_rate(limiter, per_payer=one, per_client=one, payer="0xa", client="c")
+    assert "rate-limit storage failed" in caplog.text
+    assert "hunter2" not in caplog.text

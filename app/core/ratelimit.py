@@ -6,6 +6,7 @@ every bucket is counted, and the request is refused with 429 if any is over its 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.db import Base
 from app.core.errors import AppError
 
+log = logging.getLogger(__name__)
 _OFF = frozenset({"0", "off", "none", "unlimited"})
 
 
@@ -184,7 +186,13 @@ async def check_verify_rate(
         buckets.append(Bucket(f"verify:payer:{payer.lower()}", per_payer))
     if per_client is not None and client:
         buckets.append(Bucket(f"verify:client:{client}", per_client))
-    wait = await limiter.hit(buckets)
+    try:
+        wait = await limiter.hit(buckets)
+    except Exception as exc:
+        # Fail open: the limits save facilitator round trips, they do not guard money (the
+        # verify still does). The type only: a Redis URL in the message may hold a password.
+        log.warning("rate-limit storage failed, request not limited: %s", type(exc).__name__)
+        return
     if wait is not None:
         raise RateLimited(
             "too many payments to verify from this payer or client; retry later",
