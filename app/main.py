@@ -23,6 +23,7 @@ from app.core.db import autocommit_engine, create_engine, create_sessionmaker
 from app.core.errors import install_error_handlers
 from app.core.http import http_client
 from app.core.migrate import upgrade_to_head
+from app.core.ratelimit import RedisLimiter, SqlLimiter
 from app.core.settings import Settings
 from app.jobs.polling import Poller
 from app.jobs.workers import run_forever
@@ -67,6 +68,11 @@ def build_gateway(settings: Settings) -> Gateway:
         )
         if settings.rpc_url
         else None,
+    )
+    gw.limiter = (
+        RedisLimiter(settings.redis_url.get_secret_value())
+        if settings.redis_url is not None
+        else SqlLimiter(gw.autocommit)
     )
     gw.upstream = UpstreamClient(
         str(settings.upstream_url),

@@ -94,6 +94,9 @@ def serve(settings: Settings, *, host: str, port: int, migrate: Callable[[Settin
         loop="uvloop",
         http="httptools",
         access_log=False,
+        # The client address is ours to derive (X402R_TRUSTED_PROXY_HOPS); uvicorn would
+        # otherwise trust X-Forwarded-For from any peer on 127.0.0.1.
+        proxy_headers=False,
         log_config=None,  # keep our handlers (structlog rendering, capped loggers)
         log_level=settings.log_level.lower(),
     )

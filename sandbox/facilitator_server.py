@@ -7,6 +7,8 @@ It speaks the wire format the SDK's ``HTTPFacilitatorClient`` expects:
   (camelCase). A payment that fails is still a 200 (``isValid``/``success`` false with a
   reason); the client treats any other status as the facilitator itself failing.
 - ``GET /supported`` answers ``{kinds, extensions, signers}``.
+- ``GET /_stats`` counts the calls received per endpoint (``{"calls": {verify, settle,
+  supported}}``); ``/_faults`` switches injected faults (sandbox only).
 - A body that is not JSON or not a well-formed request is a 400 ``{"error", "message"}``.
 
 Run ``python -m sandbox.facilitator_server --port 8403 --rpc-url http://127.0.0.1:8545``;
@@ -125,12 +127,15 @@ def create_facilitator_app(facilitator: AsyncFacilitator | x402FacilitatorSync) 
     app = FastAPI(title="x402 facilitator (sandbox)", docs_url=None, redoc_url=None)
     faults = FaultBoard(known=FACILITATOR_FAULTS)
     app.state.faults = faults
+    # Calls received per endpoint, so tests can tell what reached the facilitator.
+    calls = {"verify": 0, "settle": 0, "supported": 0}
 
     async def run(
         request: Request,
         operation: str,
         call: Callable[[AnyPayload, AnyRequirements], Awaitable[BaseModel]],
     ) -> Response:
+        calls[operation] += 1
         try:
             payload, requirements = await parse_facilitator_request(request)
         except BadRequestError as exc:
@@ -182,8 +187,13 @@ def create_facilitator_app(facilitator: AsyncFacilitator | x402FacilitatorSync) 
     async def settle(request: Request) -> Response:
         return await run(request, "settle", service.settle)
 
+    @app.get("/_stats")
+    async def stats() -> JSONResponse:
+        return JSONResponse({"calls": calls})
+
     @app.get("/supported")
     async def supported() -> JSONResponse:
+        calls["supported"] += 1
         return JSONResponse(_wire(await service.supported()))
 
     @app.get("/health")

@@ -143,6 +143,10 @@ class World:
             "X402R_POLL_INTERVAL_S": "0.5",
             "X402R_WORKER_INTERVAL_S": "0.2",
             "X402R_LOG_LEVEL": "INFO",
+            # Tests and benchmarks pay in bulk from one key and one address; the limits
+            # themselves are tested with small rates (tests/e2e/test_rate_limits.py).
+            "X402R_VERIFY_RATE_PER_PAYER": "1000000/minute",
+            "X402R_VERIFY_RATE_PER_CLIENT": "1000000/minute",
         }
         if self.remote_facilitator:
             env["X402R_FACILITATOR_URL"] = self.facilitator_url
@@ -188,6 +192,13 @@ class World:
     def reset_facilitator(self) -> None:
         """Clear the standalone facilitator's faults."""
         httpx.post(f"{self.facilitator_url}/_faults/reset", timeout=5).raise_for_status()
+
+    def facilitator_calls(self) -> dict[str, int]:
+        """Calls the standalone facilitator received, per endpoint (verify, settle, supported)."""
+        calls: dict[str, int] = httpx.get(f"{self.facilitator_url}/_stats", timeout=5).json()[
+            "calls"
+        ]
+        return calls
 
     def upstream_stats(self) -> dict[str, Any]:
         """Counters of the simulated upstream."""

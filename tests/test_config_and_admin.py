@@ -15,6 +15,7 @@ from app.main import create_app
 from app.payments.pricing import format_usdc, sale_price
 
 OPERATOR = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
+ADMIN_TOKEN = "operator-token-0123456789abcdefghijkl"  # at least 32 characters
 HOT_KEY = "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a"
 
 
@@ -97,7 +98,7 @@ def test_missing_required_settings_are_named(
 
 @pytest.fixture
 async def admin_client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(_settings(tmp_path, admin_token="s3cret-token"))
+    app = create_app(_settings(tmp_path, admin_token=ADMIN_TOKEN))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
@@ -110,7 +111,7 @@ async def test_admin_summary_requires_the_token(admin_client: httpx.AsyncClient)
     assert wrong.status_code == 401
     assert wrong.json()["error"] == "unauthorized"
     ok = await admin_client.get(
-        "/v1/admin/summary", headers={"Authorization": "Bearer s3cret-token"}
+        "/v1/admin/summary", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
     )
     assert ok.status_code == 200
     assert ok.json()["ledger"] == {
@@ -119,7 +120,7 @@ async def test_admin_summary_requires_the_token(admin_client: httpx.AsyncClient)
         "upstream_spend": "0",
         "margin": "0",
     }
-    metrics = await admin_client.get("/metrics", headers={"Authorization": "Bearer s3cret-token"})
+    metrics = await admin_client.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert "x402r_transferred_atomic" in metrics.text
 
 

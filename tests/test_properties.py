@@ -48,6 +48,7 @@ REASONS = {
     "asset_mismatch",
     "recipient_mismatch",
     "amount_mismatch",
+    "invalid_exact_evm_payload_signature",  # a changed signed field no longer recovers
 }
 
 # Strings with every code point category, lone surrogates included.

@@ -24,8 +24,11 @@ async def require_admin(
     token = gw.settings.admin_token
     if token is None:
         raise NotFound("not found")
-    expected = f"Bearer {token.get_secret_value()}"
-    if authorization is None or not hmac.compare_digest(authorization, expected):
+    expected = f"Bearer {token.get_secret_value()}".encode()
+    # Bytes, not str: compare_digest refuses non-ASCII text (a 500 instead of a 401). The
+    # server decoded the header as latin-1, so this gives back the bytes that were sent.
+    presented = authorization.encode("latin-1", "replace") if authorization is not None else b""
+    if not hmac.compare_digest(presented, expected):
         raise AppError(
             "admin token required",
             code="unauthorized",

@@ -16,6 +16,7 @@ from x402.http import (
 )
 from x402.schemas import PaymentPayload, SettleResponse
 
+from app.api.client_ip import client_address
 from app.api.deps import GatewayDep
 from app.api.request_log import logged
 from app.api.schemas import AcceptedJob
@@ -211,6 +212,7 @@ async def _edit(
             body=body.upstream_json(),
             payment=payment,
             idempotency_key=key,
+            client=client_address(request, gw.settings.trusted_proxy_hops),
         )
     except PaymentRejected as exc:
         log.info("payment refused", reason=exc.reason)
@@ -224,6 +226,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     402: {"description": "Payment required (x402 v1 body, v2 PAYMENT-REQUIRED header)"},
     409: {"description": "Idempotency key or payment reused for a different request"},
     422: {"description": "Invalid body; nothing charged"},
+    429: {"description": "Too many new payments from this payer or client; see Retry-After"},
     502: {"description": "Upstream failed after payment; see refund"},
     503: {
         "description": "Retry with the same payment after Retry-After (database_unavailable, "

@@ -30,7 +30,9 @@ async def readyz(gw: GatewayDep) -> JSONResponse:
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
     try:
-        supported = await asyncio.wait_for(gw.supported_kinds(), 5)
+        # Cached: probes hit this every few seconds, per replica; the kinds rarely change.
+        ttl = gw.settings.readyz_facilitator_ttl_s
+        supported = await asyncio.wait_for(gw.supported_kinds_cached(ttl), 5)
         ok = any(k == (1, "exact", gw.settings.network) for k in supported)
         checks["facilitator"] = "ok" if ok else "error: payment kind not supported"
     except Exception as exc:

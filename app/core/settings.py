@@ -14,9 +14,11 @@ from web3 import Web3
 from x402.mechanisms.evm.v1.constants import V1_NETWORK_CHAIN_IDS
 
 from app.core.origins import Origin, origin_of, parse_origin
+from app.core.ratelimit import Rate
 
 DOPAMINT_EDIT_URL = "https://x402-dev.dopamint.ai/api/ai/generations/images/nano-banana-edit"
 BASE_USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+MIN_ADMIN_TOKEN_CHARS = 32  # a guessable operator token exposes the ledger and metrics
 
 
 class RefundPolicy(StrEnum):
@@ -155,11 +157,52 @@ class Settings(BaseSettings):
         1, ge=1, le=100, description="settle_after: a payer's jobs awaiting settlement at once"
     )
 
+    # Abuse limits: signed payments that reach the facilitator's verify, per fixed window.
+    verify_rate_per_payer: str = Field(
+        "60/minute", description="New payments verified per payer ('N/minute', int, or 'off')"
+    )
+    verify_rate_per_client: str = Field(
+        "300/minute", description="New payments verified per client address (or 'off')"
+    )
+    trusted_proxy_hops: int = Field(
+        0, ge=0, le=10, description="Proxies in front of us whose X-Forwarded-For is trusted"
+    )
+    redis_url: SecretStr | None = Field(
+        None, description="redis://… for the rate-limit counters (unset: the database)"
+    )
+    readyz_facilitator_ttl_s: float = Field(
+        30.0, ge=0, description="How long /readyz reuses the facilitator's /supported answer"
+    )
+
     # Status polling.
     poll_interval_s: float = Field(2.0, gt=0)
     max_wait_s: float = Field(30.0, ge=0, le=120)
     workers_enabled: bool = True
     worker_interval_s: float = Field(1.0, gt=0)
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(
+                f"must be at least {MIN_ADMIN_TOKEN_CHARS} characters (e.g. `openssl rand -hex 32`)"
+            )
+        return value
+
+    @field_validator("verify_rate_per_payer", "verify_rate_per_client", mode="before")
+    @classmethod
+    def _rate(cls, value: object) -> str:
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise ValueError("must be a rate such as '30/minute', an int (per minute) or 'off'")
+        Rate.parse(value)  # raises ValueError naming what is wrong
+        return str(value)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://")):
+            raise ValueError("must start with redis:// or rediss://")
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -235,6 +278,11 @@ class Settings(BaseSettings):
         """Origins a status URL may use: the upstream's own, plus the configured ones."""
         extra = filter(None, (part.strip() for part in self.upstream_status_origins.split(",")))
         return frozenset([origin_of(str(self.upstream_url)), *map(parse_origin, extra)])
+
+    @cached_property
+    def verify_rates(self) -> tuple[Rate | None, Rate | None]:
+        """(per payer, per client) rates for new payments; None: not limited."""
+        return Rate.parse(self.verify_rate_per_payer), Rate.parse(self.verify_rate_per_client)
 
     @property
     def markup_bps(self) -> int:

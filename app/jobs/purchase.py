@@ -18,6 +18,7 @@ from app.context import Gateway
 from app.core.crashpoints import crash_point
 from app.core.db import transaction
 from app.core.errors import AppError, Conflict, PaymentOutcomeUnknown, ServiceUnavailable
+from app.core.ratelimit import check_verify_rate
 from app.core.settings import SettlementOrder
 from app.jobs import admission, spend
 from app.jobs.models import ANSWERED_STATES, Job, JobState
@@ -27,6 +28,7 @@ from app.jobs.steps import buy_upstream, settle_client_payment, submit_upstream
 from app.jobs.waiting import answer_soon, wait_until_answered
 from app.payments.facilitator import FacilitatorUnavailable, SettleOutcome, verify_payment
 from app.payments.incoming import IncomingPayment, PaymentRejected
+from app.payments.signature import same_authorization
 from app.upstream.errors import UpstreamError, UpstreamPriceAbovePaid, UpstreamPriceTooHigh
 
 JOB_ID_BYTES = 18  # 144 random bits: job ids are capabilities
@@ -100,12 +102,31 @@ async def _spend_gate(gw: Gateway, body: dict[str, object], spent: int, paid: in
 
 
 async def _known(gw: Gateway, payment: IncomingPayment, scoped_key: str | None) -> Job | None:
-    """The job this payment (or, failing that, this payer's key) already bought."""
+    """The job this payment (or, failing that, this payer's key) already bought.
+
+    Pass `scoped_key` only for a payment the facilitator verified: a key is the payer's.
+    """
     async with gw.sessions() as session:
         repo = JobRepository(session)
         job = await repo.by_payment(payment.network, payment.payer, payment.nonce)
         if job is None and scoped_key:
             job = await repo.by_idempotency_key(scoped_key)
+    return job
+
+
+def _same_payment(job: Job, payment: IncomingPayment) -> Job:
+    """The job, if `payment` authorizes the very transfer that bought it (same nonce, payer).
+
+    The signature was recovered when the payment was parsed; the payer may still have signed
+    another authorization with this nonce, which can never settle: refuse it.
+    """
+    if job.pay_nonce == payment.nonce and not same_authorization(
+        payment.payload_dict()["payload"], job.payment_payload["payload"]
+    ):
+        raise PaymentRejected(
+            "invalid_exact_evm_nonce_already_used",
+            "this nonce already authorized a different transfer; sign a new payment",
+        )
     return job
 
 
@@ -133,8 +154,12 @@ async def purchase(
     body: dict[str, object],
     payment: IncomingPayment,
     idempotency_key: str | None,
+    client: str | None = None,
 ) -> Job:
-    """Turn a paid request into a job, exactly once per payment (and per idempotency key)."""
+    """Turn a paid request into a job, exactly once per payment (and per idempotency key).
+
+    `client`: the caller's address, for the per-client limit on new payments.
+    """
     fp = fingerprint("POST", route, body, payment.value)
     # Keys are scoped to the payer: another payer's key must never find (or block) their job.
     scoped_key = f"{payment.payer}:{idempotency_key}" if idempotency_key else None
@@ -147,19 +172,25 @@ async def purchase(
         if row.known is not None:  # a retry of a payment we have seen
             known = await JobRepository(conn).by_payment(**identity)
     if known is not None:
-        return await _existing(gw, known, fp)
+        return await _existing(gw, _same_payment(known, payment), fp)
     spent = int(row.spent or 0)
 
+    # Only what reaches the facilitator is counted: new payments, signed by their payer.
+    per_payer, per_client = gw.settings.verify_rates
+    await check_verify_rate(
+        gw.limiter, per_payer=per_payer, per_client=per_client, payer=payment.payer, client=client
+    )
     # A new payment must verify even when its key matches: that proves it comes from the payer.
     try:
         await _verify(gw, payment)
     except PaymentRejected:
         # A concurrent request with this payment may have recorded and settled it meanwhile
-        # (the facilitator then says "nonce used"): the client paid, so it gets its job.
-        known = await _known(gw, payment, scoped_key)
+        # (the facilitator then says "nonce used"): the client paid, so it gets its job. By
+        # the payment only: a refused payment proves nothing about the key's owner.
+        known = await _known(gw, payment, None)
         if known is None:
             raise
-        return await _existing(gw, known, fp)
+        return await _existing(gw, _same_payment(known, payment), fp)
     if scoped_key:
         async with transaction(gw.sessions) as session:
             repo = JobRepository(session)
@@ -205,7 +236,7 @@ async def purchase(
         winner = await _known(gw, payment, scoped_key)
         if winner is None:
             raise
-        return await _existing(gw, winner, fp)
+        return await _existing(gw, _same_payment(winner, payment), fp)
     crash_point("after_verify")
     return await drive(gw, job, settle_counted=settle_now)
 

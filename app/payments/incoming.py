@@ -1,6 +1,7 @@
 """Decode an inbound payment header and check it against our offer before any facilitator call.
 
-Everything here is cheap and local; signature, balance and time checks are the facilitator's.
+Everything here is cheap and local, including the payer's EIP-712 signature (recovered, not
+trusted); balance, nonce and time checks are the facilitator's.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from x402.schemas import (
 )
 
 from app.payments.offer import Offer
+from app.payments.signature import SIGNATURE_REFUSED, signed_by_payer
 
 MAX_HEADER_CHARS = 16 * 1024
 UINT256_MAX = 2**256 - 1
@@ -173,13 +175,27 @@ def parse_payment(header: str, offer: Offer) -> IncomingPayment:
             raise PaymentRejected(
                 "amount_mismatch", f"accepted amount {accepted.amount} != price {offer.v2.amount}"
             )
-    auth = _authorization(payload.payload).authorization
+    inner = _authorization(payload.payload)
+    auth = inner.authorization
     if not _same_address(auth.to, offer.terms.pay_to):
         raise PaymentRejected("recipient_mismatch", "authorization pays someone else")
     if int(auth.value) != offer.terms.price_atomic:
         raise PaymentRejected(
             "amount_mismatch",
             f"authorization value {auth.value} != price {offer.terms.price_atomic}",
+        )
+    # Before anything reads by payer (its jobs, its keys, its rate limit) or calls the
+    # facilitator: the payer's address, nonce and signatures are public once settled.
+    extra = offer.v2.extra or {}
+    if not signed_by_payer(
+        auth,
+        inner.signature or "",
+        network=offer.network_caip2,
+        asset=offer.terms.asset,
+        extra=extra,
+    ):
+        raise PaymentRejected(
+            SIGNATURE_REFUSED, "the signature does not recover to authorization.from"
         )
     return IncomingPayment(
         version=payload.x402_version,
