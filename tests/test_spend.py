@@ -8,12 +8,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from alembic import command
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.db import create_engine, create_sessionmaker
-from app.core.migrate import alembic_config, upgrade_to_head
+from app.core.migrate import run_alembic, upgrade_to_head
 from app.jobs import spend
 from app.jobs.models import SpendHour
 
@@ -97,7 +96,7 @@ async def test_concurrent_reservations_never_overrun_the_cap(
 
 def test_migration_carries_the_last_day_of_spend_over(new_database: Callable[[], str]) -> None:
     url = new_database()
-    command.downgrade(alembic_config(url), "7c1e2d9a4b60")  # before spend_hours existed
+    run_alembic(url, "downgrade", "7c1e2d9a4b60")  # before spend_hours existed
     now = datetime.now(UTC)
     rows = [(now - timedelta(minutes=1), 100), (now - timedelta(minutes=2), 23)]
     rows += [(now - timedelta(hours=30), 5000)]  # too old to matter

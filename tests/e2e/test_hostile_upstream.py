@@ -91,6 +91,10 @@ def hostile_world(module_db: str) -> Iterator[World]:
             "X402R_UPSTREAM_TIMEOUT_S": "5",
             "X402R_FACILITATOR_TIMEOUT_S": "10",
             "X402R_UPSTREAM_REQUIREMENTS_TTL_S": "0",
+            # Every end of a paid job is checked with its refund: `full` refunds even when the
+            # upstream kept our payment (the default would not).
+            "X402R_REFUND_POLICY": "full",
+            "X402R_REFUNDS_PER_PAYER_PER_DAY": "1000",
         },
     ).start()
     try:

@@ -196,7 +196,8 @@ def lying_world(new_database: Callable[[], str]) -> Iterator[World]:
         database_url=new_database(),
         job_delay_s=0.5,
         remote_facilitator=True,
-        gateway_env={"X402R_FACILITATOR_TIMEOUT_S": "10"},
+        # `full`: the failed job is refunded, so the refund's proof can be tested.
+        gateway_env={"X402R_FACILITATOR_TIMEOUT_S": "10", "X402R_REFUND_POLICY": "full"},
     ).start()
     try:
         yield w

@@ -22,7 +22,7 @@ from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, db_rows, sign_paymen
 from tests.ledger_audit import audit
 
 LIMIT = 2
-ADMIN = "admin-token-for-tests"
+ADMIN = "admin-token-for-tests-0123456789abcdef"
 FINAL = ("refunded", "failed", "needs_attention", "completed")
 
 

@@ -24,7 +24,7 @@ from sandbox.world import HOT_WALLET, OPERATOR, UPSTREAM_PAYEE, World, address
 from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, sign_payment
 from tests.ledger_audit import audit
 
-ADMIN = "admin-token-for-tests"
+ADMIN = "admin-token-for-tests-0123456789abcdef"
 PAYMENTS = 5
 FINAL = ("completed", "failed", "payment_failed", "refunded", "needs_attention")
 ENV = {
