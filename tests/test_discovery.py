@@ -325,3 +325,14 @@ async def test_fast_paths_never_serve_html_to_json_clients_or_json_to_browsers(
             else:
                 assert kind == "application/json", "a JSON client got the paywall page"
                 assert answer.json()["x402Version"] == 1
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_head_on_a_paid_path_is_a_bare_2xx_for_the_paywalls_own_check(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    """The paywall script HEADs its own URL (a COOP check) and logs an error unless 2xx."""
+    head = await client.head(path, headers=BROWSER)
+    assert head.status_code == 204
+    assert head.content == b""
+    assert "PAYMENT-REQUIRED" not in head.headers

@@ -5,7 +5,7 @@
 it; each item adds what an agent needs before its first call (method, path, price, networks
 per x402 version, schemas). A `GET` on a paid path is what a browser does when it navigates
 there: HTML clients get the paywall page, everyone else a 405 (the edit is a `POST` with a JSON
-body; a `GET` never buys anything, even with a payment attached).
+body; a `GET` never buys anything, even with a payment attached); a `HEAD` is a bare 204.
 """
 
 from __future__ import annotations
@@ -90,5 +90,12 @@ async def _paid_path_page(gw: GatewayDep, request: Request) -> Response:
     )
 
 
+async def _paid_path_head() -> Response:
+    # The paywall's script checks its own URL's Cross-Origin-Opener-Policy with a HEAD and
+    # logs an error unless the answer is 2xx; a HEAD buys nothing, so it is told nothing.
+    return Response(status_code=204, headers={"Cache-Control": "no-store"})
+
+
 for _path in PAID_PATHS:
     router.add_api_route(_path, _paid_path_page, methods=["GET"], include_in_schema=False)
+    router.add_api_route(_path, _paid_path_head, methods=["HEAD"], include_in_schema=False)
