@@ -15,7 +15,7 @@ APP_NAME = "x402-reseller"
 TESTNET_CHAIN_IDS = frozenset({84532})  # Base Sepolia; Base (8453) is mainnet
 _PAYWALL = create_paywall().with_network(evm_paywall).build()
 _PAGES: dict[OfferTerms, bytes] = {}
-_MAX_PAGES = 8  # a page is ~2.3 MB; there are few distinct prices
+_MAX_PAGES = 4  # a page is ~2.3 MB: two paths at two prices (the quote moves rarely)
 
 
 def is_browser(accept: str, user_agent: str) -> bool:
