@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.api import admin, edits, health, index, jobs
+from app.api import admin, discovery, edits, health, index, jobs
 from app.api.fastpath import FastPath
 from app.api.front import FastPathApp
 from app.api.job_reads import close_job_reads
@@ -145,5 +145,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(index.router)
+    app.include_router(discovery.router)
     install_openapi(app)
     return app

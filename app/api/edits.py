@@ -16,8 +16,10 @@ from x402.http import (
 )
 from x402.schemas import PaymentPayload, SettleResponse
 
+from app.api.bazaar import EDIT_DISCOVERY
 from app.api.client_ip import client_address
 from app.api.deps import GatewayDep
+from app.api.paywall import is_browser, paywall_page
 from app.api.request_log import logged
 from app.api.schemas import AcceptedJob
 from app.context import Gateway
@@ -69,6 +71,7 @@ def current_offer(gw: Gateway, path: str) -> Offer:
             description=listing.DESCRIPTION,
             input_schema=listing.INPUT_SCHEMA,
             output_schema=listing.OUTPUT_SCHEMA,
+            extensions=EDIT_DISCOVERY,
         )
     )
 
@@ -200,6 +203,9 @@ async def _edit(
     offer = current_offer(gw, request.url.path)
     header = next((request.headers[h] for h in _PAYMENT_HEADERS if h in request.headers), None)
     if header is None:
+        headers = request.headers
+        if is_browser(headers.get("accept", ""), headers.get("user-agent", "")):
+            return paywall_page(offer)
         return payment_required(offer)
     try:
         payment = parse_payment(header, offer)

@@ -2,7 +2,8 @@
 
 1. An unpaid `POST` to an edit route: the body is read (bounded) and validated with the
    same model, then the offer's precomputed 402 is sent. Anything else — a payment header,
-   a body that is not JSON, too large or invalid — falls through to FastAPI with the body
+   an `Accept` naming `text/html` (a browser may get the paywall page instead), a body that
+   is not JSON, too large or invalid — falls through to FastAPI with the body
    replayed, so every 422 (and every paid request) comes from the one slow path.
 2. `GET /v1/jobs/{id}` (no query) when `JobReads.cached` has an answer that needs no I/O:
    an immutable job (or a 304 when `If-None-Match` matches), or a fresh job in progress.
@@ -76,6 +77,8 @@ async def unpaid_valid_body(
             return False, []
         if name == b"content-type":
             content_type = value
+        elif name == b"accept" and b"text/html" in value:
+            return False, []  # may be a browser: the route decides between paywall and JSON
     if content_type is None or not is_json(content_type):
         return False, []
     message = await receive()

@@ -4,7 +4,8 @@ The first unpaid, valid request for a path at a given upstream quote goes throug
 stack (every middleware, the route) and its answer is recorded; later ones get that answer
 replayed without entering FastAPI. The recording is only reused where the answer cannot
 differ: same path, same gateway, same quote object (the offer is a function of these; see
-`app.api.edits.current_offer`), no payment header, no `Origin` (CORS answers depend on it).
+`app.api.edits.current_offer`), no payment header, no `Origin` (CORS answers depend on it),
+no `text/html` in `Accept` (browsers may get the paywall page), and only a JSON 402 is recorded.
 Everything else — paid, invalid, browser requests — simply goes through the stack.
 """
 
@@ -63,6 +64,7 @@ class UnpaidFront:
             len(messages) == 2
             and messages[0]["type"] == "http.response.start"
             and messages[0]["status"] == 402
+            and (b"content-type", b"application/json") in messages[0].get("headers", [])
             and not messages[1].get("more_body", False)
         ):
             start = {**messages[0], "headers": list(messages[0].get("headers", []))}

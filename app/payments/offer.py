@@ -42,6 +42,8 @@ class OfferTerms:
     payment_identifier_required: bool
     input_schema: dict[str, Any] = field(hash=False, compare=False)
     output_schema: dict[str, Any] = field(hash=False, compare=False)
+    # Further v2 extensions, e.g. bazaar discovery (a function of the path, like the schemas).
+    extensions: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -66,11 +68,13 @@ class Offer:
 
 
 def _extensions(terms: OfferTerms) -> dict[str, Any]:
-    """v2 extensions we declare: payment-identifier, so clients can make retries idempotent."""
+    """v2 extensions we declare: payment-identifier, so clients can make retries idempotent,
+    and whatever the terms add (discovery)."""
     return {
         PAYMENT_IDENTIFIER: declare_payment_identifier_extension(
             required=terms.payment_identifier_required
-        )
+        ),
+        **terms.extensions,
     }
 
 
