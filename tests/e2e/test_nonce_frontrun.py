@@ -232,8 +232,12 @@ async def test_facilitator_success_with_a_made_up_transaction_is_not_a_charge(
         job, ledger = await _job_rows(remote, address(PAYER))
         assert job.settle_tx is None
         assert ledger == []
-        await asyncio.sleep(float(lied.headers["Retry-After"]))
-        served = await http.post(url, json=EDIT_BODY, headers=payment)
+        served = lied
+        for _ in range(8):  # as a client does: the same payment, after each Retry-After
+            await asyncio.sleep(float(served.headers["Retry-After"]))
+            served = await http.post(url, json=EDIT_BODY, headers=payment)
+            if served.status_code != 503:
+                break
     assert served.status_code == 200, served.text
     job, ledger = await _job_rows(remote, address(PAYER))
     assert job.settle_tx != FAKE_TX
