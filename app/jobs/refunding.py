@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -19,8 +18,6 @@ from app.payments.chain import Transfer
 from app.payments.facilitator import SettleOutcome, SettleResult, settle_payment
 from app.payments.refunds import load_refund, refund_requirements, sign_refund
 
-log = logging.getLogger(__name__)
-
 # States from which a job may be failed (in a fixed order: one statement shape).
 FAILABLE = [s for s in JobState if s in machine.FAILABLE]
 
@@ -36,12 +33,7 @@ async def upstream_was_charged(gw: Gateway, job: Job) -> tuple[bool | None, str 
     try:
         use = await onchain.upstream_payment(gw, job)
     except Exception as exc:  # the chain could not be read: unknown, and said so
-        log.warning(
-            "could not read the upstream payment of job %s from the chain: %s: %s",
-            job.id,
-            type(exc).__name__,
-            exc,
-        )
+        onchain.unreadable(job, "the upstream payment", exc)
         return None, None
     if not use.used:
         return False, None
@@ -140,7 +132,8 @@ async def _refund_expired_unused(gw: Gateway, job: Job) -> bool:
         return False
     try:
         used = await gw.chain.authorization_used(gw.settings.hot_wallet_address, job.refund_nonce)
-    except Exception:
+    except Exception as exc:  # kept as it is: it may still be executed
+        onchain.unreadable(job, "the refund authorization", exc)
         return False
     return not used
 
@@ -160,7 +153,8 @@ async def _refund_tx(gw: Gateway, job: Job, result: SettleResult) -> tuple[str |
         if tx is not None and (not remote or await gw.chain.pays(tx, expected)):
             return tx, None
         use = await onchain.refund_payment(gw, job)
-    except Exception:
+    except Exception as exc:  # unknown: retried, or parked without a chain
+        onchain.unreadable(job, "the refund", exc)
         return None, None
     if use.tx is not None and not use.paid:
         return None, use.tx
