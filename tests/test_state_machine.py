@@ -24,7 +24,8 @@ from app.core.db import create_engine
 from app.core.migrate import upgrade_to_head
 from app.jobs.machine import ARCS, DOC, Arc, UndeclaredTransition, render, with_rendering
 from app.jobs.models import Job, JobState
-from app.jobs.repository import JOBS, JobRepository, transition
+from app.jobs.repository import JOBS, JobRepository
+from app.jobs.transitions import transition
 
 ROOT = Path(__file__).resolve().parents[1]
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

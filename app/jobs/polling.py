@@ -14,7 +14,8 @@ from app.context import Gateway
 from app.core.db import transaction
 from app.jobs.models import Job, JobState
 from app.jobs.refunding import fail_job
-from app.jobs.repository import JobRepository, transition, utcnow
+from app.jobs.repository import JobRepository, utcnow
+from app.jobs.transitions import transition
 from app.upstream.errors import UpstreamError, UpstreamMalformed, UpstreamRejected
 
 # Unreadable status answers in a row (malformed, too large, a redirect) that end a job.

@@ -12,8 +12,9 @@ from app.core.settings import RefundPolicy
 from app.jobs import machine, onchain, refund_limit
 from app.jobs.models import Job, JobState
 from app.jobs.policy import MAX_REFUND_ATTEMPTS, after, first_refund_check_s, refund_backoff_s
-from app.jobs.repository import JobRepository, load_job, transition, utcnow
+from app.jobs.repository import JobRepository, load_job, utcnow
 from app.jobs.reservation import release_unspent
+from app.jobs.transitions import transition
 from app.payments.chain import Transfer
 from app.payments.facilitator import SettleOutcome, SettleResult, settle_payment
 from app.payments.refunds import load_refund, refund_requirements, sign_refund

@@ -21,9 +21,10 @@ from app.jobs.policy import (
     upstream_lease_s,
 )
 from app.jobs.refunding import fail_job
-from app.jobs.repository import JobRepository, load_job, transition, utcnow
+from app.jobs.repository import JobRepository, load_job, utcnow
 from app.jobs.reservation import TrueUp
 from app.jobs.steps import CAP_REACHED, reserve_spend, sign_upstream, signed_values
+from app.jobs.transitions import transition
 from app.payments.facilitator import SettleOutcome, SettleResult, settle_payment
 from app.upstream.client import SignedPurchase
 from app.upstream.errors import UpstreamError

@@ -22,8 +22,9 @@ from app.jobs.models import Job, JobState
 from app.jobs.policy import MAX_UPSTREAM_ATTEMPTS, after, upstream_lease_s, upstream_retry_s
 from app.jobs.purchase_errors import unexpected_purchase_error
 from app.jobs.refunding import fail_job
-from app.jobs.repository import JobRepository, load_job, transition
+from app.jobs.repository import JobRepository, load_job
 from app.jobs.reservation import TrueUp
+from app.jobs.transitions import transition
 from app.upstream.client import SignedPurchase
 from app.upstream.errors import UpstreamError, UpstreamUnavailable
 

@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.jobs import reservation
 from app.jobs.models import Job, JobState, LedgerEntry, SpendHour
-from app.jobs.repository import JobRepository, transition
+from app.jobs.repository import JobRepository
+from app.jobs.transitions import transition
 from sandbox.chain import mint, usdc_balance
 from sandbox.world import HOT_WALLET, OPERATOR, UPSTREAM_PAYEE, World, address
 from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, poll_until_done, sign_payment
