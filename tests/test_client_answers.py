@@ -27,7 +27,7 @@ from app.api.deps import get_gateway
 from app.api.job_reads import JobReads
 from app.core.settings import Settings
 from app.jobs.models import Job
-from app.jobs.steps import MAX_SETTLE_ATTEMPTS
+from app.jobs.policy import MAX_SETTLE_ATTEMPTS
 from app.main import create_app
 from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, address, key_hex
 from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, balances, moved, sign_payment

@@ -7,6 +7,7 @@ the job row.
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC
 
@@ -16,6 +17,8 @@ from app.context import Gateway
 from app.jobs.models import Job
 from app.payments.chain import AuthorizationUse, Transfer, Window
 from app.payments.facilitator import SettleOutcome, SettleResult
+
+log = logging.getLogger(__name__)
 
 # Every authorization of a job is signed (the client's: verified) at most this long before
 # the job row is written; the margin also covers clock skew between the database and chain.
@@ -41,6 +44,19 @@ def _authorization(payload: dict[str, object]) -> dict[str, str]:
     authorization = inner["authorization"]
     assert isinstance(authorization, dict)
     return authorization
+
+
+def unreadable(job: Job, what: str, exc: Exception) -> None:
+    """Say which chain read failed for which job, and why; the caller then treats the answer
+    as unknown (retried, or parked for the operator), never as a no."""
+    reason = (str(exc).splitlines() or [""])[0][:300]
+    log.warning(
+        "could not read %s of job %s from the chain: %s: %s",
+        what,
+        job.id,
+        type(exc).__name__,
+        reason,
+    )
 
 
 async def client_payment(gw: Gateway, job: Job) -> AuthorizationUse:
@@ -88,7 +104,8 @@ async def reconcile_settlement(gw: Gateway, job: Job, result: SettleResult) -> S
     assert gw.chain is not None
     try:
         use = await client_payment(gw, job)
-    except Exception:
+    except Exception as exc:
+        unreadable(job, "the client's payment", exc)
         return result
     if not use.used:
         if time.time() > job.pay_valid_before + EXPIRY_MARGIN_S:
@@ -128,8 +145,8 @@ async def confirm_settlement(gw: Gateway, job: Job, result: SettleResult) -> Set
         try:
             if await gw.chain.pays(result.tx, expected):
                 return result
-        except Exception:
-            pass
+        except Exception as exc:  # judged as an unknown outcome below
+            unreadable(job, f"the settlement transaction {result.tx}", exc)
         result = SettleResult(
             SettleOutcome.UNKNOWN,
             None,

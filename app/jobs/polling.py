@@ -14,7 +14,8 @@ from app.context import Gateway
 from app.core.db import transaction
 from app.jobs.models import Job, JobState
 from app.jobs.refunding import fail_job
-from app.jobs.repository import JobRepository, transition, utcnow
+from app.jobs.repository import JobRepository, utcnow
+from app.jobs.transitions import transition
 from app.upstream.errors import UpstreamError, UpstreamMalformed, UpstreamRejected
 
 # Unreadable status answers in a row (malformed, too large, a redirect) that end a job.
@@ -41,6 +42,7 @@ async def count_bad_read(gw: Gateway, job: Job, exc: UpstreamMalformed) -> None:
             session,
             job.id,
             [JobState.SUBMITTED],
+            event="status_unreadable",
             bad_status_reads=count,
             next_check_at=utcnow() + timedelta(seconds=gw.settings.poll_interval_s),
         )
@@ -104,6 +106,7 @@ async def apply_status(gw: Gateway, job: Job, data: dict[str, Any]) -> None:
                 session,
                 job.id,
                 [JobState.SUBMITTED],
+                event="completed",
                 state=JobState.COMPLETED.value,
                 result=_result_of(data),
                 finished_at=utcnow(),
@@ -111,7 +114,13 @@ async def apply_status(gw: Gateway, job: Job, data: dict[str, Any]) -> None:
             )
     elif status == "failed":
         async with transaction(gw.sessions) as session:
-            await transition(session, job.id, [JobState.SUBMITTED], result=_result_of(data))
+            await transition(
+                session,
+                job.id,
+                [JobState.SUBMITTED],
+                event="upstream_job_failed",
+                result=_result_of(data),
+            )
         message = str(data.get("error") or "the upstream job failed")
         await fail_job(gw, job.id, "upstream_job_failed", message, upstream_charged=True)
     else:
@@ -120,6 +129,7 @@ async def apply_status(gw: Gateway, job: Job, data: dict[str, Any]) -> None:
                 session,
                 job.id,
                 [JobState.SUBMITTED],
+                event="status_pending",
                 bad_status_reads=0,
                 next_check_at=utcnow() + timedelta(seconds=gw.settings.poll_interval_s),
             )

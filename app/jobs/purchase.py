@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -22,9 +22,11 @@ from app.core.ratelimit import check_verify_rate
 from app.core.settings import SettlementOrder
 from app.jobs import admission, spend
 from app.jobs.models import ANSWERED_STATES, Job, JobState
+from app.jobs.policy import after, request_lease_s, settle_lease_s
 from app.jobs.purchase_errors import guarded
-from app.jobs.repository import JOB_ID_BY_PAYMENT, JobRepository, load_job, utcnow
-from app.jobs.steps import buy_upstream, settle_client_payment, submit_upstream
+from app.jobs.repository import JOB_ID_BY_PAYMENT, JobRepository, load_job
+from app.jobs.settlement import settle_client_payment
+from app.jobs.steps import buy_upstream, submit_upstream
 from app.jobs.waiting import answer_soon, wait_until_answered
 from app.payments.facilitator import FacilitatorUnavailable, SettleOutcome, verify_payment
 from app.payments.incoming import IncomingPayment, PaymentRejected
@@ -60,14 +62,10 @@ async def _existing(gw: Gateway, job: Job, fp: str) -> Job:
         )
     if job.state not in ANSWERED_STATES:
         async with transaction(gw.sessions) as session:
-            claimed = await JobRepository(session).try_lease(job.id, _request_lease(gw))
+            claimed = await JobRepository(session).try_lease(job.id, request_lease_s(gw.settings))
         if claimed:  # nobody is working on it (e.g. an unknown settlement): resume it here
             return await drive(gw, await load_job(gw.sessions, job.id))
     return await answer_soon(gw, job.id)
-
-
-def _request_lease(gw: Gateway) -> float:
-    return gw.settings.facilitator_timeout_s + gw.settings.upstream_timeout_s + 5
 
 
 async def _spend_gate(gw: Gateway, body: dict[str, object], spent: int, paid: int) -> int:
@@ -224,9 +222,8 @@ async def purchase(
         # lease: one write before the facilitator is called, not two.
         settle_attempts=1 if settle_now else 0,
         upstream_attempts=0,
-        next_check_at=utcnow()
-        + timedelta(
-            seconds=gw.settings.facilitator_timeout_s + 5 if settle_now else _request_lease(gw)
+        next_check_at=after(
+            settle_lease_s(gw.settings) if settle_now else request_lease_s(gw.settings)
         ),
     )
     try:

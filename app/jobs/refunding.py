@@ -2,36 +2,25 @@
 
 from __future__ import annotations
 
-import logging
 import time
-from datetime import timedelta
 from typing import Any
 
 from app.context import Gateway
 from app.core.crashpoints import crash_point
 from app.core.db import transaction
 from app.core.settings import RefundPolicy
-from app.jobs import onchain, refund_limit
+from app.jobs import machine, onchain, refund_limit
 from app.jobs.models import Job, JobState
-from app.jobs.repository import JobRepository, load_job, transition, utcnow
+from app.jobs.policy import MAX_REFUND_ATTEMPTS, after, first_refund_check_s, refund_backoff_s
+from app.jobs.repository import JobRepository, load_job, utcnow
 from app.jobs.reservation import release_unspent
+from app.jobs.transitions import transition
 from app.payments.chain import Transfer
 from app.payments.facilitator import SettleOutcome, SettleResult, settle_payment
 from app.payments.refunds import load_refund, refund_requirements, sign_refund
 
-log = logging.getLogger(__name__)
-
-# Without a chain to ask, a refund whose outcome stays unknown is parked after this many
-# attempts (30 s doubling, capped at 5 min: about 40 min) instead of being retried forever.
-MAX_REFUND_ATTEMPTS = 12
-
-# States from which a job may be failed.
-FAILABLE = [
-    JobState.VERIFIED,
-    JobState.PAID,
-    JobState.UPSTREAM_SIGNED,
-    JobState.SUBMITTED,
-]
+# States from which a job may be failed (in a fixed order: one statement shape).
+FAILABLE = [s for s in JobState if s in machine.FAILABLE]
 
 
 async def upstream_was_charged(gw: Gateway, job: Job) -> tuple[bool | None, str | None]:
@@ -45,12 +34,7 @@ async def upstream_was_charged(gw: Gateway, job: Job) -> tuple[bool | None, str 
     try:
         use = await onchain.upstream_payment(gw, job)
     except Exception as exc:  # the chain could not be read: unknown, and said so
-        log.warning(
-            "could not read the upstream payment of job %s from the chain: %s: %s",
-            job.id,
-            type(exc).__name__,
-            exc,
-        )
+        onchain.unreadable(job, "the upstream payment", exc)
         return None, None
     if not use.used:
         return False, None
@@ -89,7 +73,12 @@ async def fail_job(
             and upstream_tx
             and not job.upstream_tx
             and await transition(
-                session, job_id, FAILABLE, still_null=("upstream_tx",), upstream_tx=upstream_tx
+                session,
+                job_id,
+                FAILABLE,
+                event="upstream_spend_found",
+                still_null=("upstream_tx",),
+                upstream_tx=upstream_tx,
             )
         ):
             await repo.record_upstream(job, gw.settings.hot_wallet_address, upstream_tx)
@@ -102,6 +91,7 @@ async def fail_job(
                 session,
                 job_id,
                 FAILABLE,
+                event="fail_undecided",
                 state=JobState.NEEDS_ATTENTION.value,
                 finished_at=utcnow(),
                 next_check_at=None,
@@ -112,6 +102,7 @@ async def fail_job(
                 session,
                 job_id,
                 FAILABLE,
+                event="failed_no_refund",
                 state=JobState.FAILED.value,
                 finished_at=utcnow(),
                 next_check_at=None,
@@ -122,9 +113,10 @@ async def fail_job(
                 session,
                 job_id,
                 FAILABLE,
+                event="refund_started",
                 state=JobState.REFUNDING.value,
                 refund_amount=job.pay_amount,
-                next_check_at=utcnow() + timedelta(seconds=30),
+                next_check_at=after(first_refund_check_s()),
                 **common,
             )
         await release_unspent(session, job_id)
@@ -141,7 +133,8 @@ async def _refund_expired_unused(gw: Gateway, job: Job) -> bool:
         return False
     try:
         used = await gw.chain.authorization_used(gw.settings.hot_wallet_address, job.refund_nonce)
-    except Exception:
+    except Exception as exc:  # kept as it is: it may still be executed
+        onchain.unreadable(job, "the refund authorization", exc)
         return False
     return not used
 
@@ -161,7 +154,8 @@ async def _refund_tx(gw: Gateway, job: Job, result: SettleResult) -> tuple[str |
         if tx is not None and (not remote or await gw.chain.pays(tx, expected)):
             return tx, None
         use = await onchain.refund_payment(gw, job)
-    except Exception:
+    except Exception as exc:  # unknown: retried, or parked without a chain
+        onchain.unreadable(job, "the refund", exc)
         return None, None
     if use.tx is not None and not use.paid:
         return None, use.tx
@@ -177,7 +171,12 @@ async def refund(gw: Gateway, job_id: str) -> Job:
         # Nobody can execute it any more: replacing it cannot pay the client twice.
         async with transaction(gw.sessions) as session:
             await transition(
-                session, job_id, [JobState.REFUNDING], refund_payload=None, refund_nonce=None
+                session,
+                job_id,
+                [JobState.REFUNDING],
+                event="refund_expired_unused",
+                refund_payload=None,
+                refund_nonce=None,
             )
         job = await load_job(gw.sessions, job_id)
     if job.refund_payload is None:
@@ -188,7 +187,12 @@ async def refund(gw: Gateway, job_id: str) -> Job:
         nonce = str(signed["payload"]["authorization"]["nonce"]).lower()
         async with transaction(gw.sessions) as session:
             await transition(
-                session, job_id, [JobState.REFUNDING], refund_payload=signed, refund_nonce=nonce
+                session,
+                job_id,
+                [JobState.REFUNDING],
+                event="refund_signed",
+                refund_payload=signed,
+                refund_nonce=nonce,
             )
         crash_point("after_refund_signed")
         job = await load_job(gw.sessions, job_id)
@@ -206,6 +210,7 @@ async def refund(gw: Gateway, job_id: str) -> Job:
                 session,
                 job_id,
                 [JobState.REFUNDING],
+                event="refunded",
                 state=JobState.REFUNDED.value,
                 refund_tx=tx,
                 finished_at=utcnow(),
@@ -217,6 +222,7 @@ async def refund(gw: Gateway, job_id: str) -> Job:
                 session,
                 job_id,
                 [JobState.REFUNDING],
+                event="refund_not_made",
                 state=JobState.NEEDS_ATTENTION.value,
                 error_code="refund_not_made",
                 error_message=f"the refund authorization was used by transaction {unpaid}, "
@@ -229,6 +235,7 @@ async def refund(gw: Gateway, job_id: str) -> Job:
                 session,
                 job_id,
                 [JobState.REFUNDING],
+                event="refund_refused",
                 state=JobState.NEEDS_ATTENTION.value,
                 error_code="refund_refused",
                 error_message=f"refund refused by facilitator: {result.reason}",
@@ -241,6 +248,7 @@ async def refund(gw: Gateway, job_id: str) -> Job:
                 session,
                 job_id,
                 [JobState.REFUNDING],
+                event="refund_unresolved",
                 state=JobState.NEEDS_ATTENTION.value,
                 refund_attempts=attempts,
                 error_code="refund_unresolved",
@@ -250,12 +258,12 @@ async def refund(gw: Gateway, job_id: str) -> Job:
                 next_check_at=None,
             )
         else:
-            backoff = min(30 * 2 ** min(attempts - 1, 4), 300)
             await transition(
                 session,
                 job_id,
                 [JobState.REFUNDING],
+                event="refund_unknown_retry",
                 refund_attempts=attempts,
-                next_check_at=utcnow() + timedelta(seconds=backoff),
+                next_check_at=after(refund_backoff_s(attempts)),
             )
     return await load_job(gw.sessions, job_id)

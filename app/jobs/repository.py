@@ -5,16 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, Update, bindparam, func, insert, or_, select, update
+from sqlalchemy import Row, Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.attributes import manager_of_class
 
 from app.core.db import Executor
-from app.core.logs import get_logger
 from app.core.metrics import TRANSFERRED_ATOMIC, TRANSFERS
 from app.jobs.models import Job, JobState, LedgerEntry, LedgerKind
-
-log = get_logger(__name__)
 
 JOBS = cast(Table, Job.__table__)
 LEDGER = cast(Table, LedgerEntry.__table__)
@@ -42,30 +39,6 @@ _CLAIM_POLL = (
     .values(last_polled_at=bindparam("now", type_=JOBS.c.last_polled_at.type))
     .returning(*JOBS.c)
 )
-_TRANSITIONS: dict[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], Update] = {}
-
-
-def _transition_statement(
-    from_states: tuple[str, ...], still_null: tuple[str, ...], columns: tuple[str, ...]
-) -> Update:
-    """`UPDATE jobs SET <columns> WHERE id AND state IN <from_states> [AND <col> IS NULL]
-    RETURNING *`, built once per shape (the shapes are the code paths: a small, fixed set)."""
-    key = (from_states, still_null, columns)
-    stmt = _TRANSITIONS.get(key)
-    if stmt is None:
-        stmt = (
-            update(JOBS)
-            .where(
-                JOBS.c.id == bindparam("_job_id"),
-                JOBS.c.state.in_(from_states),
-                *(JOBS.c[name].is_(None) for name in still_null),
-            )
-            .values({name: bindparam(f"_set_{name}", type_=JOBS.c[name].type) for name in columns})
-            .returning(*JOBS.c)
-        )
-        _TRANSITIONS[key] = stmt
-    return stmt
-
 
 _NEW_JOB = manager_of_class(Job).new_instance
 
@@ -284,27 +257,3 @@ class JobRepository:
             "upstream_spend": upstream,
             "margin": charges - refunds - upstream,
         }
-
-
-async def transition(
-    session: Executor,
-    job_id: str,
-    from_states: list[JobState],
-    *,
-    still_null: tuple[str, ...] = (),
-    **values: Any,
-) -> Job | None:
-    """Compare-and-set a job's columns and return the row as written, in one statement;
-    None if the job left `from_states` (or a `still_null` column was set) meanwhile."""
-    values.setdefault("updated_at", utcnow())
-    columns = tuple(sorted(values))
-    stmt = _transition_statement(tuple(s.value for s in from_states), still_null, columns)
-    params = {f"_set_{name}": values[name] for name in columns}
-    params["_job_id"] = job_id
-    row = (await session.execute(stmt, params)).one_or_none()
-    if row is None:
-        return None
-    job = job_from_row(row)
-    if "state" in values:  # inside a request, the line carries its request id too
-        log.info("job state", job_id=job_id, state=job.state, error=job.error_code)
-    return job

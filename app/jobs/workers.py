@@ -18,7 +18,8 @@ from app.jobs.polling import Poller
 from app.jobs.purchase_errors import guarded
 from app.jobs.refunding import fail_job, refund
 from app.jobs.repository import JobRepository, utcnow
-from app.jobs.steps import buy_upstream, settle_client_payment, submit_upstream
+from app.jobs.settlement import settle_client_payment
+from app.jobs.steps import buy_upstream, submit_upstream
 from app.payments.facilitator import SettleOutcome
 
 log = logging.getLogger(__name__)

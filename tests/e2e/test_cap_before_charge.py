@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.jobs import reservation
 from app.jobs.models import Job, JobState, LedgerEntry, SpendHour
-from app.jobs.repository import JobRepository, transition
+from app.jobs.repository import JobRepository
+from app.jobs.transitions import transition
 from sandbox.chain import mint, usdc_balance
 from sandbox.world import HOT_WALLET, OPERATOR, UPSTREAM_PAYEE, World, address
 from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, poll_until_done, sign_payment
@@ -174,7 +175,13 @@ async def _reservations_follow_the_job(database_url: str) -> None:
             assert (await conn.execute(spent)).scalar_one() == 3 * UPSTREAM_PRICE
 
             # The payment is refused: the job ends unbought and its reservation is returned.
-            await transition(conn, refused.id, [JobState.VERIFIED], state="payment_failed")
+            await transition(
+                conn,
+                refused.id,
+                [JobState.VERIFIED],
+                event="settle_refused",
+                state="payment_failed",
+            )
             await reservation.release_unspent(conn, refused.id)
             await reservation.release_unspent(conn, refused.id)  # once only
             assert (await conn.execute(spent)).scalar_one() == 2 * UPSTREAM_PRICE
@@ -186,9 +193,17 @@ async def _reservations_follow_the_job(database_url: str) -> None:
                 conn,
                 signed.id,
                 [JobState.VERIFIED],
-                state="failed",
+                event="upstream_signed",
+                state="upstream_signed",
                 upstream_nonce="0x" + "ab" * 32,
                 **counted.values,
+            )
+            await transition(
+                conn,
+                signed.id,
+                [JobState.UPSTREAM_SIGNED],
+                event="failed_no_refund",
+                state="failed",
             )
             await reservation.release_unspent(conn, signed.id)  # signed: stays counted
             assert (await conn.execute(spent)).scalar_one() == 2 * UPSTREAM_PRICE - 700

@@ -20,8 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.jobs.models import Job
-from app.jobs.refunding import MAX_REFUND_ATTEMPTS
-from app.jobs.steps import MAX_SETTLE_ATTEMPTS
+from app.jobs.policy import MAX_REFUND_ATTEMPTS, MAX_SETTLE_ATTEMPTS
 from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, key_hex
 from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, balances, moved, sign_payment
 from tests.ledger_audit import audit
