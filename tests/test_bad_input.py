@@ -32,7 +32,7 @@ from app.payments.pricing import sale_price
 from app.upstream.schemas import MAX_BODY_BYTES, MAX_IMAGE_URLS
 from sandbox.pay import EDIT_BODY, payer_client
 from sandbox.world import OPERATOR, PAYER, address, key_hex
-from tests.test_payment_decoding import PUBLIC_BASE_URL, make_settings
+from tests.settings_factory import PUBLIC_BASE_URL, make_settings
 
 PRICE = 63240
 PATHS = [EDIT_PATH, UPSTREAM_PATH]

@@ -16,7 +16,7 @@ from app.main import build_gateway
 from sandbox.pay import EDIT_BODY
 from sandbox.world import PAYER, World, key_hex
 from tests.helpers import paid_post, poll_until_done
-from tests.test_payment_decoding import make_settings
+from tests.settings_factory import make_settings
 
 
 def _json_lines(text: str) -> list[dict[str, Any]]:
