@@ -8,9 +8,6 @@ case where a settlement's answer lost for good leaves the outcome unknowable.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +27,15 @@ from app.jobs.models import Job
 from app.jobs.steps import MAX_SETTLE_ATTEMPTS
 from app.main import create_app
 from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, address, key_hex
-from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, balances, moved, sign_payment
+from tests.helpers import (
+    EDIT_BODY,
+    PRICE,
+    UPSTREAM_PRICE,
+    balances,
+    moved,
+    payment_nonce,
+    sign_payment,
+)
 from tests.ledger_audit import audit
 
 
@@ -115,40 +120,10 @@ async def test_other_unexpected_errors_are_json_500(
     assert response.json()["error"] == "internal_error"
 
 
-@pytest.fixture(scope="module")
-def blind_world(module_db: str) -> Iterator[World]:
-    """A gateway with a remote facilitator and no chain to ask, explicitly allowed."""
-    w = World(
-        database_url=module_db,
-        job_delay_s=0.3,
-        remote_facilitator=True,
-        # `full`: without a chain the upstream charge is unknowable, and the refund answers are
-        # what these tests read.
-        gateway_env={
-            "X402R_RPC_URL": "",
-            "X402R_ALLOW_NO_RPC": "true",
-            "X402R_REFUND_POLICY": "full",
-        },
-    )
-    try:
-        yield w.start()
-    finally:
-        w.stop()
-
-
 @pytest.fixture
-def world(blind_world: World) -> Iterator[World]:
-    """No faults before and after each test."""
-    blind_world.reset_facilitator()
-    blind_world.reset_upstream()
-    yield blind_world
-    blind_world.reset_facilitator()
-    blind_world.reset_upstream()
-
-
-def _nonce_of(headers: dict[str, str]) -> str:
-    (value,) = headers.values()
-    return str(json.loads(base64.b64decode(value))["payload"]["authorization"]["nonce"]).lower()
+def world(blind_world: World) -> World:
+    """The module's world without a chain, with no faults (see `blind_world`)."""
+    return blind_world
 
 
 async def _job_by_nonce(database_url: str, nonce: str) -> Any:
@@ -194,14 +169,14 @@ async def test_unresolved_settlement_is_never_asked_to_pay_again(world: World) -
     async with httpx.AsyncClient(timeout=60) as http:
         first = await http.post(url, json=body, headers=payment)
         assert first.status_code == 503, first.text
-        job = await _job_by_nonce(world.database_url, _nonce_of(payment))
+        job = await _job_by_nonce(world.database_url, payment_nonce(payment))
         assert first.json()["error"] == "payment_outcome_unknown"
         assert first.json()["details"]["jobId"] == job.id  # the client can follow its job
         # Time passes: the last settle attempt the gateway allows itself, still unanswered.
         await _make_due(world.database_url, job.id, settle_attempts=MAX_SETTLE_ATTEMPTS - 1)
 
         async def parked() -> Any:
-            row = await _job_by_nonce(world.database_url, _nonce_of(payment))
+            row = await _job_by_nonce(world.database_url, payment_nonce(payment))
             return row if row.state == "needs_attention" else None
 
         job = await _until(parked)
