@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -64,3 +65,16 @@ async def sign_v1(offer: Offer, key: str = key_hex(PAYER)) -> PaymentPayloadV1:
 def wire(payload: PaymentPayload | PaymentPayloadV1) -> Payload:
     """The payload as JSON, ready to tamper with."""
     return payload.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def file_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for config checks: a SQLite file in `tmp_path`, workers off, no RPC unless given."""
+    values: dict[str, Any] = {
+        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
+        "pay_to": address(OPERATOR),
+        "hot_wallet_private_key": key_hex(HOT_WALLET),
+        "facilitator_url": "http://127.0.0.1:9/",
+        "workers_enabled": False,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)

@@ -22,11 +22,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.api import fastpath
 from app.api.deps import get_gateway
 from app.api.job_reads import JobReads
-from app.core.settings import Settings
 from app.jobs.models import Job
 from app.jobs.steps import MAX_SETTLE_ATTEMPTS
 from app.main import create_app
-from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, address, key_hex
+from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, key_hex
 from tests.helpers import (
     EDIT_BODY,
     PRICE,
@@ -37,26 +36,14 @@ from tests.helpers import (
     sign_payment,
 )
 from tests.ledger_audit import audit
-
-
-def _settings(tmp_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
-        "pay_to": address(OPERATOR),
-        "hot_wallet_private_key": key_hex(HOT_WALLET),
-        "facilitator_url": "http://127.0.0.1:9/",
-        "workers_enabled": False,
-        "_env_file": None,
-        **overrides,
-    }
-    return Settings(**values)
+from tests.settings_factory import file_settings
 
 
 def test_rpc_is_required_unless_explicitly_allowed(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="X402R_RPC_URL is required"):
-        _settings(tmp_path)
-    assert _settings(tmp_path, allow_no_rpc=True).rpc_url is None
-    assert _settings(tmp_path, rpc_url="http://127.0.0.1:8545").allow_no_rpc is False
+        file_settings(tmp_path)
+    assert file_settings(tmp_path, allow_no_rpc=True).rpc_url is None
+    assert file_settings(tmp_path, rpc_url="http://127.0.0.1:8545").allow_no_rpc is False
 
 
 def _refused() -> Exception:
@@ -75,7 +62,7 @@ def _refused() -> Exception:
 async def test_database_errors_anywhere_answer_json_503(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, error: Any
 ) -> None:
-    app = create_app(_settings(tmp_path, allow_no_rpc=True))
+    app = create_app(file_settings(tmp_path, allow_no_rpc=True))
 
     async def fail(*_: Any) -> Any:
         raise error()
@@ -106,7 +93,7 @@ async def test_database_errors_anywhere_answer_json_503(
 async def test_other_unexpected_errors_are_json_500(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = create_app(_settings(tmp_path, allow_no_rpc=True))
+    app = create_app(file_settings(tmp_path, allow_no_rpc=True))
 
     async def fail(*_: Any) -> Any:
         raise FileNotFoundError(2, "No such file", "/nowhere")

@@ -1,8 +1,9 @@
 """Browsers on a paid path: the SDK's paywall page for them, the JSON 402 for everyone else.
 
-Same in-process gateway as `tests/test_discovery.py` (facilitator and upstream on a closed port,
-so nothing here can move money). The browser rule is pinned to the SDK middleware's own; the
-fast paths are exercised in both orders, so a recorded answer can never reach the other kind.
+Same in-process gateway as the discovery tests (`tests/inprocess_app.py`: facilitator and
+upstream on a closed port, so nothing here can move money). The browser rule is pinned to the
+SDK middleware's own; the fast paths are exercised in both orders, so a recorded answer can
+never reach the other kind.
 """
 
 from __future__ import annotations
