@@ -25,21 +25,23 @@ BROWSER = {
 _X402_CONFIG = re.compile(r"window\.x402 = (\{.*?\});\s*</script>", re.S)
 
 
-async def start_app(tmp: Path) -> AsyncIterator[FastAPI]:
+async def start_app(tmp: Path, **overrides: Any) -> AsyncIterator[FastAPI]:
     """The app on a SQLite file in `tmp`, no workers; it must write no job row."""
     settings = make_settings(
         database_url=f"sqlite+aiosqlite:///{tmp / 'gateway.db'}",
         workers_enabled=False,
         facilitator_timeout_s=2,
         upstream_timeout_s=2,
+        **overrides,
     )
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         yield application
-        assert await _job_count(application) == 0
+        assert await job_count(application) == 0
 
 
-async def _job_count(app: FastAPI) -> int:
+async def job_count(app: FastAPI) -> int:
+    """Rows in the jobs table: a job row exists only once a payment verified."""
     gateway: Gateway = app.state.gateway
     async with gateway.engine.connect() as conn:
         return int(await conn.scalar(text("SELECT count(*) FROM jobs")) or 0)
