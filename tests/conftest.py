@@ -1,4 +1,4 @@
-"""Shared fixtures: a fresh Postgres database with migrations, and a running local world."""
+"""Shared fixtures: fresh Postgres databases with migrations, and local worlds on them."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from app.core.migrate import upgrade_to_head
 from sandbox.world import World
 from tests import pgadmin as admin
+from tests.worlds import WorldMaker, fault_free
 
 PG_HOST = os.environ.get("X402R_TEST_PG_HOST", "127.0.0.1")
 PG_USER = os.environ.get("X402R_TEST_PG_USER", "postgres")
@@ -54,11 +55,56 @@ def module_db(new_database: Callable[[], str]) -> str:
     return new_database()
 
 
-@pytest.fixture(scope="session")
-def world(pg_url: str) -> Iterator[World]:
-    """Chain + facilitator + simulated upstream + one gateway on Postgres, for the session."""
-    w = World(database_url=pg_url, job_delay_s=1.0).start()
+def _worlds(new_database: Callable[[], str]) -> Iterator[WorldMaker]:
+    maker = WorldMaker(new_database)
     try:
-        yield w
+        yield maker
     finally:
-        w.stop()
+        maker.stop_all()
+
+
+@pytest.fixture(scope="session")
+def make_session_world(new_database: Callable[[], str]) -> Iterator[WorldMaker]:
+    """World factory whose worlds live until the end of the session."""
+    yield from _worlds(new_database)
+
+
+@pytest.fixture(scope="module")
+def make_module_world(new_database: Callable[[], str]) -> Iterator[WorldMaker]:
+    """World factory whose worlds live until the end of the module."""
+    yield from _worlds(new_database)
+
+
+@pytest.fixture
+def make_world(new_database: Callable[[], str]) -> Iterator[WorldMaker]:
+    """World factory whose worlds live until the end of the test."""
+    yield from _worlds(new_database)
+
+
+@pytest.fixture(scope="session")
+def world(make_session_world: WorldMaker, pg_url: str) -> World:
+    """Chain + facilitator + simulated upstream + one gateway on Postgres, for the session."""
+    return make_session_world(job_delay_s=1.0, database_url=pg_url)
+
+
+@pytest.fixture(scope="module")
+def blind_world_of_module(make_module_world: WorldMaker, module_db: str) -> World:
+    """A gateway with a remote facilitator and no chain to ask (`X402R_RPC_URL` empty), allowed.
+
+    `full`: without a chain the upstream charge is unknowable; a failed job whose upstream
+    charged us is refunded, so refunds and their answers can be tested.
+    """
+    return make_module_world(
+        remote_facilitator=True,
+        job_delay_s=0.3,
+        database_url=module_db,
+        X402R_RPC_URL="",
+        X402R_ALLOW_NO_RPC="true",
+        X402R_REFUND_POLICY="full",
+    )
+
+
+@pytest.fixture
+def blind_world(blind_world_of_module: World) -> Iterator[World]:
+    """The module's world without a chain, with no faults before and after each test."""
+    yield from fault_free(blind_world_of_module, facilitator=True)

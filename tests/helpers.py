@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from typing import Any
 
 import httpx
+from eth_account import Account
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
-from x402.http import decode_payment_required_header, encode_payment_signature_header
+from web3 import Web3
+from x402.http import (
+    decode_payment_required_header,
+    decode_payment_signature_header,
+    encode_payment_signature_header,
+)
 from x402.http.clients import wrapHttpxWithPayment
 from x402.schemas import PaymentRequiredV1
 
 from app.jobs.models import Job, LedgerEntry
-from sandbox.chain import usdc_balance
+from sandbox.chain import mint, usdc_balance
 from sandbox.pay import EDIT_BODY, payer_client
 from sandbox.world import HOT_WALLET, OPERATOR, PAYER, PAYER_2, UPSTREAM_PAYEE, World, address
 
@@ -21,17 +29,48 @@ PRICE = 63240  # the listing's 52700 + the default 20 % markup, rounded up
 UPSTREAM_PRICE = 52700  # the simulated upstream's price, as in the listing
 
 PARTIES = (PAYER, PAYER_2, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)
+MONEY_PATH = (PAYER, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)  # the parties of one payer's job
+OPERATOR_SIDE = (OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)
+ADMIN_TOKEN = "admin-token-for-tests-0123456789abcdef"  # at least 32 characters
+
+# Balance changes over MONEY_PATH per outcome of one paid job.
+NOTHING_MOVED = dict.fromkeys(MONEY_PATH, 0)
+SERVED = {
+    PAYER: -PRICE,
+    OPERATOR: PRICE,
+    HOT_WALLET: -UPSTREAM_PRICE,
+    UPSTREAM_PAYEE: UPSTREAM_PRICE,
+}
+REFUNDED_UPSTREAM_CHARGED = {
+    PAYER: 0,
+    OPERATOR: PRICE,
+    HOT_WALLET: -UPSTREAM_PRICE - PRICE,
+    UPSTREAM_PAYEE: UPSTREAM_PRICE,
+}
+REFUNDED_UPSTREAM_NOT_CHARGED = {PAYER: 0, OPERATOR: PRICE, HOT_WALLET: -PRICE, UPSTREAM_PAYEE: 0}
 
 __all__ = [
+    "ADMIN_TOKEN",
     "EDIT_BODY",
+    "MONEY_PATH",
+    "NOTHING_MOVED",
+    "OPERATOR_SIDE",
     "PARTIES",
     "PRICE",
+    "REFUNDED_UPSTREAM_CHARGED",
+    "REFUNDED_UPSTREAM_NOT_CHARGED",
+    "SERVED",
     "UPSTREAM_PRICE",
     "balances",
+    "change",
     "db_rows",
+    "funded_payer",
     "ledger_balances",
     "moved",
+    "operator_side",
     "paid_post",
+    "payer_and_nonce",
+    "payment_nonce",
     "poll_until_done",
     "sign_payment",
 ]
@@ -118,12 +157,41 @@ async def ledger_balances(database_url: str) -> dict[str, int]:
     return sums
 
 
-def balances(world: World) -> dict[int, int]:
-    """USDC balance of every party, by account index."""
-    return {i: usdc_balance(world.rpc_url, address(i)) for i in PARTIES}
+def balances(world: World, parties: tuple[int, ...] = PARTIES) -> dict[int, int]:
+    """USDC balance of each of `parties`, by account index."""
+    return {i: usdc_balance(world.rpc_url, address(i)) for i in parties}
+
+
+def operator_side(world: World) -> dict[int, int]:
+    """USDC balances of the operator, its hot wallet and the upstream's payee."""
+    return balances(world, OPERATOR_SIDE)
+
+
+def change(before: dict[int, int], after: dict[int, int]) -> dict[int, int]:
+    """Per-party balance change, for every party of `before` (zeros kept)."""
+    return {i: after[i] - before[i] for i in before}
 
 
 def moved(world: World, before: dict[int, int]) -> dict[int, int]:
-    """Per-party balance change since `before`; parties that did not move are left out."""
-    after = balances(world)
-    return {i: after[i] - before[i] for i in PARTIES if after[i] != before[i]}
+    """Balance change of `before`'s parties since then; parties that did not move are left out."""
+    return {i: d for i, d in change(before, balances(world, tuple(before))).items() if d}
+
+
+def funded_payer(world: World, amount: int) -> tuple[str, str]:
+    """A new account holding exactly `amount`: (key, address)."""
+    account = Account.create()
+    mint(world.rpc_url, account.address, amount)
+    return "0x" + bytes(account.key).hex(), str(account.address)
+
+
+def payment_nonce(headers: dict[str, str]) -> str:
+    """The authorization nonce (lower case) of the one payment header in `headers`."""
+    (value,) = headers.values()
+    return str(json.loads(base64.b64decode(value))["payload"]["authorization"]["nonce"]).lower()
+
+
+def payer_and_nonce(payment: dict[str, str]) -> tuple[str, str]:
+    """(payer, nonce) of a signed payment header."""
+    payload = decode_payment_signature_header(next(iter(payment.values())))
+    auth = payload.payload["authorization"]
+    return str(Web3.to_checksum_address(auth["from"])), str(auth["nonce"]).lower()

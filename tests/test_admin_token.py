@@ -10,31 +10,16 @@ import pytest
 from pydantic import ValidationError
 
 from app.cli import load_settings
-from app.core.settings import MIN_ADMIN_TOKEN_CHARS, Settings
+from app.core.settings import MIN_ADMIN_TOKEN_CHARS
 from app.main import create_app
-
-OPERATOR = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
-HOT_KEY = "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a"
-TOKEN = "operator-token-0123456789abcdefghijkl"
-
-
-def _settings(tmp_path: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
-        "pay_to": OPERATOR,
-        "hot_wallet_private_key": HOT_KEY,
-        "facilitator_url": "http://127.0.0.1:9/",
-        "workers_enabled": False,
-        "allow_no_rpc": True,
-        "_env_file": None,
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+from sandbox.world import HOT_WALLET, OPERATOR, address, key_hex
+from tests.helpers import ADMIN_TOKEN
+from tests.settings_factory import file_settings
 
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(_settings(tmp_path, admin_token=TOKEN))
+    app = create_app(file_settings(tmp_path, allow_no_rpc=True, admin_token=ADMIN_TOKEN))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
@@ -46,8 +31,8 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     [
         "Bearer tökén".encode(),  # UTF-8 bytes, read as latin-1 text by the server
         b"Bearer \xff\xfe",
-        ("Bearer " + TOKEN[:-1] + "\xe9").encode("latin-1"),
-        f"Bearer {TOKEN}\u00a0".encode(),
+        ("Bearer " + ADMIN_TOKEN[:-1] + "\xe9").encode("latin-1"),
+        f"Bearer {ADMIN_TOKEN}\u00a0".encode(),
     ],
     ids=["utf8", "high-bytes", "same-length-non-ascii", "trailing-nbsp"],
 )
@@ -60,7 +45,9 @@ async def test_non_ascii_authorization_is_a_401(client: httpx.AsyncClient, value
 
 
 async def test_the_right_token_still_works(client: httpx.AsyncClient) -> None:
-    response = await client.get("/v1/admin/summary", headers={"Authorization": f"Bearer {TOKEN}"})
+    response = await client.get(
+        "/v1/admin/summary", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
     assert response.status_code == 200
     assert response.json()["ledger"]["charges"] == "0"
 
@@ -68,12 +55,12 @@ async def test_the_right_token_still_works(client: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize("token", ["", "s3cret-token", "x" * (MIN_ADMIN_TOKEN_CHARS - 1)])
 def test_short_admin_tokens_are_refused_at_start_up(tmp_path: Path, token: str) -> None:
     with pytest.raises(ValidationError, match=f"at least {MIN_ADMIN_TOKEN_CHARS} characters"):
-        _settings(tmp_path, admin_token=token)
+        file_settings(tmp_path, allow_no_rpc=True, admin_token=token)
 
 
 def test_a_token_of_the_minimum_length_is_accepted(tmp_path: Path) -> None:
     token = "x" * MIN_ADMIN_TOKEN_CHARS
-    settings = _settings(tmp_path, admin_token=token)
+    settings = file_settings(tmp_path, allow_no_rpc=True, admin_token=token)
     assert settings.admin_token is not None
     assert settings.admin_token.get_secret_value() == token
 
@@ -82,8 +69,8 @@ def test_start_up_names_the_variable_never_the_token(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     monkeypatch.chdir(tmp_path)  # no .env of the working copy
-    monkeypatch.setenv("X402R_PAY_TO", OPERATOR)
-    monkeypatch.setenv("X402R_HOT_WALLET_PRIVATE_KEY", HOT_KEY)
+    monkeypatch.setenv("X402R_PAY_TO", address(OPERATOR))
+    monkeypatch.setenv("X402R_HOT_WALLET_PRIVATE_KEY", key_hex(HOT_WALLET))
     monkeypatch.setenv("X402R_FACILITATOR_URL", "http://127.0.0.1:9/")
     monkeypatch.setenv("X402R_ADMIN_TOKEN", "short-secret-value")
     with pytest.raises(SystemExit) as exit_info:

@@ -10,13 +10,11 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
 from x402.http import (
     decode_payment_required_header,
     encode_payment_signature_header,
@@ -25,14 +23,13 @@ from x402.http.utils import safe_base64_encode
 from x402.schemas import PaymentRequired, PaymentRequiredV1
 
 from app.api.edits import EDIT_PATH, UPSTREAM_PATH
-from app.context import Gateway
 from app.core.settings import BASE_USDC
-from app.main import create_app
 from app.payments.pricing import sale_price
 from app.upstream.schemas import MAX_BODY_BYTES, MAX_IMAGE_URLS
 from sandbox.pay import EDIT_BODY, payer_client
 from sandbox.world import OPERATOR, PAYER, address, key_hex
-from tests.test_payment_decoding import PUBLIC_BASE_URL, make_settings
+from tests.inprocess_app import client_for, job_count, start_app
+from tests.settings_factory import PUBLIC_BASE_URL
 
 PRICE = 63240
 PATHS = [EDIT_PATH, UPSTREAM_PATH]
@@ -45,34 +42,18 @@ pytestmark = pytest.mark.parametrize("path", PATHS, ids=["v1-path", "upstream-pa
 @pytest.fixture(scope="module")
 async def app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FastAPI]:
     """The gateway app with its lifespan running (migrations, clients; no workers)."""
-    db = Path(tmp_path_factory.mktemp("bad-input")) / "gateway.db"
-    settings = make_settings(
-        database_url=f"sqlite+aiosqlite:///{db}",
-        public_base_url=PUBLIC_BASE_URL + "/",  # a trailing slash must not leak into URLs
-        workers_enabled=False,
-        facilitator_timeout_s=2,
-        upstream_timeout_s=2,
-    )
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
+    # A trailing slash in the public URL must not leak into URLs.
+    tmp = tmp_path_factory.mktemp("bad-input")
+    async for application in start_app(tmp, public_base_url=PUBLIC_BASE_URL + "/"):
         yield application
 
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client talking to the app in-process, from a host that is not the public one."""
-    transport = httpx.ASGITransport(app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://internal:8080") as http:
+    async with client_for(app) as http:
         yield http
     assert await job_count(app) == 0
-
-
-async def job_count(app: FastAPI) -> int:
-    """Rows in the jobs table: a job row exists only once a payment verified."""
-    gateway: Gateway = app.state.gateway
-    async with gateway.engine.connect() as conn:
-        count = await conn.scalar(text("SELECT count(*) FROM jobs"))
-    return int(count or 0)
 
 
 async def signed_header(client: httpx.AsyncClient, path: str) -> dict[str, str]:

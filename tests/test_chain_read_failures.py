@@ -21,7 +21,7 @@ from app.jobs import onchain, refunding
 from app.jobs.models import Job, JobState
 from app.payments.chain import ChainReader
 from app.payments.facilitator import SettleOutcome, SettleResult
-from tests.test_payment_decoding import make_settings
+from tests.settings_factory import make_settings
 
 DEAD_RPC = "http://127.0.0.1:1"
 TOKEN = "0x" + "11" * 20

@@ -8,9 +8,6 @@ case where a settlement's answer lost for good leaves the outcome unknowable.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,33 +22,28 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.api import fastpath
 from app.api.deps import get_gateway
 from app.api.job_reads import JobReads
-from app.core.settings import Settings
 from app.jobs.models import Job
 from app.jobs.policy import MAX_SETTLE_ATTEMPTS
 from app.main import create_app
-from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, address, key_hex
-from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, balances, moved, sign_payment
+from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, key_hex
+from tests.helpers import (
+    EDIT_BODY,
+    PRICE,
+    UPSTREAM_PRICE,
+    balances,
+    moved,
+    payment_nonce,
+    sign_payment,
+)
 from tests.ledger_audit import audit
-
-
-def _settings(tmp_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
-        "pay_to": address(OPERATOR),
-        "hot_wallet_private_key": key_hex(HOT_WALLET),
-        "facilitator_url": "http://127.0.0.1:9/",
-        "workers_enabled": False,
-        "_env_file": None,
-        **overrides,
-    }
-    return Settings(**values)
+from tests.settings_factory import file_settings
 
 
 def test_rpc_is_required_unless_explicitly_allowed(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="X402R_RPC_URL is required"):
-        _settings(tmp_path)
-    assert _settings(tmp_path, allow_no_rpc=True).rpc_url is None
-    assert _settings(tmp_path, rpc_url="http://127.0.0.1:8545").allow_no_rpc is False
+        file_settings(tmp_path)
+    assert file_settings(tmp_path, allow_no_rpc=True).rpc_url is None
+    assert file_settings(tmp_path, rpc_url="http://127.0.0.1:8545").allow_no_rpc is False
 
 
 def _refused() -> Exception:
@@ -70,7 +62,7 @@ def _refused() -> Exception:
 async def test_database_errors_anywhere_answer_json_503(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, error: Any
 ) -> None:
-    app = create_app(_settings(tmp_path, allow_no_rpc=True))
+    app = create_app(file_settings(tmp_path, allow_no_rpc=True))
 
     async def fail(*_: Any) -> Any:
         raise error()
@@ -101,7 +93,7 @@ async def test_database_errors_anywhere_answer_json_503(
 async def test_other_unexpected_errors_are_json_500(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = create_app(_settings(tmp_path, allow_no_rpc=True))
+    app = create_app(file_settings(tmp_path, allow_no_rpc=True))
 
     async def fail(*_: Any) -> Any:
         raise FileNotFoundError(2, "No such file", "/nowhere")
@@ -115,40 +107,10 @@ async def test_other_unexpected_errors_are_json_500(
     assert response.json()["error"] == "internal_error"
 
 
-@pytest.fixture(scope="module")
-def blind_world(module_db: str) -> Iterator[World]:
-    """A gateway with a remote facilitator and no chain to ask, explicitly allowed."""
-    w = World(
-        database_url=module_db,
-        job_delay_s=0.3,
-        remote_facilitator=True,
-        # `full`: without a chain the upstream charge is unknowable, and the refund answers are
-        # what these tests read.
-        gateway_env={
-            "X402R_RPC_URL": "",
-            "X402R_ALLOW_NO_RPC": "true",
-            "X402R_REFUND_POLICY": "full",
-        },
-    )
-    try:
-        yield w.start()
-    finally:
-        w.stop()
-
-
 @pytest.fixture
-def world(blind_world: World) -> Iterator[World]:
-    """No faults before and after each test."""
-    blind_world.reset_facilitator()
-    blind_world.reset_upstream()
-    yield blind_world
-    blind_world.reset_facilitator()
-    blind_world.reset_upstream()
-
-
-def _nonce_of(headers: dict[str, str]) -> str:
-    (value,) = headers.values()
-    return str(json.loads(base64.b64decode(value))["payload"]["authorization"]["nonce"]).lower()
+def world(blind_world: World) -> World:
+    """The module's world without a chain, with no faults (see `blind_world`)."""
+    return blind_world
 
 
 async def _job_by_nonce(database_url: str, nonce: str) -> Any:
@@ -194,14 +156,14 @@ async def test_unresolved_settlement_is_never_asked_to_pay_again(world: World) -
     async with httpx.AsyncClient(timeout=60) as http:
         first = await http.post(url, json=body, headers=payment)
         assert first.status_code == 503, first.text
-        job = await _job_by_nonce(world.database_url, _nonce_of(payment))
+        job = await _job_by_nonce(world.database_url, payment_nonce(payment))
         assert first.json()["error"] == "payment_outcome_unknown"
         assert first.json()["details"]["jobId"] == job.id  # the client can follow its job
         # Time passes: the last settle attempt the gateway allows itself, still unanswered.
         await _make_due(world.database_url, job.id, settle_attempts=MAX_SETTLE_ATTEMPTS - 1)
 
         async def parked() -> Any:
-            row = await _job_by_nonce(world.database_url, _nonce_of(payment))
+            row = await _job_by_nonce(world.database_url, payment_nonce(payment))
             return row if row.state == "needs_attention" else None
 
         job = await _until(parked)

@@ -10,27 +10,11 @@ import pytest
 from pydantic import ValidationError
 
 from app.cli import load_settings
-from app.core.settings import Settings
 from app.main import create_app
 from app.payments.pricing import format_usdc, sale_price
-
-OPERATOR = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
-ADMIN_TOKEN = "operator-token-0123456789abcdefghijkl"  # at least 32 characters
-HOT_KEY = "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a"
-
-
-def _settings(tmp_path: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
-        "pay_to": OPERATOR,
-        "hot_wallet_private_key": HOT_KEY,
-        "facilitator_url": "http://127.0.0.1:9/",
-        "allow_no_rpc": True,
-        "workers_enabled": False,
-        "_env_file": None,
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+from sandbox.world import HOT_WALLET, OPERATOR, address, key_hex
+from tests.helpers import ADMIN_TOKEN
+from tests.settings_factory import file_settings
 
 
 @pytest.mark.parametrize(
@@ -53,25 +37,35 @@ def test_settings_refuse_ambiguous_facilitator(tmp_path: Path) -> None:
         ValidationError,
         match="FACILITATOR_URL and X402R_FACILITATOR_PRIVATE_KEY are both",
     ):
-        _settings(tmp_path, facilitator_private_key=HOT_KEY, rpc_url="http://127.0.0.1:8545")
+        file_settings(
+            tmp_path,
+            allow_no_rpc=True,
+            facilitator_private_key=key_hex(HOT_WALLET),
+            rpc_url="http://127.0.0.1:8545",
+        )
     with pytest.raises(ValidationError, match="X402R_RPC_URL is required"):
-        _settings(tmp_path, facilitator_url=None, facilitator_private_key=HOT_KEY)
+        file_settings(
+            tmp_path,
+            allow_no_rpc=True,
+            facilitator_url=None,
+            facilitator_private_key=key_hex(HOT_WALLET),
+        )
 
 
 def test_settings_refuse_bad_values(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="two decimal places"):
-        _settings(tmp_path, markup_percent="12.345")
+        file_settings(tmp_path, allow_no_rpc=True, markup_percent="12.345")
     with pytest.raises(ValidationError, match="not an EVM address"):
-        _settings(tmp_path, pay_to="0x1234")
+        file_settings(tmp_path, allow_no_rpc=True, pay_to="0x1234")
     with pytest.raises(ValidationError, match="exceeds"):
-        _settings(tmp_path, upstream_price_atomic=200_000)
+        file_settings(tmp_path, allow_no_rpc=True, upstream_price_atomic=200_000)
 
 
 def test_bad_key_is_reported_without_its_value(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("X402R_PAY_TO", OPERATOR)
+    monkeypatch.setenv("X402R_PAY_TO", address(OPERATOR))
     monkeypatch.setenv("X402R_FACILITATOR_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("X402R_HOT_WALLET_PRIVATE_KEY", "0xnot-a-key-but-secret-looking")
     with pytest.raises(SystemExit) as exit_info:
@@ -98,7 +92,7 @@ def test_missing_required_settings_are_named(
 
 @pytest.fixture
 async def admin_client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(_settings(tmp_path, admin_token=ADMIN_TOKEN))
+    app = create_app(file_settings(tmp_path, allow_no_rpc=True, admin_token=ADMIN_TOKEN))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
@@ -125,7 +119,7 @@ async def test_admin_summary_requires_the_token(admin_client: httpx.AsyncClient)
 
 
 async def test_admin_endpoints_do_not_exist_without_a_token(tmp_path: Path) -> None:
-    app = create_app(_settings(tmp_path))
+    app = create_app(file_settings(tmp_path, allow_no_rpc=True))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:

@@ -8,17 +8,12 @@ its discovery-list parser.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import httpx
 import jsonschema
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
 from x402.extensions.bazaar import (
     BodyDiscoveryInfo,
     extract_discovery_info,
@@ -29,43 +24,15 @@ from x402.extensions.payment_identifier import PAYMENT_IDENTIFIER
 from x402.http import decode_payment_required_header, encode_payment_signature_header
 from x402.schemas import PaymentRequiredV1
 
-from app.api.edits import EDIT_PATH, UPSTREAM_PATH
 from app.api.schemas import AcceptedJob
-from app.context import Gateway
 from app.core.settings import BASE_USDC
-from app.main import create_app
 from app.upstream import listing
 from app.upstream.schemas import EXAMPLE_EDIT, EditRequest
 from sandbox.pay import EDIT_BODY, payer_client
 from sandbox.world import OPERATOR, PAYER, address, key_hex
-from tests.test_payment_decoding import PUBLIC_BASE_URL, make_settings
-
-PRICE = 63240
-PATHS = [EDIT_PATH, UPSTREAM_PATH]
-BROWSER = {
-    "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/156.0 Safari/537.36",
-}
-_X402_CONFIG = re.compile(r"window\.x402 = (\{.*?\});\s*</script>", re.S)
-
-
-async def start_app(tmp: Path) -> AsyncIterator[FastAPI]:
-    settings = make_settings(
-        database_url=f"sqlite+aiosqlite:///{tmp / 'gateway.db'}",
-        workers_enabled=False,
-        facilitator_timeout_s=2,
-        upstream_timeout_s=2,
-    )
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        yield application
-        assert await _job_count(application) == 0
-
-
-async def _job_count(app: FastAPI) -> int:
-    gateway: Gateway = app.state.gateway
-    async with gateway.engine.connect() as conn:
-        return int(await conn.scalar(text("SELECT count(*) FROM jobs")) or 0)
+from tests.helpers import PRICE
+from tests.inprocess_app import PATHS, client_for, start_app
+from tests.settings_factory import PUBLIC_BASE_URL
 
 
 @pytest.fixture(scope="module")
@@ -75,22 +42,10 @@ async def app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FastAPI
         yield application
 
 
-def client_for(app: FastAPI) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://internal:8080")
-
-
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with client_for(app) as http:
         yield http
-
-
-def x402_config(html: str) -> dict[str, Any]:
-    """The configuration the SDK's paywall page embeds for its script."""
-    found = _X402_CONFIG.search(html)
-    assert found, "no window.x402 config in the page"
-    config: dict[str, Any] = json.loads(found.group(1))
-    return config
 
 
 # --- bazaar extension ------------------------------------------------------------------------

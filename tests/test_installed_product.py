@@ -28,7 +28,7 @@ from app.upstream.schemas import EditRequest
 from sandbox.pay import EDIT_BODY
 from sandbox.processes import ServiceProcess
 from sandbox.world import PAYER, World, key_hex
-from tests.test_payment_decoding import make_settings
+from tests.settings_factory import make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

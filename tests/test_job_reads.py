@@ -34,7 +34,7 @@ from app.main import create_app
 from app.upstream.client import Quote
 from app.upstream.schemas import MAX_BODY_BYTES
 from sandbox.pay import EDIT_BODY
-from tests.test_payment_decoding import make_settings
+from tests.settings_factory import make_settings
 
 POLL_INTERVAL_S = 0.2
 Answer = tuple[int, list[tuple[str, str]], bytes]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -24,6 +24,7 @@ from app.core.logs import configure_logging, get_logger
 from app.core.settings import Settings
 from sandbox.world import GATEWAY_FACILITATOR_GAS, HOT_WALLET, PAYER, World, key_hex
 from tests.helpers import EDIT_BODY, PRICE, db_rows, poll_until_done, sign_payment
+from tests.worlds import WorldMaker
 
 RPC_SECRET = "KEY_SECRET_123abc"
 ADMIN_TOKEN = "admin-token-that-must-never-be-logged-9f8e7d"
@@ -52,14 +53,12 @@ class _Forward(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def debug_world(request: pytest.FixtureRequest, new_database: Callable[[], str]) -> Iterator[World]:
+def debug_world(request: pytest.FixtureRequest, make_module_world: WorldMaker) -> Iterator[World]:
     """A world whose gateway logs at DEBUG and reaches the chain through a keyed RPC URL."""
-    world = World(database_url=new_database() if request.param == "postgres" else "")
-    proxy: ThreadingHTTPServer | None = None
+    world = make_module_world(gateways=0, database_url="" if request.param == "sqlite" else None)
+    handler = type("Forward", (_Forward,), {"upstream": world.rpc_url})
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     try:
-        world.start(gateways=0)
-        handler = type("Forward", (_Forward,), {"upstream": world.rpc_url})
-        proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=proxy.serve_forever, daemon=True).start()
         rpc = f"http://127.0.0.1:{proxy.server_address[1]}/v2/{RPC_SECRET}"
         world.gateway_env = {
@@ -71,10 +70,9 @@ def debug_world(request: pytest.FixtureRequest, new_database: Callable[[], str])
         world.start_gateway(0)
         yield world
     finally:
-        world.stop()
-        if proxy is not None:
-            proxy.shutdown()
-            proxy.server_close()
+        world.stop()  # before the other parameter's world starts
+        proxy.shutdown()
+        proxy.server_close()
 
 
 async def pay(world: World) -> tuple[str, str]:

@@ -17,7 +17,7 @@ from app.main import create_app
 from sandbox.pay import EDIT_BODY
 from sandbox.world import PAYER, World, key_hex
 from tests.helpers import PRICE, paid_post, poll_until_done
-from tests.test_payment_decoding import make_settings
+from tests.settings_factory import make_settings
 
 
 @pytest.fixture(scope="module")

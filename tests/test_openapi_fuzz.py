@@ -28,7 +28,7 @@ from schemathesis.core.result import Ok
 from schemathesis.python import asgi
 
 from app.main import create_app
-from tests.test_payment_decoding import make_settings
+from tests.settings_factory import make_settings
 
 PAYMENT_HEADER_NAMES = ["X-PAYMENT", "PAYMENT-SIGNATURE", "x-payment"]
 

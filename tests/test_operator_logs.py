@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,9 +13,10 @@ from app.jobs.polling import Poller
 from app.jobs.workers import run_forever
 from app.main import build_gateway
 from sandbox.pay import EDIT_BODY
-from sandbox.world import PAYER, World, key_hex
+from sandbox.world import PAYER, key_hex
 from tests.helpers import paid_post, poll_until_done
-from tests.test_payment_decoding import make_settings
+from tests.settings_factory import make_settings
+from tests.worlds import WorldMaker
 
 
 def _json_lines(text: str) -> list[dict[str, Any]]:
@@ -24,23 +24,15 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]  # every line is one JSON object
 
 
-async def test_json_logs_tell_the_story_of_a_paid_request(
-    new_database: Callable[[], str],
-) -> None:
-    url = await asyncio.to_thread(new_database)
-    world = World(database_url=url, gateway_env={"X402R_LOG_FORMAT": "json"})
-    await asyncio.to_thread(world.start)
-    try:
-        response = await paid_post(
-            world.gateway_url() + "/v1/images/edit", key_hex(PAYER), EDIT_BODY
-        )
-        assert response.status_code == 200, response.text
-        rid = response.headers["x-request-id"]
-        job_id = response.json()["jobId"]
-        await poll_until_done(response.json()["statusUrl"])
-        lines = _json_lines(world.gateways[0].log_path.read_text())
-    finally:
-        await asyncio.to_thread(world.stop)
+async def test_json_logs_tell_the_story_of_a_paid_request(make_world: WorldMaker) -> None:
+    world = await asyncio.to_thread(make_world, X402R_LOG_FORMAT="json")
+    response = await paid_post(world.gateway_url() + "/v1/images/edit", key_hex(PAYER), EDIT_BODY)
+    assert response.status_code == 200, response.text
+    rid = response.headers["x-request-id"]
+    job_id = response.json()["jobId"]
+    await poll_until_done(response.json()["statusUrl"])
+    lines = _json_lines(world.gateways[0].log_path.read_text())
+    await asyncio.to_thread(world.stop)
     start = next(line for line in lines if line["event"] == "starting")
     assert start["price_atomic"] == 63240
     assert start["database"].startswith("postgresql at 127.0.0.1:5432/")

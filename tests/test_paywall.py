@@ -1,8 +1,9 @@
 """Browsers on a paid path: the SDK's paywall page for them, the JSON 402 for everyone else.
 
-Same in-process gateway as `tests/test_discovery.py` (facilitator and upstream on a closed port,
-so nothing here can move money). The browser rule is pinned to the SDK middleware's own; the
-fast paths are exercised in both orders, so a recorded answer can never reach the other kind.
+Same in-process gateway as the discovery tests (`tests/inprocess_app.py`: facilitator and
+upstream on a closed port, so nothing here can move money). The browser rule is pinned to the
+SDK middleware's own; the fast paths are exercised in both orders, so a recorded answer can
+never reach the other kind.
 """
 
 from __future__ import annotations
@@ -18,22 +19,22 @@ from x402.http import decode_payment_required_header, encode_payment_signature_h
 from x402.http.x402_http_server_base import x402HTTPServerBase
 from x402.schemas import PaymentRequiredV1
 
+from app.api.edits import EDIT_PATH
 from app.api.paywall import is_browser, paywall_page
 from app.core.settings import BASE_USDC
 from app.payments.offer import OfferTerms, build_offer
 from app.upstream import listing
 from sandbox.pay import EDIT_BODY, payer_client
 from sandbox.world import OPERATOR, PAYER, address, key_hex
-from tests.test_discovery import (
+from tests.helpers import PRICE
+from tests.inprocess_app import (
     BROWSER,
-    EDIT_PATH,
     PATHS,
-    PRICE,
-    PUBLIC_BASE_URL,
     client_for,
     start_app,
     x402_config,
 )
+from tests.settings_factory import PUBLIC_BASE_URL
 
 BASE_SEPOLIA_USDC = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
 

@@ -30,7 +30,7 @@ from app.payments.pricing import sale_price
 from app.upstream.schemas import MAX_IMAGE_URLS, EditRequest
 from sandbox.sim_images import EditRequest as UpstreamListingRequest
 from sandbox.world import OPERATOR, address
-from tests.test_payment_decoding import make_offer, sign_v1, sign_v2, wire
+from tests.settings_factory import make_offer, sign_v1, sign_v2, wire
 
 FAST = settings(
     max_examples=200,

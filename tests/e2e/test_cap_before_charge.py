@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
-from eth_account import Account
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -21,27 +20,33 @@ from app.jobs import reservation
 from app.jobs.models import Job, JobState, LedgerEntry, SpendHour
 from app.jobs.repository import JobRepository
 from app.jobs.transitions import transition
-from sandbox.chain import mint, usdc_balance
+from sandbox.chain import usdc_balance
 from sandbox.world import HOT_WALLET, OPERATOR, UPSTREAM_PAYEE, World, address
-from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, poll_until_done, sign_payment
+from tests.helpers import (
+    EDIT_BODY,
+    PRICE,
+    UPSTREAM_PRICE,
+    funded_payer,
+    operator_side,
+    poll_until_done,
+    sign_payment,
+)
 from tests.ledger_audit import audit
+from tests.worlds import WorldMaker
 
 CAP = 2 * UPSTREAM_PRICE + UPSTREAM_PRICE // 2  # room for two upstream purchases
 CLIENTS = 8
 
 
 @pytest.fixture(scope="module")
-def cap_world(module_db: str) -> Iterator[World]:
+def cap_world(make_module_world: WorldMaker, module_db: str) -> World:
     """Two replicas allowed two upstream purchases per day."""
-    w = World(
-        database_url=module_db,
+    return make_module_world(
+        gateways=2,
         job_delay_s=0.3,
-        gateway_env={"X402R_DAILY_UPSTREAM_CAP_ATOMIC": str(CAP)},
+        database_url=module_db,
+        X402R_DAILY_UPSTREAM_CAP_ATOMIC=str(CAP),
     )
-    try:
-        yield w.start(gateways=2)
-    finally:
-        w.stop()
 
 
 @pytest.fixture
@@ -68,19 +73,6 @@ async def _scalar(database_url: str, stmt: object) -> int:
     finally:
         await engine.dispose()
     return int(value or 0)
-
-
-def funded_payer(world: World, amount: int) -> tuple[str, str]:
-    """A new account holding exactly `amount`: (key, address)."""
-    account = Account.create()
-    mint(world.rpc_url, account.address, amount)
-    return "0x" + bytes(account.key).hex(), str(account.address)
-
-
-def operator_side(world: World) -> dict[str, int]:
-    return {
-        i: usdc_balance(world.rpc_url, address(i)) for i in (OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)
-    }
 
 
 async def test_full_cap_answers_503_before_anyone_is_charged(world: World) -> None:

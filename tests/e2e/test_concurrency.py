@@ -8,21 +8,18 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
-from web3 import Web3
 from x402.extensions.payment_identifier import (
     PAYMENT_IDENTIFIER,
     append_payment_identifier_to_extensions,
 )
 from x402.http import (
     decode_payment_required_header,
-    decode_payment_signature_header,
     encode_payment_signature_header,
 )
 from x402.schemas import PaymentPayload, PaymentRequired
@@ -45,10 +42,12 @@ from tests.helpers import (
     UPSTREAM_PRICE,
     balances,
     moved,
+    payer_and_nonce,
     poll_until_done,
     sign_payment,
 )
 from tests.ledger_audit import audit
+from tests.worlds import WorldMaker
 
 POLL_INTERVAL_S = 0.5
 FINAL = {state.value for state in FINAL_STATES}
@@ -56,23 +55,17 @@ OTHER_BODY = {**EDIT_BODY, "prompt": "a watercolor fox"}
 
 
 @pytest.fixture(scope="module")
-def world(module_db: str) -> Iterator[World]:
+def world(make_module_world: WorldMaker, module_db: str) -> World:
     """Two replicas sharing one database and one facilitator."""
-    w = World(
-        database_url=module_db,
-        job_delay_s=1.0,
+    return make_module_world(
+        gateways=2,
         remote_facilitator=True,
-        gateway_env={
-            "X402R_POLL_INTERVAL_S": str(POLL_INTERVAL_S),
-            "X402R_FACILITATOR_TIMEOUT_S": "10",
-            "X402R_UPSTREAM_TIMEOUT_S": "10",
-        },
+        job_delay_s=1.0,
+        database_url=module_db,
+        X402R_POLL_INTERVAL_S=str(POLL_INTERVAL_S),
+        X402R_FACILITATOR_TIMEOUT_S="10",
+        X402R_UPSTREAM_TIMEOUT_S="10",
     )
-    try:
-        w.start(gateways=2)
-        yield w
-    finally:
-        w.stop()
 
 
 def edit_url(world: World, replica: int) -> str:
@@ -88,13 +81,6 @@ def served(jobs: int, payer: int = PAYER) -> dict[int, int]:
         HOT_WALLET: -jobs * UPSTREAM_PRICE,
         UPSTREAM_PAYEE: jobs * UPSTREAM_PRICE,
     }
-
-
-def identity(payment: dict[str, str]) -> tuple[str, str]:
-    """(payer, nonce) of a signed payment header."""
-    payload = decode_payment_signature_header(next(iter(payment.values())))
-    auth = payload.payload["authorization"]
-    return str(Web3.to_checksum_address(auth["from"])), str(auth["nonce"]).lower()
 
 
 def outcome(response: httpx.Response) -> tuple[int, str | None]:
@@ -205,7 +191,7 @@ async def test_one_payment_replayed_100_times_on_two_replicas_buys_one_job(
     world: World, module_db: str
 ) -> None:
     payment = await sign_payment(edit_url(world, 0), key_hex(PAYER))
-    payer, nonce = identity(payment)
+    payer, nonce = payer_and_nonce(payment)
     before = balances(world)
     stats_before = world.upstream_stats()
 
@@ -249,7 +235,7 @@ async def test_replay_verified_after_the_payment_settled_gets_the_job_not_a_402(
 ) -> None:
     """A client retries while its first request is still being verified: both get the job."""
     payment = await sign_payment(edit_url(world, 0), key_hex(PAYER))
-    payer, nonce = identity(payment)
+    payer, nonce = payer_and_nonce(payment)
     before = balances(world)
     # The first request's verification stalls (slow facilitator, well within the timeout)...
     world.set_facilitator_faults({"verify_timeout": {"times": 1, "value": 6}})
@@ -372,7 +358,7 @@ async def test_idempotency_key_is_scoped_to_payer_and_request(world: World, modu
     await completed(world, job_id)
     await completed(world, other_job)
     for unused in (second, third):
-        payer, nonce = identity(unused)
+        payer, nonce = payer_and_nonce(unused)
         assert not authorization_state(world.rpc_url, payer, nonce)
         assert await rows(module_db, Job.payer == payer, Job.pay_nonce == nonce) == []
     assert moved(world, before) == {
@@ -401,7 +387,7 @@ async def test_payment_identifier_extension_works_like_an_idempotency_key(
     assert again.json()["jobId"] == job_id
 
     await completed(world, job_id)
-    payer, nonce = identity(second)
+    payer, nonce = payer_and_nonce(second)
     assert not authorization_state(world.rpc_url, payer, nonce)
     assert moved(world, before) == served(1)
     await audit(module_db, world.rpc_url)
@@ -428,7 +414,7 @@ async def test_required_payment_identifier_refuses_payments_without_one(
             refused = await post(url, payment)
             assert refused.status_code == 400, refused.text
             assert refused.json()["error"] == "payment_identifier_required"
-            payer, nonce = identity(payment)
+            payer, nonce = payer_and_nonce(payment)
             assert not authorization_state(world.rpc_url, payer, nonce)
             assert await rows(module_db, Job.payer == payer, Job.pay_nonce == nonce) == []
         assert moved(world, before) == {}

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -13,53 +10,39 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.jobs.models import Job
-from sandbox.chain import usdc_balance
-from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, address, key_hex
-from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, sign_payment
+from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, key_hex
+from tests.helpers import (
+    EDIT_BODY,
+    MONEY_PATH,
+    PRICE,
+    REFUNDED_UPSTREAM_CHARGED,
+    SERVED,
+    UPSTREAM_PRICE,
+    balances,
+    change,
+    payment_nonce,
+    sign_payment,
+)
 from tests.ledger_audit import audit
+from tests.worlds import WorldMaker
 
-WHO = (PAYER, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)
-FAST = {
-    "X402R_FACILITATOR_TIMEOUT_S": "3",
-    "X402R_UPSTREAM_TIMEOUT_S": "2",
-    # The operator carries every failed job here: these tests are about resuming refunds.
-    "X402R_REFUND_POLICY": "full",
-    "X402R_REFUNDS_PER_PAYER_PER_DAY": "1000",
-}
-SERVED = {
-    PAYER: -PRICE,
-    OPERATOR: PRICE,
-    HOT_WALLET: -UPSTREAM_PRICE,
-    UPSTREAM_PAYEE: UPSTREAM_PRICE,
-}
 # The upstream took our payment but its answer died with us: resending the same authorization
 # is refused (already used), so the client is refunded and the operator carries the loss.
-REFUNDED = {
-    PAYER: 0,
-    OPERATOR: PRICE,
-    HOT_WALLET: -UPSTREAM_PRICE - PRICE,
-    UPSTREAM_PAYEE: UPSTREAM_PRICE,
-}
+REFUNDED = REFUNDED_UPSTREAM_CHARGED
 
 
 @pytest.fixture(scope="module")
-def crash_world(module_db: str) -> Iterator[World]:
+def crash_world(make_module_world: WorldMaker, module_db: str) -> World:
     """A world whose gateway we kill and restart."""
-    w = World(database_url=module_db, job_delay_s=0.5, gateway_env=FAST).start()
-    try:
-        yield w
-    finally:
-        w.stop()
-
-
-def _balances(world: World) -> dict[int, int]:
-    return {i: usdc_balance(world.rpc_url, address(i)) for i in WHO}
-
-
-def _nonce(payment: dict[str, str]) -> str:
-    (value,) = payment.values()
-    payload = json.loads(base64.b64decode(value))
-    return str(payload["payload"]["authorization"]["nonce"]).lower()
+    return make_module_world(
+        job_delay_s=0.5,
+        database_url=module_db,
+        X402R_FACILITATOR_TIMEOUT_S="3",
+        X402R_UPSTREAM_TIMEOUT_S="2",
+        # The operator carries every failed job here: these tests are about resuming refunds.
+        X402R_REFUND_POLICY="full",
+        X402R_REFUNDS_PER_PAYER_PER_DAY="1000",
+    )
 
 
 async def _job_by_nonce(database_url: str, nonce: str) -> Job | None:
@@ -113,7 +96,7 @@ async def test_kill_at_each_step_then_restart_resolves_the_job(
     url = world.gateway_url() + "/v1/images/edit"
     world.gateways[0].stop()
     world.start_gateway(0, extra_env={"X402R_TEST_CRASH_AT": point})
-    before = _balances(world)
+    before = balances(world, MONEY_PATH)
     payment = await sign_payment(url, key_hex(PAYER))
 
     async with httpx.AsyncClient(timeout=30) as http:
@@ -133,10 +116,10 @@ async def test_kill_at_each_step_then_restart_resolves_the_job(
     assert world.gateways[0].proc.wait(10) == -9  # it really died by SIGKILL
 
     world.start_gateway(0)  # same database, no crash point: the recovery worker takes over
-    job = await _wait_final(module_db, _nonce(payment))
+    job = await _wait_final(module_db, payment_nonce(payment))
 
     assert job.state == final_state, (job.state, job.error_code, job.error_message)
-    assert {i: _balances(world)[i] - before[i] for i in WHO} == expected
+    assert change(before, balances(world, MONEY_PATH)) == expected
     stats = world.upstream_stats()
     assert stats["paid_submits"] <= 1, stats
     sums = await audit(module_db, world.rpc_url, [job.id])

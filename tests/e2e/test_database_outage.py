@@ -28,6 +28,7 @@ from tests.helpers import (
 )
 from tests.ledger_audit import audit
 from tests.private_postgres import PrivatePostgres, private_postgres
+from tests.worlds import WorldMaker
 
 OUTAGE_S = 5.0
 
@@ -39,17 +40,14 @@ def cluster() -> Iterator[PrivatePostgres]:
 
 
 @pytest.fixture(scope="module")
-def world(cluster: PrivatePostgres) -> Iterator[World]:
+def world(make_module_world: WorldMaker, cluster: PrivatePostgres) -> World:
     """A gateway whose database is the private cluster (short leases keep the test short)."""
-    w = World(
-        database_url=cluster.url(),
+    return make_module_world(
         job_delay_s=0.5,
-        gateway_env={"X402R_FACILITATOR_TIMEOUT_S": "5", "X402R_UPSTREAM_TIMEOUT_S": "10"},
+        database_url=cluster.url(),
+        X402R_FACILITATOR_TIMEOUT_S="5",
+        X402R_UPSTREAM_TIMEOUT_S="10",
     )
-    try:
-        yield w.start()
-    finally:
-        w.stop()
 
 
 def _acceptable(response: httpx.Response) -> str | None:

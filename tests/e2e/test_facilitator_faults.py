@@ -19,94 +19,50 @@ import pytest
 from eth_utils.crypto import keccak
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
-from web3 import Web3
-from x402.http import decode_payment_signature_header
 
 from app.jobs.models import Job, LedgerEntry
 from sandbox.chain import (
-    BLOCK_TIME_SECONDS,
     USDC_ADDRESS,
     authorization_state,
     rpc_call,
-    usdc_balance,
 )
-from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, address, key_hex
-from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, poll_until_done, sign_payment
+from sandbox.world import PAYER, World, key_hex
+from tests.helpers import (
+    EDIT_BODY,
+    MONEY_PATH,
+    NOTHING_MOVED,
+    PRICE,
+    SERVED,
+    UPSTREAM_PRICE,
+    balances,
+    change,
+    payer_and_nonce,
+    poll_until_done,
+    sign_payment,
+)
 from tests.ledger_audit import audit
+from tests.worlds import WorldMaker, fault_free, pause_mining, resume_mining
 
-WHO = (PAYER, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)
-NOTHING_MOVED = dict.fromkeys(WHO, 0)
-SERVED = {
-    PAYER: -PRICE,
-    OPERATOR: PRICE,
-    HOT_WALLET: -UPSTREAM_PRICE,
-    UPSTREAM_PAYEE: UPSTREAM_PRICE,
-}
 FACILITATOR_TIMEOUT_S = 5
 AUTHORIZATION_USED = "0x" + keccak(text="AuthorizationUsed(address,bytes32)").hex()
 
 
 @pytest.fixture(scope="module")
-def remote_world(module_db: str) -> Iterator[World]:
+def remote_world(make_module_world: WorldMaker, module_db: str) -> World:
     """A gateway that uses the standalone facilitator and gives up on it after 5 s."""
-    w = World(
-        database_url=module_db,
-        job_delay_s=0.5,
+    return make_module_world(
         remote_facilitator=True,
-        gateway_env={
-            "X402R_FACILITATOR_TIMEOUT_S": str(FACILITATOR_TIMEOUT_S),
-            "X402R_UPSTREAM_TIMEOUT_S": "10",
-        },
+        job_delay_s=0.5,
+        database_url=module_db,
+        X402R_FACILITATOR_TIMEOUT_S=str(FACILITATOR_TIMEOUT_S),
+        X402R_UPSTREAM_TIMEOUT_S="10",
     )
-    try:
-        w.start()
-        yield w
-    finally:
-        w.stop()
 
 
 @pytest.fixture
 def world(remote_world: World) -> Iterator[World]:
     """The remote-facilitator world, with no faults and a mining chain around each test."""
-    remote_world.reset_facilitator()
-    remote_world.reset_upstream()
-    try:
-        yield remote_world
-    finally:
-        resume_mining(remote_world)
-        remote_world.reset_facilitator()
-        remote_world.reset_upstream()
-
-
-def pause_mining(world: World) -> None:
-    """Stop mining: a broadcast settlement stays pending (a slow confirmation)."""
-    rpc_call(world.rpc_url, "evm_setAutomine", [False])
-    rpc_call(world.rpc_url, "evm_setIntervalMining", [0])
-
-
-def resume_mining(world: World) -> None:
-    """Mine what is pending and go back to the chain's normal mining."""
-    rpc_call(world.rpc_url, "evm_setAutomine", [True])
-    rpc_call(world.rpc_url, "evm_setIntervalMining", [BLOCK_TIME_SECONDS])
-    rpc_call(world.rpc_url, "evm_mine", [])
-
-
-def balances(world: World) -> dict[int, int]:
-    """USDC balances of the four parties."""
-    return {i: usdc_balance(world.rpc_url, address(i)) for i in WHO}
-
-
-def moved(world: World, before: dict[int, int]) -> dict[int, int]:
-    """Per-party balance change since `before`."""
-    after = balances(world)
-    return {i: after[i] - before[i] for i in WHO}
-
-
-def identity(payment: dict[str, str]) -> tuple[str, str]:
-    """(payer, nonce) of a signed payment header."""
-    payload = decode_payment_signature_header(next(iter(payment.values())))
-    auth = payload.payload["authorization"]
-    return str(Web3.to_checksum_address(auth["from"])), str(auth["nonce"]).lower()
+    yield from fault_free(remote_world, facilitator=True, mining=True)
 
 
 def authorization_tx(rpc_url: str, payer: str, nonce: str) -> str | None:
@@ -186,7 +142,7 @@ async def assert_served_once(
     world: World, module_db: str, payment: dict[str, str], job_id: str, before: dict[int, int]
 ) -> None:
     """The job completed, the payer was charged once, with the real transaction, and audited."""
-    payer, nonce = identity(payment)
+    payer, nonce = payer_and_nonce(payment)
     try:
         job = await poll_until_done(f"{world.gateway_url()}/v1/jobs/{job_id}", timeout=40)
     except AssertionError:
@@ -208,7 +164,7 @@ async def assert_served_once(
         ("upstream", UPSTREAM_PRICE),
     ]
     assert ledger[0][2] == tx
-    assert moved(world, before) == SERVED
+    assert change(before, balances(world, MONEY_PATH)) == SERVED
     await audit(module_db, world.rpc_url)
 
 
@@ -224,8 +180,8 @@ async def test_verify_fault_charges_nothing_and_the_same_payment_works_after(
     world: World, module_db: str, faults: dict[str, Any]
 ) -> None:
     payment = await sign_payment(world.gateway_url() + "/v1/images/edit", key_hex(PAYER))
-    payer, nonce = identity(payment)
-    before = balances(world)
+    payer, nonce = payer_and_nonce(payment)
+    before = balances(world, MONEY_PATH)
     submits = world.upstream_stats()["paid_submits"]
     world.set_facilitator_faults(faults)
 
@@ -234,7 +190,7 @@ async def test_verify_fault_charges_nothing_and_the_same_payment_works_after(
     assert refused.status_code == 503, refused.text
     assert refused.json()["error"] == "facilitator_unavailable"
     assert "Retry-After" in refused.headers
-    assert moved(world, before) == NOTHING_MOVED
+    assert change(before, balances(world, MONEY_PATH)) == NOTHING_MOVED
     assert not authorization_state(world.rpc_url, payer, nonce)
     assert await jobs_of(module_db, payer, nonce) == []
     assert world.upstream_stats()["paid_submits"] == submits
@@ -250,15 +206,15 @@ async def test_settle_5xx_is_an_unknown_outcome_and_the_retry_is_charged_once(
     world: World, module_db: str
 ) -> None:
     payment = await sign_payment(world.gateway_url() + "/v1/images/edit", key_hex(PAYER))
-    payer, nonce = identity(payment)
-    before = balances(world)
+    payer, nonce = payer_and_nonce(payment)
+    before = balances(world, MONEY_PATH)
     submits = world.upstream_stats()["paid_submits"]
     world.set_facilitator_faults({"settle_5xx": {"times": 1}})
 
     first = await post(world, payment)
 
     assert_unknown(first)
-    assert moved(world, before) == NOTHING_MOVED
+    assert change(before, balances(world, MONEY_PATH)) == NOTHING_MOVED
     assert not authorization_state(world.rpc_url, payer, nonce)
     assert world.upstream_stats()["paid_submits"] == submits
     [row] = await jobs_of(module_db, payer, nonce)
@@ -285,8 +241,8 @@ async def test_settlement_that_landed_without_an_answer_is_found_on_chain(
     world: World, module_db: str, faults: dict[str, Any]
 ) -> None:
     payment = await sign_payment(world.gateway_url() + "/v1/images/edit", key_hex(PAYER))
-    payer, nonce = identity(payment)
-    before = balances(world)
+    payer, nonce = payer_and_nonce(payment)
+    before = balances(world, MONEY_PATH)
     submits = world.upstream_stats()["paid_submits"]
     world.set_facilitator_faults(faults)
 
@@ -312,8 +268,8 @@ async def test_settlement_confirmed_after_the_timeout_is_reconciled(
 ) -> None:
     """Base can confirm later than the facilitator timeout: 503, then the chain decides."""
     payment = await sign_payment(world.gateway_url() + "/v1/images/edit", key_hex(PAYER))
-    payer, nonce = identity(payment)
-    before = balances(world)
+    payer, nonce = payer_and_nonce(payment)
+    before = balances(world, MONEY_PATH)
     submits = world.upstream_stats()["paid_submits"]
     pause_mining(world)
 
@@ -323,7 +279,7 @@ async def test_settlement_confirmed_after_the_timeout_is_reconciled(
     [row] = await jobs_of(module_db, payer, nonce)
     assert row.state == "verified"
     assert row.settle_tx is None
-    assert moved(world, before) == NOTHING_MOVED
+    assert change(before, balances(world, MONEY_PATH)) == NOTHING_MOVED
     assert world.upstream_stats()["paid_submits"] == submits
 
     resume_mining(world)

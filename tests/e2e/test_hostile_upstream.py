@@ -19,27 +19,26 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.jobs.models import Job
-from sandbox.chain import free_port, usdc_balance
-from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, address, key_hex
-from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, paid_post, sign_payment
+from sandbox.chain import free_port
+from sandbox.world import OPERATOR, PAYER, World, address, key_hex
+from tests.helpers import (
+    EDIT_BODY,
+    MONEY_PATH,
+    NOTHING_MOVED,
+    PRICE,
+    REFUNDED_UPSTREAM_CHARGED,
+    REFUNDED_UPSTREAM_NOT_CHARGED,
+    SERVED,
+    UPSTREAM_PRICE,
+    balances,
+    change,
+    paid_post,
+    sign_payment,
+)
 from tests.ledger_audit import audit
+from tests.worlds import WorldMaker, fault_free
 
-WHO = (PAYER, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)
 SECRET = "internal-secret-7f3a9c"
-NOTHING_MOVED = dict.fromkeys(WHO, 0)
-REFUNDED_UPSTREAM_CHARGED = {
-    PAYER: 0,
-    OPERATOR: PRICE,
-    HOT_WALLET: -UPSTREAM_PRICE - PRICE,
-    UPSTREAM_PAYEE: UPSTREAM_PRICE,
-}
-REFUNDED_UPSTREAM_NOT_CHARGED = {PAYER: 0, OPERATOR: PRICE, HOT_WALLET: -PRICE, UPSTREAM_PAYEE: 0}
-SERVED = {
-    PAYER: -PRICE,
-    OPERATOR: PRICE,
-    HOT_WALLET: -UPSTREAM_PRICE,
-    UPSTREAM_PAYEE: UPSTREAM_PRICE,
-}
 
 
 class Internal:
@@ -82,41 +81,25 @@ def internal() -> Iterator[Internal]:
 
 
 @pytest.fixture(scope="module")
-def hostile_world(module_db: str) -> Iterator[World]:
+def hostile_world(make_module_world: WorldMaker, module_db: str) -> World:
     """The upstream's 402 is asked for at the spend gate and again when signing (no cache)."""
-    w = World(
-        database_url=module_db,
+    return make_module_world(
         job_delay_s=0.5,
-        gateway_env={
-            "X402R_UPSTREAM_TIMEOUT_S": "5",
-            "X402R_FACILITATOR_TIMEOUT_S": "10",
-            "X402R_UPSTREAM_REQUIREMENTS_TTL_S": "0",
-            # Every end of a paid job is checked with its refund: `full` refunds even when the
-            # upstream kept our payment (the default would not).
-            "X402R_REFUND_POLICY": "full",
-            "X402R_REFUNDS_PER_PAYER_PER_DAY": "1000",
-        },
-    ).start()
-    try:
-        yield w
-    finally:
-        w.stop()
+        database_url=module_db,
+        X402R_UPSTREAM_TIMEOUT_S="5",
+        X402R_FACILITATOR_TIMEOUT_S="10",
+        X402R_UPSTREAM_REQUIREMENTS_TTL_S="0",
+        # Every end of a paid job is checked with its refund: `full` refunds even when the
+        # upstream kept our payment (the default would not).
+        X402R_REFUND_POLICY="full",
+        X402R_REFUNDS_PER_PAYER_PER_DAY="1000",
+    )
 
 
 @pytest.fixture
 def world(hostile_world: World, internal: Internal) -> Iterator[World]:
-    hostile_world.reset_upstream()
     internal.hits = 0
-    yield hostile_world
-    hostile_world.reset_upstream()
-
-
-def balances(world: World) -> dict[int, int]:
-    return {i: usdc_balance(world.rpc_url, address(i)) for i in WHO}
-
-
-def moved(before: dict[int, int], after: dict[int, int]) -> dict[int, int]:
-    return {i: after[i] - before[i] for i in WHO}
+    yield from fault_free(hostile_world)
 
 
 async def settled_job(gateway: str, job_id: str, timeout: float = 60) -> tuple[dict[str, Any], str]:
@@ -168,14 +151,14 @@ async def test_a_status_url_off_the_upstream_origin_is_never_fetched(
     world: World, internal: Internal, module_db: str
 ) -> None:
     world.set_faults({"status_url": internal.url})
-    before = balances(world)
+    before = balances(world, MONEY_PATH)
 
     _, job, seen = await paid_then_final(world)
 
     assert internal.hits == 0
     assert SECRET not in seen
     assert_refunded(job, "upstream_status_url_refused")
-    assert moved(before, balances(world)) == REFUNDED_UPSTREAM_CHARGED
+    assert change(before, balances(world, MONEY_PATH)) == REFUNDED_UPSTREAM_CHARGED
     sums = await audit(module_db, world.rpc_url, [job["jobId"]])
     assert (sums["charge"], sums["upstream"], sums["refund"]) == (PRICE, UPSTREAM_PRICE, PRICE)
 
@@ -184,7 +167,7 @@ async def test_a_status_redirect_is_not_followed(
     world: World, internal: Internal, module_db: str
 ) -> None:
     world.set_faults({"status_redirect": internal.url})
-    before = balances(world)
+    before = balances(world, MONEY_PATH)
 
     _, job, seen = await paid_then_final(world)
 
@@ -192,7 +175,7 @@ async def test_a_status_redirect_is_not_followed(
     assert SECRET not in seen
     assert_refunded(job, "upstream_status_unreadable")
     assert "redirect" in job["error"]["message"]
-    assert moved(before, balances(world)) == REFUNDED_UPSTREAM_CHARGED
+    assert change(before, balances(world, MONEY_PATH)) == REFUNDED_UPSTREAM_CHARGED
     await audit(module_db, world.rpc_url, [job["jobId"]])
 
 
@@ -221,7 +204,7 @@ async def test_a_huge_status_answer_is_cut_off_and_the_job_ends(
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     world.set_faults({"status_huge": 200_000_000})
-    before = balances(world)
+    before = balances(world, MONEY_PATH)
     try:
         outcome: Any = await paid_then_final(world)
     except AssertionError as exc:  # the memory is checked first, whatever became of the job
@@ -236,18 +219,18 @@ async def test_a_huge_status_answer_is_cut_off_and_the_job_ends(
     _, job, _ = outcome
     assert_refunded(job, "upstream_status_unreadable")
     assert "too large" in job["error"]["message"]
-    assert moved(before, balances(world)) == REFUNDED_UPSTREAM_CHARGED
+    assert change(before, balances(world, MONEY_PATH)) == REFUNDED_UPSTREAM_CHARGED
     await audit(module_db, world.rpc_url, [job["jobId"]])
 
 
 async def test_a_job_the_upstream_lost_ends_refunded(world: World, module_db: str) -> None:
     world.set_faults({"status_404": True})
-    before = balances(world)
+    before = balances(world, MONEY_PATH)
 
     _, job, _ = await paid_then_final(world)
 
     assert_refunded(job, "upstream_job_lost")
-    assert moved(before, balances(world)) == REFUNDED_UPSTREAM_CHARGED
+    assert change(before, balances(world, MONEY_PATH)) == REFUNDED_UPSTREAM_CHARGED
     await audit(module_db, world.rpc_url, [job["jobId"]])
 
 
@@ -258,14 +241,14 @@ async def test_a_job_past_the_maximum_age_ends_refunded(
     world.start_gateway(1, {"X402R_DATABASE_URL": database, "X402R_MAX_JOB_AGE_S": "4"})
     gateway = world.gateway_url(1)
     world.set_faults({"status_processing": True})
-    before = balances(world)
+    before = balances(world, MONEY_PATH)
 
     started = time.monotonic()
     _, job, _ = await paid_then_final(world, gateway)
 
     assert time.monotonic() - started >= 4
     assert_refunded(job, "upstream_job_expired")
-    assert moved(before, balances(world)) == REFUNDED_UPSTREAM_CHARGED
+    assert change(before, balances(world, MONEY_PATH)) == REFUNDED_UPSTREAM_CHARGED
     await audit(database, world.rpc_url, [job["jobId"]])
     world.gateways[1].stop()
 
@@ -277,13 +260,13 @@ async def test_an_expensive_exact_option_behind_a_cheap_one_is_refused_before_ch
     world: World,
 ) -> None:
     world.set_faults({"offer_options": [["upto", "base", 1], ["exact", "base", 900_000]]})
-    before = balances(world)
+    before = balances(world, MONEY_PATH)
 
     response = await pay(world)
 
     assert response.status_code == 503, response.text
     assert response.json()["error"] == "upstream_price_above_ceiling"
-    assert moved(before, balances(world)) == NOTHING_MOVED
+    assert change(before, balances(world, MONEY_PATH)) == NOTHING_MOVED
     assert world.upstream_stats()["paid_submits"] == 0
 
 
@@ -291,13 +274,13 @@ async def test_the_exact_option_is_bought_whatever_comes_first(
     world: World, module_db: str
 ) -> None:
     world.set_faults({"offer_options": [["upto", "base", 1], ["exact", "base", UPSTREAM_PRICE]]})
-    before = balances(world)
+    before = balances(world, MONEY_PATH)
 
     response, job, _ = await paid_then_final(world)
 
     assert response.status_code == 200
     assert job["state"] == "completed", job
-    assert moved(before, balances(world)) == SERVED
+    assert change(before, balances(world, MONEY_PATH)) == SERVED
     await audit(module_db, world.rpc_url, [job["jobId"]])
 
 
@@ -306,26 +289,26 @@ async def test_a_price_above_what_the_client_paid_is_never_signed(
 ) -> None:
     # 52 700 at the spend gate, 70 000 (below the ceiling, above the client's 63 240) after.
     world.set_faults({"price_atomic": {"after": 1, "value": 70_000}})
-    before = balances(world)
+    before = balances(world, MONEY_PATH)
 
     response, job, _ = await paid_then_final(world)
 
     assert response.status_code == 502
     assert_refunded(job, "upstream_price_above_paid")
-    assert moved(before, balances(world)) == REFUNDED_UPSTREAM_NOT_CHARGED
+    assert change(before, balances(world, MONEY_PATH)) == REFUNDED_UPSTREAM_NOT_CHARGED
     assert world.upstream_stats()["paid_submits"] == 0
     await audit(module_db, world.rpc_url, [job["jobId"]])
 
 
 async def test_an_unsupported_network_is_refused_before_charging(world: World) -> None:
     world.set_faults({"offer_options": [["exact", "solana", UPSTREAM_PRICE]]})
-    before = balances(world)
+    before = balances(world, MONEY_PATH)
 
     response = await pay(world)
 
     assert response.status_code == 503, response.text
     assert response.json()["error"] == "upstream_unavailable"
-    assert moved(before, balances(world)) == NOTHING_MOVED
+    assert change(before, balances(world, MONEY_PATH)) == NOTHING_MOVED
 
 
 async def test_a_pinned_upstream_payee_that_differs_stops_selling(
@@ -334,7 +317,7 @@ async def test_a_pinned_upstream_payee_that_differs_stops_selling(
     database = await asyncio.to_thread(new_database)
     pinned = {"X402R_DATABASE_URL": database, "X402R_UPSTREAM_PAY_TO": address(OPERATOR)}
     world.start_gateway(2, pinned)
-    before = balances(world)
+    before = balances(world, MONEY_PATH)
     try:
         response = await pay(world, world.gateway_url(2))
     finally:
@@ -343,7 +326,7 @@ async def test_a_pinned_upstream_payee_that_differs_stops_selling(
     assert response.status_code == 503, response.text
     assert response.json()["error"] == "upstream_unavailable"
     assert "pinned payee" in response.json()["message"]
-    assert moved(before, balances(world)) == NOTHING_MOVED
+    assert change(before, balances(world, MONEY_PATH)) == NOTHING_MOVED
     assert world.upstream_stats()["paid_submits"] == 0
 
 
@@ -366,7 +349,7 @@ async def test_a_purchase_failing_after_the_charge_refunds_and_names_the_job(
     world: World, module_db: str, faults: dict[str, Any], code: str
 ) -> None:
     world.set_faults(faults)
-    before = balances(world)
+    before = balances(world, MONEY_PATH)
 
     response, job, _ = await paid_then_final(world)
 
@@ -375,7 +358,7 @@ async def test_a_purchase_failing_after_the_charge_refunds_and_names_the_job(
     assert body["error"] == code
     assert body["details"]["jobId"] == job["jobId"]
     assert_refunded(job, code)
-    assert moved(before, balances(world)) == REFUNDED_UPSTREAM_NOT_CHARGED
+    assert change(before, balances(world, MONEY_PATH)) == REFUNDED_UPSTREAM_NOT_CHARGED
     assert world.upstream_stats()["paid_submits"] == 0
     await audit(module_db, world.rpc_url, [job["jobId"]])
 
@@ -386,7 +369,7 @@ async def test_a_purchase_failing_in_the_worker_ends_refunded(world: World, modu
     world.set_faults({"offer_timeout_s": {"after": 1, "value": 10**80}})
     world.gateways[0].stop()
     world.start_gateway(0, extra_env={"X402R_TEST_CRASH_AT": "after_verify"})
-    before = balances(world)
+    before = balances(world, MONEY_PATH)
     payment = await sign_payment(url, key_hex(PAYER))
     try:
         async with httpx.AsyncClient(timeout=30) as http:
@@ -403,7 +386,7 @@ async def test_a_purchase_failing_in_the_worker_ends_refunded(world: World, modu
     job, _ = await settled_job(world.gateway_url(), job_id)
 
     assert_refunded(job, "upstream_purchase_error")
-    assert moved(before, balances(world)) == REFUNDED_UPSTREAM_NOT_CHARGED
+    assert change(before, balances(world, MONEY_PATH)) == REFUNDED_UPSTREAM_NOT_CHARGED
     assert world.upstream_stats()["paid_submits"] == 0
     await audit(module_db, world.rpc_url, [job_id])
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -32,6 +32,7 @@ from tests.helpers import (
     sign_payment,
 )
 from tests.ledger_audit import audit
+from tests.worlds import WorldMaker, fault_free, pause_mining
 
 TRANSFER_TYPES = {
     "TransferWithAuthorization": [
@@ -47,30 +48,20 @@ GWEI = 10**9
 
 
 @pytest.fixture(scope="module")
-def frontrun_world(module_db: str) -> Iterator[World]:
+def frontrun_world(make_module_world: WorldMaker, module_db: str) -> World:
     """A gateway with an embedded facilitator that waits long enough for a manual block."""
-    w = World(
-        database_url=module_db,
+    return make_module_world(
         job_delay_s=0.5,
-        gateway_env={"X402R_FACILITATOR_TIMEOUT_S": "20", "X402R_UPSTREAM_TIMEOUT_S": "5"},
-    ).start()
-    try:
-        yield w
-    finally:
-        w.stop()
+        database_url=module_db,
+        X402R_FACILITATOR_TIMEOUT_S="20",
+        X402R_UPSTREAM_TIMEOUT_S="5",
+    )
 
 
 @pytest.fixture
 def world(frontrun_world: World) -> Iterator[World]:
     """The world with a clean upstream and normal mining after each test, whatever happens."""
-    frontrun_world.reset_upstream()
-    try:
-        yield frontrun_world
-    finally:
-        rpc_call(frontrun_world.rpc_url, "evm_setAutomine", [True])
-        rpc_call(frontrun_world.rpc_url, "evm_setIntervalMining", [BLOCK_TIME_SECONDS])
-        rpc_call(frontrun_world.rpc_url, "evm_mine", [])
-        frontrun_world.reset_upstream()
+    yield from fault_free(frontrun_world, mining=True)
 
 
 def pending_count(rpc_url: str) -> int:
@@ -123,8 +114,7 @@ async def frontrun_paid_request(world: World) -> tuple[httpx.Response, str]:
     authorization = decode_payment_signature_header(payment["PAYMENT-SIGNATURE"]).payload[
         "authorization"
     ]
-    rpc_call(world.rpc_url, "evm_setAutomine", [False])
-    rpc_call(world.rpc_url, "evm_setIntervalMining", [0])
+    pause_mining(world)
     assert pending_count(world.rpc_url) == 0
     own_tx = send_self_transfer(world.rpc_url, authorization, 1)
     async with httpx.AsyncClient(timeout=60) as http:
@@ -190,29 +180,21 @@ async def _job_rows(world: World, payer: str) -> tuple[Any, list[Any]]:
 
 
 @pytest.fixture(scope="module")
-def lying_world(new_database: Callable[[], str]) -> Iterator[World]:
+def lying_world(make_module_world: WorldMaker) -> World:
     """A gateway that uses the standalone (remote) facilitator, whose answers can lie."""
-    w = World(
-        database_url=new_database(),
-        job_delay_s=0.5,
+    return make_module_world(
         remote_facilitator=True,
+        job_delay_s=0.5,
+        X402R_FACILITATOR_TIMEOUT_S="10",
         # `full`: the failed job is refunded, so the refund's proof can be tested.
-        gateway_env={"X402R_FACILITATOR_TIMEOUT_S": "10", "X402R_REFUND_POLICY": "full"},
-    ).start()
-    try:
-        yield w
-    finally:
-        w.stop()
+        X402R_REFUND_POLICY="full",
+    )
 
 
 @pytest.fixture
 def remote(lying_world: World) -> Iterator[World]:
     """The remote-facilitator world, honest again after each test."""
-    lying_world.reset_facilitator()
-    try:
-        yield lying_world
-    finally:
-        lying_world.reset_facilitator()
+    yield from fault_free(lying_world, upstream=False, facilitator=True)
 
 
 async def test_facilitator_success_with_a_made_up_transaction_is_not_a_charge(

@@ -9,8 +9,10 @@ from sandbox.chain import usdc_balance
 from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, address, key_hex
 from tests.helpers import (
     EDIT_BODY,
+    MONEY_PATH,
     PRICE,
     UPSTREAM_PRICE,
+    balances,
     db_rows,
     ledger_balances,
     paid_post,
@@ -19,18 +21,11 @@ from tests.helpers import (
 )
 
 
-def _balances(world: World) -> dict[int, int]:
-    return {
-        i: usdc_balance(world.rpc_url, address(i))
-        for i in (PAYER, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)
-    }
-
-
 @pytest.mark.parametrize("v1_only", [False, True], ids=["x402-v2", "x402-v1"])
 async def test_paid_edit_completes_and_moves_exact_amounts(
     world: World, pg_url: str, v1_only: bool
 ) -> None:
-    before = _balances(world)
+    before = balances(world, MONEY_PATH)
     url = world.gateway_url() + "/v1/images/edit"
 
     response = await paid_post(url, key_hex(PAYER), v1_only=v1_only)
@@ -51,7 +46,7 @@ async def test_paid_edit_completes_and_moves_exact_amounts(
     assert job["payment"]["amount"] == str(PRICE)
     assert job["payment"]["payer"] == address(PAYER)
 
-    after = _balances(world)
+    after = balances(world, MONEY_PATH)
     assert after[PAYER] - before[PAYER] == -PRICE
     assert after[OPERATOR] - before[OPERATOR] == PRICE
     assert after[HOT_WALLET] - before[HOT_WALLET] == -UPSTREAM_PRICE

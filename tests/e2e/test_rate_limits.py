@@ -8,8 +8,6 @@ the facilitator (insufficient balance), so a counted request is one that reached
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 from eth_account import Account
@@ -21,6 +19,7 @@ from app.jobs.models import Job
 from sandbox.chain import mint, usdc_balance
 from sandbox.world import HOT_WALLET, OPERATOR, World, address
 from tests.helpers import EDIT_BODY, PRICE, sign_payment
+from tests.worlds import WorldMaker
 
 EDIT_PATH = "/v1/images/edit"
 PER_PAYER = 3
@@ -28,18 +27,15 @@ PER_CLIENT = 5
 
 
 @pytest.fixture(scope="module")
-def limited(module_db: str) -> Iterator[World]:
-    env = {
-        "X402R_VERIFY_RATE_PER_PAYER": f"{PER_PAYER}/minute",
-        "X402R_VERIFY_RATE_PER_CLIENT": str(PER_CLIENT),  # an int: per minute
-        "X402R_TRUSTED_PROXY_HOPS": "1",
-    }
-    world = World(database_url=module_db, remote_facilitator=True, gateway_env=env)
-    world.start(gateways=2)
-    try:
-        yield world
-    finally:
-        world.stop()
+def limited(make_module_world: WorldMaker, module_db: str) -> World:
+    return make_module_world(
+        gateways=2,
+        remote_facilitator=True,
+        database_url=module_db,
+        X402R_VERIFY_RATE_PER_PAYER=f"{PER_PAYER}/minute",
+        X402R_VERIFY_RATE_PER_CLIENT=str(PER_CLIENT),  # an int: per minute
+        X402R_TRUSTED_PROXY_HOPS="1",
+    )
 
 
 def _key(label: str) -> str:

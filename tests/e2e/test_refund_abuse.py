@@ -14,34 +14,36 @@ from typing import Any
 
 import httpx
 import pytest
-from eth_account import Account
 
-from sandbox.chain import mint, usdc_balance
-from sandbox.world import HOT_WALLET, OPERATOR, UPSTREAM_PAYEE, World, address
-from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, db_rows, sign_payment
+from sandbox.chain import usdc_balance
+from sandbox.world import HOT_WALLET, OPERATOR, UPSTREAM_PAYEE, World
+from tests.helpers import (
+    ADMIN_TOKEN,
+    EDIT_BODY,
+    PRICE,
+    UPSTREAM_PRICE,
+    db_rows,
+    funded_payer,
+    operator_side,
+    sign_payment,
+)
 from tests.ledger_audit import audit
+from tests.worlds import WorldMaker
 
 LIMIT = 2
-ADMIN = "admin-token-for-tests-0123456789abcdef"
 FINAL = ("refunded", "failed", "needs_attention", "completed")
 
 
 @pytest.fixture(scope="module")
-def abuse_world(module_db: str) -> Iterator[World]:
+def abuse_world(make_module_world: WorldMaker, module_db: str) -> World:
     """A gateway on the default refund policy (restarted with `full` by one test)."""
-    w = World(
-        database_url=module_db,
+    return make_module_world(
         job_delay_s=0.3,
-        gateway_env={
-            "X402R_UPSTREAM_TIMEOUT_S": "10",
-            "X402R_FACILITATOR_TIMEOUT_S": "10",
-            "X402R_ADMIN_TOKEN": ADMIN,
-        },
+        database_url=module_db,
+        X402R_UPSTREAM_TIMEOUT_S="10",
+        X402R_FACILITATOR_TIMEOUT_S="10",
+        X402R_ADMIN_TOKEN=ADMIN_TOKEN,
     )
-    try:
-        yield w.start()
-    finally:
-        w.stop()
 
 
 @pytest.fixture
@@ -51,19 +53,6 @@ def world(abuse_world: World) -> Iterator[World]:
     abuse_world.set_faults({"job_fails": "content policy violation"})
     yield abuse_world
     abuse_world.reset_upstream()
-
-
-def funded_payer(world: World, amount: int) -> tuple[str, str]:
-    """A new account holding exactly `amount`: (key, address)."""
-    account = Account.create()
-    mint(world.rpc_url, account.address, amount)
-    return "0x" + bytes(account.key).hex(), str(account.address)
-
-
-def operator_side(world: World) -> dict[int, int]:
-    return {
-        i: usdc_balance(world.rpc_url, address(i)) for i in (OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)
-    }
 
 
 async def failed_job(world: World, key: str, prompt: str) -> dict[str, Any]:
@@ -152,7 +141,7 @@ async def test_full_policy_refunds_a_payer_at_most_n_times_a_day(world: World) -
     async with httpx.AsyncClient(timeout=30) as http:
         summary = await http.get(
             world.gateway_url() + "/v1/admin/summary",
-            headers={"Authorization": f"Bearer {ADMIN}"},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
         )
     assert summary.json()["refundsWithheld"] == 1, summary.text
     await audit(world.database_url, world.rpc_url)

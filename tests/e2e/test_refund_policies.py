@@ -17,12 +17,21 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.jobs.models import LedgerEntry
-from sandbox.chain import usdc_balance
-from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, address, key_hex
-from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, sign_payment
+from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, key_hex
+from tests.helpers import (
+    EDIT_BODY,
+    MONEY_PATH,
+    PRICE,
+    REFUNDED_UPSTREAM_CHARGED,
+    REFUNDED_UPSTREAM_NOT_CHARGED,
+    UPSTREAM_PRICE,
+    balances,
+    change,
+    sign_payment,
+)
 from tests.ledger_audit import audit
+from tests.worlds import WorldMaker, fault_free
 
-WHO = (PAYER, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)
 POLICIES = ["full", "if_upstream_not_charged", "off"]
 FAULTS: dict[str, dict[str, Any]] = {
     "job_fails": {"job_fails": "content policy violation"},
@@ -31,13 +40,6 @@ FAULTS: dict[str, dict[str, Any]] = {
 ERROR_CODES = {"job_fails": "upstream_job_failed", "payment_loop": "upstream_payment_refused"}
 
 # Balance changes per outcome.
-REFUNDED_UPSTREAM_CHARGED = {
-    PAYER: 0,
-    OPERATOR: PRICE,
-    HOT_WALLET: -UPSTREAM_PRICE - PRICE,
-    UPSTREAM_PAYEE: UPSTREAM_PRICE,
-}
-REFUNDED_UPSTREAM_NOT_CHARGED = {PAYER: 0, OPERATOR: PRICE, HOT_WALLET: -PRICE, UPSTREAM_PAYEE: 0}
 KEPT_UPSTREAM_CHARGED = {
     PAYER: -PRICE,
     OPERATOR: PRICE,
@@ -58,18 +60,14 @@ FINAL = ("refunded", "failed", "needs_attention", "completed")
 
 
 @pytest.fixture(scope="module")
-def policy_world(module_db: str) -> Iterator[World]:
+def policy_world(make_module_world: WorldMaker, module_db: str) -> World:
     """One world; its gateway is restarted for each refund policy."""
-    w = World(
-        database_url=module_db,
+    return make_module_world(
         job_delay_s=0.5,
-        gateway_env={"X402R_UPSTREAM_TIMEOUT_S": "10", "X402R_FACILITATOR_TIMEOUT_S": "10"},
+        database_url=module_db,
+        X402R_UPSTREAM_TIMEOUT_S="10",
+        X402R_FACILITATOR_TIMEOUT_S="10",
     )
-    try:
-        w.start()
-        yield w
-    finally:
-        w.stop()
 
 
 @pytest.fixture(scope="module", params=POLICIES)
@@ -84,14 +82,7 @@ def policy(request: pytest.FixtureRequest, policy_world: World) -> str:
 @pytest.fixture
 def world(policy_world: World, policy: str) -> Iterator[World]:
     """The policy world with no upstream faults before and after each test."""
-    policy_world.reset_upstream()
-    yield policy_world
-    policy_world.reset_upstream()
-
-
-def balances(world: World) -> dict[int, int]:
-    """USDC balances of the four parties."""
-    return {i: usdc_balance(world.rpc_url, address(i)) for i in WHO}
+    yield from fault_free(policy_world)
 
 
 async def final_view(world: World, job_id: str, timeout: float = 60) -> dict[str, Any]:
@@ -132,7 +123,7 @@ async def test_refund_policy_decides_who_carries_a_failed_job(
     url = world.gateway_url() + "/v1/images/edit"
     payment = await sign_payment(url, key_hex(PAYER))
     world.set_faults(FAULTS[fault])
-    before = balances(world)
+    before = balances(world, MONEY_PATH)
 
     async with httpx.AsyncClient(timeout=60) as http:
         answer = await http.post(url, json=EDIT_BODY, headers=payment)
@@ -157,8 +148,8 @@ async def test_refund_policy_decides_who_carries_a_failed_job(
         assert job["refund"]["transaction"].startswith("0x")
     else:
         assert "refund" not in job, job
-    after = balances(world)
-    assert {i: after[i] - before[i] for i in WHO} == expected_moves
+    after = balances(world, MONEY_PATH)
+    assert change(before, after) == expected_moves
 
     upstream_charged = fault == "job_fails"
     assert world.upstream_stats()["paid_submits"] == int(upstream_charged)

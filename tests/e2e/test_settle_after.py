@@ -17,8 +17,7 @@ from eth_abi.abi import encode
 from eth_utils.crypto import keccak
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
-from web3 import Web3
-from x402.http import decode_payment_response_header, decode_payment_signature_header
+from x402.http import decode_payment_response_header
 
 from app.jobs.models import Job, LedgerEntry
 from sandbox.chain import (
@@ -38,8 +37,18 @@ from sandbox.world import (
     address,
     key_hex,
 )
-from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, poll_until_done, sign_payment
+from tests.helpers import (
+    EDIT_BODY,
+    PRICE,
+    UPSTREAM_PRICE,
+    balances,
+    moved,
+    payer_and_nonce,
+    poll_until_done,
+    sign_payment,
+)
 from tests.ledger_audit import audit
+from tests.worlds import WorldMaker, fault_free
 
 ELSEWHERE = 6  # a dev account no party of the world uses
 WHO = (PAYER, PAYER_2, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE, ELSEWHERE)
@@ -47,41 +56,21 @@ FINAL = ("completed", "failed", "payment_failed", "refunded", "needs_attention")
 
 
 @pytest.fixture(scope="module")
-def after_world(module_db: str) -> Iterator[World]:
+def after_world(make_module_world: WorldMaker, module_db: str) -> World:
     """A gateway that settles the client's payment only after the upstream accepted."""
-    w = World(
-        database_url=module_db,
+    return make_module_world(
         job_delay_s=0.5,
-        gateway_env={
-            "X402R_SETTLEMENT_ORDER": "settle_after",
-            "X402R_UPSTREAM_TIMEOUT_S": "10",
-            "X402R_FACILITATOR_TIMEOUT_S": "10",
-        },
+        database_url=module_db,
+        X402R_SETTLEMENT_ORDER="settle_after",
+        X402R_UPSTREAM_TIMEOUT_S="10",
+        X402R_FACILITATOR_TIMEOUT_S="10",
     )
-    try:
-        w.start()
-        yield w
-    finally:
-        w.stop()
 
 
 @pytest.fixture
 def world(after_world: World) -> Iterator[World]:
     """The settle-after world with no upstream faults before and after each test."""
-    after_world.reset_upstream()
-    yield after_world
-    after_world.reset_upstream()
-
-
-def balances(world: World) -> dict[int, int]:
-    """USDC balances of every party."""
-    return {i: usdc_balance(world.rpc_url, address(i)) for i in WHO}
-
-
-def moved(world: World, before: dict[int, int]) -> dict[int, int]:
-    """Per-party balance change since `before` (parties that did not move are left out)."""
-    after = balances(world)
-    return {i: after[i] - before[i] for i in WHO if after[i] != before[i]}
+    yield from fault_free(after_world)
 
 
 def transfer_all(world: World, source: int, target: int) -> int:
@@ -94,13 +83,6 @@ def transfer_all(world: World, source: int, target: int) -> int:
     return amount
 
 
-def identity(payment: dict[str, str]) -> tuple[str, str]:
-    """(payer, nonce) of a signed payment header."""
-    payload = decode_payment_signature_header(next(iter(payment.values())))
-    auth = payload.payload["authorization"]
-    return str(Web3.to_checksum_address(auth["from"])), str(auth["nonce"]).lower()
-
-
 async def post(world: World, payment: dict[str, str]) -> httpx.Response:
     """Send the edit with a signed payment."""
     async with httpx.AsyncClient(timeout=60) as http:
@@ -111,7 +93,7 @@ async def post(world: World, payment: dict[str, str]) -> httpx.Response:
 
 async def row_of(module_db: str, payment: dict[str, str]) -> Any:
     """The one job row this payment bought."""
-    payer, nonce = identity(payment)
+    payer, nonce = payer_and_nonce(payment)
     engine = create_async_engine(module_db)
     try:
         async with engine.connect() as conn:
@@ -147,7 +129,7 @@ async def test_settles_after_the_upstream_accepted_and_charges_once(
     world: World, module_db: str
 ) -> None:
     payment = await sign_payment(world.gateway_url() + "/v1/images/edit", key_hex(PAYER))
-    before = balances(world)
+    before = balances(world, WHO)
 
     answer = await post(world, payment)
 
@@ -181,7 +163,7 @@ async def test_upstream_refusing_our_payment_leaves_the_client_uncharged(
 ) -> None:
     payment = await sign_payment(world.gateway_url() + "/v1/images/edit", key_hex(PAYER))
     world.set_faults({"payment_loop": True})
-    before = balances(world)
+    before = balances(world, WHO)
 
     answer = await post(world, payment)
 
@@ -193,7 +175,7 @@ async def test_upstream_refusing_our_payment_leaves_the_client_uncharged(
     assert row.settle_tx is None
     assert row.refund_amount is None
     assert moved(world, before) == {}
-    assert not authorization_state(world.rpc_url, *identity(payment))
+    assert not authorization_state(world.rpc_url, *payer_and_nonce(payment))
     assert await ledger_of(module_db, row.id) == []
     await audit(module_db, world.rpc_url)
 
@@ -203,7 +185,7 @@ async def test_upstream_that_keeps_failing_before_charging_us_never_charges_the_
 ) -> None:
     payment = await sign_payment(world.gateway_url() + "/v1/images/edit", key_hex(PAYER))
     world.set_faults({"submit_5xx_before_settle": True})
-    before = balances(world)
+    before = balances(world, WHO)
 
     answer = await post(world, payment)
 
@@ -216,7 +198,7 @@ async def test_upstream_that_keeps_failing_before_charging_us_never_charges_the_
     assert row.settle_tx is None
     assert row.upstream_attempts == 3
     assert moved(world, before) == {}
-    assert not authorization_state(world.rpc_url, *identity(payment))
+    assert not authorization_state(world.rpc_url, *payer_and_nonce(payment))
     assert world.upstream_stats()["paid_submits"] == 0
     assert await ledger_of(module_db, row.id) == []
     await audit(module_db, world.rpc_url)
@@ -229,7 +211,7 @@ async def test_client_funds_gone_before_settlement_cost_the_operator_and_are_par
     payment = await sign_payment(world.gateway_url() + "/v1/images/edit", key_hex(PAYER_2))
     # The upstream takes our payment, then needs 2 s to answer: the window we settle after.
     world.set_faults({"submit_timeout": {"times": 1, "value": 2}})
-    before = balances(world)
+    before = balances(world, WHO)
     moved_away = 0
     try:
         pending = asyncio.create_task(post(world, payment))
@@ -260,7 +242,7 @@ async def test_client_funds_gone_before_settlement_cost_the_operator_and_are_par
         view = (await http.get(f"{world.gateway_url()}/v1/jobs/{row.id}")).json()
     assert view["state"] == "needs_attention", view
     assert "images" not in view
-    assert not authorization_state(world.rpc_url, *identity(payment))
+    assert not authorization_state(world.rpc_url, *payer_and_nonce(payment))
     # The operator paid the upstream and was not paid: visible on chain and in the ledger
     # (the payer's funds are back where they were, untouched by the gateway).
     assert moved(world, before) == {HOT_WALLET: -UPSTREAM_PRICE, UPSTREAM_PAYEE: UPSTREAM_PRICE}

@@ -9,40 +9,36 @@ whose payment is refused is parked for the operator and never shows its images.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from eth_account import Account
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.jobs.models import Job
-from sandbox.chain import mint, usdc_balance
+from sandbox.chain import usdc_balance
 from sandbox.world import HOT_WALLET, OPERATOR, UPSTREAM_PAYEE, World, address
-from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, sign_payment
+from tests.helpers import ADMIN_TOKEN, EDIT_BODY, PRICE, UPSTREAM_PRICE, funded_payer, sign_payment
 from tests.ledger_audit import audit
+from tests.worlds import WorldMaker
 
-ADMIN = "admin-token-for-tests-0123456789abcdef"
 PAYMENTS = 5
 FINAL = ("completed", "failed", "payment_failed", "refunded", "needs_attention")
-ENV = {
-    "X402R_SETTLEMENT_ORDER": "settle_after",
-    "X402R_UPSTREAM_TIMEOUT_S": "10",
-    "X402R_FACILITATOR_TIMEOUT_S": "10",
-    "X402R_ADMIN_TOKEN": ADMIN,
-}
 
 
 @pytest.fixture(scope="module")
-def world(module_db: str) -> Iterator[World]:
+def world(make_module_world: WorldMaker, module_db: str) -> World:
     """Two settle-after replicas on one database."""
-    w = World(database_url=module_db, job_delay_s=0.5, gateway_env=ENV)
-    try:
-        yield w.start(gateways=2)
-    finally:
-        w.stop()
+    return make_module_world(
+        gateways=2,
+        job_delay_s=0.5,
+        database_url=module_db,
+        X402R_SETTLEMENT_ORDER="settle_after",
+        X402R_UPSTREAM_TIMEOUT_S="10",
+        X402R_FACILITATOR_TIMEOUT_S="10",
+        X402R_ADMIN_TOKEN=ADMIN_TOKEN,
+    )
 
 
 def restart(world: World, env: dict[str, str]) -> None:
@@ -50,13 +46,6 @@ def restart(world: World, env: dict[str, str]) -> None:
     for index in range(2):
         world.gateways[index].stop()
         world.start_gateway(index, extra_env=env)
-
-
-def funded_payer(world: World, amount: int) -> tuple[str, str]:
-    """A new account holding exactly `amount`: (key, address)."""
-    account = Account.create()
-    mint(world.rpc_url, account.address, amount)
-    return "0x" + bytes(account.key).hex(), str(account.address)
 
 
 def chain_state(world: World, payer: str) -> dict[str, int]:
@@ -118,7 +107,7 @@ async def admin_summary(world: World) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=30) as http:
         answer = await http.get(
             world.gateway_url() + "/v1/admin/summary",
-            headers={"Authorization": f"Bearer {ADMIN}"},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
         )
     assert answer.status_code == 200, answer.text
     summary: dict[str, Any] = answer.json()

@@ -27,23 +27,20 @@ from tests.helpers import (
     sign_payment,
 )
 from tests.ledger_audit import audit
+from tests.worlds import WorldMaker
 
 CAP = UPSTREAM_PRICE + UPSTREAM_PRICE // 2  # room for one upstream purchase a day
 
 
 @pytest.fixture(scope="module")
-def cap_world(module_db: str) -> Iterator[World]:
+def cap_world(make_module_world: WorldMaker, module_db: str) -> World:
     """A gateway allowed one upstream purchase per day."""
-    w = World(
-        database_url=module_db,
-        job_delay_s=0.3,
+    return make_module_world(
         remote_facilitator=True,  # so the sandbox facilitator's faults reach the gateway
-        gateway_env={"X402R_DAILY_UPSTREAM_CAP_ATOMIC": str(CAP)},
+        job_delay_s=0.3,
+        database_url=module_db,
+        X402R_DAILY_UPSTREAM_CAP_ATOMIC=str(CAP),
     )
-    try:
-        yield w.start()
-    finally:
-        w.stop()
 
 
 @pytest.fixture

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from sandbox.chain import usdc_balance
 from sandbox.world import OPERATOR, PAYER, World, address, key_hex
 from tests.helpers import PRICE, UPSTREAM_PRICE, paid_post, poll_until_done
 from tests.ledger_audit import audit
+from tests.worlds import WorldMaker
 
 
 @pytest.fixture(scope="module")
-def sqlite_world() -> Iterator[World]:
+def sqlite_world(make_module_world: WorldMaker) -> World:
     """A world whose gateway uses the SQLite default database."""
-    w = World(job_delay_s=0.5).start()
-    try:
-        yield w
-    finally:
-        w.stop()
+    return make_module_world(job_delay_s=0.5, database_url="")
 
 
 async def test_paid_edit_on_the_sqlite_default(sqlite_world: World) -> None:

@@ -8,59 +8,44 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox.chain import usdc_balance
-from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, address, key_hex
+from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, key_hex
 from tests.helpers import (
     EDIT_BODY,
+    MONEY_PATH,
     PRICE,
+    REFUNDED_UPSTREAM_CHARGED,
+    REFUNDED_UPSTREAM_NOT_CHARGED,
     UPSTREAM_PRICE,
+    balances,
+    change,
     db_rows,
     paid_post,
     poll_until_done,
     sign_payment,
 )
 from tests.ledger_audit import audit
-
-WHO = (PAYER, OPERATOR, HOT_WALLET, UPSTREAM_PAYEE)
+from tests.worlds import WorldMaker, fault_free
 
 
 @pytest.fixture(scope="module")
-def fault_world(module_db: str) -> Iterator[World]:
+def fault_world(make_module_world: WorldMaker, module_db: str) -> World:
     """A world whose gateway gives up on the upstream quickly."""
-    w = World(
-        database_url=module_db,
+    return make_module_world(
         job_delay_s=0.5,
-        gateway_env={
-            "X402R_UPSTREAM_TIMEOUT_S": "2",
-            "X402R_FACILITATOR_TIMEOUT_S": "10",
-            # The operator carries every failed job here (the default refunds only what the
-            # upstream did not charge us): these tests are about serving or refunding.
-            "X402R_REFUND_POLICY": "full",
-            "X402R_REFUNDS_PER_PAYER_PER_DAY": "1000",
-        },
-    ).start()
-    try:
-        yield w
-    finally:
-        w.stop()
+        database_url=module_db,
+        X402R_UPSTREAM_TIMEOUT_S="2",
+        X402R_FACILITATOR_TIMEOUT_S="10",
+        # The operator carries every failed job here (the default refunds only what the
+        # upstream did not charge us): these tests are about serving or refunding.
+        X402R_REFUND_POLICY="full",
+        X402R_REFUNDS_PER_PAYER_PER_DAY="1000",
+    )
 
 
 @pytest.fixture
 def world(fault_world: World) -> Iterator[World]:
     """The fault world with a clean upstream before and after each test."""
-    fault_world.reset_upstream()
-    yield fault_world
-    fault_world.reset_upstream()
-
-
-def balances(world: World) -> dict[int, int]:
-    """USDC balances of the four parties."""
-    return {i: usdc_balance(world.rpc_url, address(i)) for i in WHO}
-
-
-def moved(before: dict[int, int], after: dict[int, int]) -> dict[int, int]:
-    """Per-party balance change."""
-    return {i: after[i] - before[i] for i in WHO}
+    yield from fault_free(fault_world)
 
 
 async def run_paid(world: World) -> tuple[httpx.Response, dict[str, Any]]:
@@ -85,15 +70,6 @@ async def wait_refunded(world: World, job_id: str) -> dict[str, Any]:
     raise AssertionError(f"{job_id} not resolved")
 
 
-REFUNDED_UPSTREAM_CHARGED = {
-    PAYER: 0,
-    OPERATOR: PRICE,
-    HOT_WALLET: -UPSTREAM_PRICE - PRICE,
-    UPSTREAM_PAYEE: UPSTREAM_PRICE,
-}
-REFUNDED_UPSTREAM_NOT_CHARGED = {PAYER: 0, OPERATOR: PRICE, HOT_WALLET: -PRICE, UPSTREAM_PAYEE: 0}
-
-
 @pytest.mark.parametrize(
     ("faults", "expected"),
     [
@@ -110,7 +86,7 @@ async def test_upstream_failure_refunds_the_client(
     world: World, module_db: str, faults: dict[str, Any], expected: dict[int, int]
 ) -> None:
     world.set_faults(faults)
-    before = balances(world)
+    before = balances(world, MONEY_PATH)
 
     _, job = await run_paid(world)
     job = await wait_refunded(world, job["jobId"])
@@ -119,7 +95,7 @@ async def test_upstream_failure_refunds_the_client(
     assert job["state"] == "refunded", job
     assert job["refund"]["amount"] == str(PRICE)
     assert job["refund"]["transaction"].startswith("0x")
-    assert moved(before, balances(world)) == expected
+    assert change(before, balances(world, MONEY_PATH)) == expected
     stats = world.upstream_stats()
     assert stats["paid_submits"] <= 1, stats  # never a second upstream payment
     sums = await audit(module_db, world.rpc_url, [job["jobId"]])
@@ -132,13 +108,13 @@ async def test_one_shot_upstream_5xx_is_retried_with_the_same_payment(
     world: World, module_db: str
 ) -> None:
     world.set_faults({"submit_5xx_before_settle": {"times": 1}})
-    before = balances(world)
+    before = balances(world, MONEY_PATH)
 
     response, job = await run_paid(world)
 
     assert response.status_code == 200
     assert job["status"] == "completed"
-    assert moved(before, balances(world)) == {
+    assert change(before, balances(world, MONEY_PATH)) == {
         PAYER: -PRICE,
         OPERATOR: PRICE,
         HOT_WALLET: -UPSTREAM_PRICE,
@@ -164,7 +140,7 @@ async def test_price_above_ceiling_stops_selling_before_charging(world: World) -
     first = await paid_post(url, key_hex(PAYER))
     if first.status_code == 200:
         await wait_refunded(world, first.json()["jobId"])
-    before = balances(world)
+    before = balances(world, MONEY_PATH)
 
     payment = await sign_payment(url, key_hex(PAYER))
     async with httpx.AsyncClient(timeout=30) as http:
@@ -172,4 +148,4 @@ async def test_price_above_ceiling_stops_selling_before_charging(world: World) -
 
     assert refused.status_code == 503, refused.text
     assert refused.json()["error"] == "upstream_price_above_ceiling"
-    assert moved(before, balances(world)) == dict.fromkeys(WHO, 0)
+    assert change(before, balances(world, MONEY_PATH)) == dict.fromkeys(MONEY_PATH, 0)

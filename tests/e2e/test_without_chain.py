@@ -9,9 +9,6 @@ transfer happened, so the money really moved and only the gateway does not know 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -22,40 +19,24 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.jobs.models import Job
 from app.jobs.policy import MAX_REFUND_ATTEMPTS, MAX_SETTLE_ATTEMPTS
 from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, key_hex
-from tests.helpers import EDIT_BODY, PRICE, UPSTREAM_PRICE, balances, moved, sign_payment
+from tests.helpers import (
+    EDIT_BODY,
+    PRICE,
+    UPSTREAM_PRICE,
+    balances,
+    moved,
+    payment_nonce,
+    sign_payment,
+)
 from tests.ledger_audit import audit
 
 RETRYING = ("verified", "refunding")  # states a lost answer leaves a job in, waiting to retry
 
 
-@pytest.fixture(scope="module")
-def blind_world(module_db: str) -> Iterator[World]:
-    """A gateway with a remote facilitator and no chain to ask (`X402R_RPC_URL` empty)."""
-    w = World(
-        database_url=module_db,
-        job_delay_s=0.3,
-        remote_facilitator=True,
-        # `full`: a failed job whose upstream charged us is refunded, so refunds can be tested.
-        gateway_env={
-            "X402R_RPC_URL": "",
-            "X402R_ALLOW_NO_RPC": "true",
-            "X402R_REFUND_POLICY": "full",
-        },
-    )
-    try:
-        yield w.start()
-    finally:
-        w.stop()
-
-
 @pytest.fixture
-def world(blind_world: World) -> Iterator[World]:
-    """No faults before and after each test."""
-    blind_world.reset_facilitator()
-    blind_world.reset_upstream()
-    yield blind_world
-    blind_world.reset_facilitator()
-    blind_world.reset_upstream()
+def world(blind_world: World) -> World:
+    """The module's world without a chain, with no faults (see `blind_world`)."""
+    return blind_world
 
 
 async def _pay(world: World, prompt: str) -> tuple[httpx.Response, str]:
@@ -64,12 +45,7 @@ async def _pay(world: World, prompt: str) -> tuple[httpx.Response, str]:
     headers = await sign_payment(url, key_hex(PAYER), body)
     async with httpx.AsyncClient(timeout=60) as http:
         response = await http.post(url, json=body, headers=headers)
-    return response, _nonce_of(headers)
-
-
-def _nonce_of(headers: dict[str, str]) -> str:
-    (value,) = headers.values()
-    return str(json.loads(base64.b64decode(value))["payload"]["authorization"]["nonce"]).lower()
+    return response, payment_nonce(headers)
 
 
 async def _settle_down(database_url: str, nonce: str, timeout: float = 90) -> Job:
