@@ -7,7 +7,8 @@ served until it is `ttl` (half the poll interval) old, then while one task reads
 but never once it is a whole poll interval old. So a job that finished (on any replica)
 shows as finished within one poll interval, and pollers of a busy job never wait. The
 upstream itself is asked through the coalescing poller, at most once per interval per job,
-and only when the row says nobody polled it within the interval. `cached()` is what the
+and only when the row says nobody polled it within the interval; a read only records what
+the upstream said (a failure is failed and refunded by a worker). `cached()` is what the
 ASGI fast path serves.
 """
 
@@ -118,7 +119,7 @@ class JobReads:
         job = await self._select(job_id)
         if job is not None and self._refresh_due(job, live, started):
             live.refreshed_at = loop.time()
-            await self._poller.refresh(job_id)
+            await self._poller.refresh(job_id, may_move_money=False)
             started = loop.time()
             job = await self._select(job_id)
         if job is None:
