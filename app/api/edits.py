@@ -21,7 +21,7 @@ from app.api.paywall import is_browser, paywall_page
 from app.api.request_log import logged
 from app.api.schemas import AcceptedJob
 from app.context import Gateway
-from app.core.errors import AppError, PaymentOutcomeUnknown, UpstreamError
+from app.core.errors import PaymentOutcomeUnknown, RetryLater, UpstreamFailed
 from app.core.logs import get_logger
 from app.core.metrics import PAYMENTS_REJECTED
 from app.jobs.models import Job, JobState
@@ -97,14 +97,13 @@ def _answer(gw: Gateway, offer: Offer, job: Job, payment: IncomingPayment) -> Re
     settled = _settlement_headers(gw, job) if own else {}
     if job.error_code == SETTLEMENT_UNRESOLVED and job.settle_tx is None:
         # The payment may well have moved: asking for another one could charge twice.
-        raise AppError(
+        raise RetryLater(
             "your payment's settlement could not be confirmed; it is under review by the "
             "operator, who will complete or refund it. Do not pay again: come back later "
             "with the same payment, or follow the job's status",
             code=SETTLEMENT_UNRESOLVED,
-            status_code=503,
+            retry_after_s=UNRESOLVED_RETRY_AFTER_S,
             details={"jobId": job.id, "statusUrl": job_view(job, base)["statusUrl"]},
-            headers={"Retry-After": str(UNRESOLVED_RETRY_AFTER_S)},
         )
     if job.state == JobState.PAYMENT_FAILED.value or (
         job.state == JobState.NEEDS_ATTENTION.value and job.settle_tx is None
@@ -121,7 +120,7 @@ def _answer(gw: Gateway, offer: Offer, job: Job, payment: IncomingPayment) -> Re
         JobState.NEEDS_ATTENTION.value,
     ):
         view = job_view(job, base)
-        raise UpstreamError(
+        raise UpstreamFailed(
             f"{failure_sentence(job)}; {money_outcome(job)}",
             code=job.error_code or "upstream_error",
             details={
