@@ -19,17 +19,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, timedelta
-from types import SimpleNamespace
-from typing import cast
 
 from starlette.applications import Starlette
 
 from app.api.job_cache import DEFAULT_BUDGET_BYTES, ImmutableCache, Rendered, render
-from app.api.job_rows import JobRows
 from app.context import Gateway
 from app.jobs.models import Job, JobState
 from app.jobs.polling import Poller
 from app.jobs.repository import utcnow
+from app.jobs.status_reads import StatusReads
 
 MAX_LIVE_ENTRIES = 10_000
 MAX_READS_AHEAD = 4  # background re-reads in flight per process; readers never wait on them
@@ -65,7 +63,7 @@ class JobReads:
         self._poller = poller
         self.immutable = ImmutableCache(budget_bytes)
         self._live: OrderedDict[str, _Live] = OrderedDict()
-        self.rows = JobRows(gw.engine)
+        self.rows = StatusReads(gw.engine)
         self.interval = gw.settings.poll_interval_s
         self.ttl = self.interval / 2
         self.db_reads = 0
@@ -147,9 +145,7 @@ class JobReads:
 
     async def _select(self, job_id: str) -> Job | None:
         self.db_reads += 1
-        values = await self.rows.fetch(job_id)
-        # `job_view` only reads these attributes; an ORM instance would cost more than the query.
-        return None if values is None else cast(Job, SimpleNamespace(**values))
+        return await self.rows.fetch(job_id)
 
     async def aclose(self) -> None:
         """Release what the read path holds (its database pool)."""
