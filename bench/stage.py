@@ -82,6 +82,8 @@ class Stage:
         self.w.gateway_env = {
             "X402R_FACILITATOR_URL": self.relays.url("facilitator"),
             "X402R_UPSTREAM_URL": self.relays.url("upstream") + EDIT_PATH,
+            # Its status URLs name its own origin, not the relay's.
+            "X402R_UPSTREAM_STATUS_ORIGINS": self.w.upstream_base,
             "X402R_POLL_INTERVAL_S": str(POLL_INTERVAL_S),
         }
         self.start_gateway(0)
