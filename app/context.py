@@ -6,7 +6,6 @@ import asyncio
 from dataclasses import dataclass, field
 
 import httpx
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -33,6 +32,7 @@ class Gateway:
     facilitator: Facilitator
     upstream: UpstreamClient
     http: httpx.AsyncClient
+    hot_wallet: LocalAccount  # the operator's hot wallet (pays the upstream, signs refunds)
     facilitator_http: httpx.AsyncClient | None = None  # the remote facilitator's client
     chain: ChainReader | None = None
     offers: OfferCache = field(default_factory=OfferCache)
@@ -40,13 +40,6 @@ class Gateway:
     # The facilitator's /supported answer (or failure) and until when it holds (for /readyz).
     _supported: tuple[float, set[tuple[int, str, str]] | Exception] | None = None
     _supported_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    @property
-    def hot_wallet(self) -> LocalAccount:
-        """The operator's hot wallet (pays the upstream, signs refunds)."""
-        key = self.settings.hot_wallet_private_key.get_secret_value()
-        account: LocalAccount = Account.from_key(key)
-        return account
 
     async def close(self) -> None:
         """Release every client and pool this gateway opened."""

@@ -8,6 +8,9 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
+import httpx
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -54,29 +57,36 @@ def build_gateway(settings: Settings) -> Gateway:
         if settings.facilitator_url is not None
         else None
     )
-    gw = Gateway(
+    hot_wallet: LocalAccount = Account.from_key(settings.hot_wallet_private_key.get_secret_value())
+    autocommit = autocommit_engine(engine)
+    return Gateway(
         settings=settings,
         engine=engine,
         sessions=create_sessionmaker(engine),
-        autocommit=autocommit_engine(engine),
+        autocommit=autocommit,
         facilitator=build_facilitator(settings, facilitator_http),
-        upstream=None,  # type: ignore[arg-type]  # needs the wallet below
+        upstream=_upstream_client(settings, hot_wallet, http),
         http=http,
+        hot_wallet=hot_wallet,
         facilitator_http=facilitator_http,
         chain=ChainReader(
             str(settings.rpc_url), settings.asset, log_range_blocks=settings.rpc_log_range_blocks
         )
         if settings.rpc_url
         else None,
-    )
-    gw.limiter = (
-        RedisLimiter(settings.redis_url.get_secret_value())
+        limiter=RedisLimiter(settings.redis_url.get_secret_value())
         if settings.redis_url is not None
-        else SqlLimiter(gw.autocommit)
+        else SqlLimiter(autocommit),
     )
-    gw.upstream = UpstreamClient(
+
+
+def _upstream_client(
+    settings: Settings, hot_wallet: LocalAccount, http: httpx.AsyncClient
+) -> UpstreamClient:
+    """The upstream's client: pays with the hot wallet, reads statuses only where allowed."""
+    return UpstreamClient(
         str(settings.upstream_url),
-        gw.hot_wallet,
+        hot_wallet,
         http,
         timeout_s=settings.upstream_timeout_s,
         quote_ttl_s=settings.upstream_requirements_ttl_s,
@@ -92,7 +102,6 @@ def build_gateway(settings: Settings) -> Gateway:
             )
         ),
     )
-    return gw
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -27,9 +27,9 @@ from app.api.fastpath import FastPath
 from app.api.front import FastPathApp
 from app.api.job_cache import ImmutableCache, Rendered, etag_matches, render
 from app.api.job_reads import MAX_READS_AHEAD, JobReads, job_reads
-from app.api.job_rows import JobRows
 from app.context import Gateway
 from app.jobs.models import Job, JobState
+from app.jobs.status_reads import StatusReads
 from app.main import create_app
 from app.upstream.client import Quote
 from app.upstream.schemas import MAX_BODY_BYTES
@@ -420,7 +420,7 @@ def test_etag_matching() -> None:
 
 async def test_postgres_rows_come_from_their_own_pool(module_db: str) -> None:
     engine = create_async_engine(module_db)
-    rows = JobRows(engine)
+    rows = StatusReads(engine)
     try:
         async with engine.begin() as conn:
             result = {"status": "completed", "images": [{"url": "https://cdn.test/a.png"}]}
@@ -429,9 +429,10 @@ async def test_postgres_rows_come_from_their_own_pool(module_db: str) -> None:
             await conn.execute(insert(Job), [row])
         found = await rows.fetch("job_pgrowtest1")
         assert found is not None
-        assert (found["state"], found["pay_amount"]) == ("completed", 63240)
-        assert found["result"] == result, "JSON columns come back decoded"
-        assert "payment_payload" not in found, "only the view's columns are read"
+        assert isinstance(found, Job)
+        assert (found.state, found.pay_amount) == ("completed", 63240)
+        assert found.result == result, "JSON columns come back decoded"
+        assert found.payment_payload is None, "only the view's columns are read"
         assert await rows.fetch("job_nosuchjob1") is None
     finally:
         await rows.aclose()

@@ -37,6 +37,7 @@ SAMPLES: dict[str, Any] = {
     "error_code": "some_code",
     "error_message": "some message",
     "next_check_at": WHEN,
+    "last_polled_at": WHEN,
     "finished_at": WHEN,
     "upstream_payment_header": "eyJ4NDAyVmVyc2lvbiI6IDJ9",
     "upstream_nonce": "0x" + "ab" * 32,

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Response
 
 from app.api.deps import GatewayDep
-from app.core.errors import AppError, NotFound
+from app.core.errors import NotFound, Unauthorized
 from app.core.metrics import render
 from app.jobs import refund_limit
 from app.jobs.repository import JobRepository
@@ -29,12 +29,7 @@ async def require_admin(
     # server decoded the header as latin-1, so this gives back the bytes that were sent.
     presented = authorization.encode("latin-1", "replace") if authorization is not None else b""
     if not hmac.compare_digest(presented, expected):
-        raise AppError(
-            "admin token required",
-            code="unauthorized",
-            status_code=401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise Unauthorized("admin token required", headers={"WWW-Authenticate": "Bearer"})
 
 
 AdminDep = Annotated[None, Depends(require_admin)]

@@ -21,7 +21,7 @@ from app.api.deps import GatewayDep
 from app.api.edits import EDIT_PATH, UPSTREAM_PATH, current_offer
 from app.api.paywall import paywall_page, unpaid_required, wants_html
 from app.api.schemas import AcceptedJob
-from app.core.errors import AppError
+from app.core.errors import MethodNotAllowed
 from app.payments.networks import network_for_version
 from app.payments.offer import Offer
 from app.upstream.schemas import EditRequest
@@ -82,10 +82,8 @@ async def _paid_path_page(gw: GatewayDep, request: Request) -> Response:
     headers = request.headers
     if wants_html(headers.get("accept", "")) and not any(h in headers for h in _PAYMENT_HEADERS):
         return paywall_page(current_offer(gw, request.url.path))
-    raise AppError(
+    raise MethodNotAllowed(
         "this route is POST with a JSON body (see /.well-known/x402); nothing was charged",
-        code="method_not_allowed",
-        status_code=405,
         headers={"Allow": "POST"},
     )
 

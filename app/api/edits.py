@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
-from x402.extensions.payment_identifier import PAYMENT_IDENTIFIER, is_valid_payment_id
 from x402.http import (
     PAYMENT_REQUIRED_HEADER,
     PAYMENT_RESPONSE_HEADER,
     X_PAYMENT_RESPONSE_HEADER,
     encode_payment_response_header,
 )
-from x402.schemas import PaymentPayload, SettleResponse
+from x402.schemas import SettleResponse
 
 from app.api.bazaar import EDIT_DISCOVERY
 from app.api.client_ip import client_address
@@ -23,7 +21,7 @@ from app.api.paywall import is_browser, paywall_page
 from app.api.request_log import logged
 from app.api.schemas import AcceptedJob
 from app.context import Gateway
-from app.core.errors import AppError, InvalidRequest, PaymentOutcomeUnknown, UpstreamError
+from app.core.errors import PaymentOutcomeUnknown, RetryLater, UpstreamFailed
 from app.core.logs import get_logger
 from app.core.metrics import PAYMENTS_REJECTED
 from app.jobs.models import Job, JobState
@@ -35,10 +33,10 @@ from app.jobs.views import (
     money_outcome,
     refund_details,
 )
+from app.payments.current import current_offer as offer_at_current_price
+from app.payments.identifiers import idempotency_key_of
 from app.payments.incoming import IncomingPayment, PaymentRejected, parse_payment
-from app.payments.offer import Offer, OfferTerms
-from app.payments.pricing import sale_price
-from app.upstream import listing
+from app.payments.offer import Offer
 from app.upstream.schemas import EditRequest
 
 router = APIRouter(tags=["edits"])
@@ -49,31 +47,13 @@ UPSTREAM_PATH = "/api/ai/generations/images/nano-banana-edit"
 _PAYMENT_HEADERS = ("x-payment", "payment-signature")
 SETTLEMENT_UNRESOLVED = "settlement_unresolved"
 UNRESOLVED_RETRY_AFTER_S = 300
-_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 # A 402 carries one moment's price; a paid answer, one client's receipt: caches keep neither.
 NO_STORE = {"Cache-Control": "no-store"}
 
 
 def current_offer(gw: Gateway, path: str) -> Offer:
-    """Our offer for `path` at the current price (follows the upstream's cached quote)."""
-    s = gw.settings
-    quote = gw.upstream.cached_quote()
-    basis = max(s.upstream_price_atomic, quote.amount if quote else 0)
-    return gw.offers.get(
-        OfferTerms(
-            resource_url=s.base_url + path,
-            price_atomic=sale_price(basis, s.markup_bps, s.markup_fixed_atomic),
-            network=s.network,
-            asset=s.asset,
-            pay_to=s.pay_to,
-            max_timeout_seconds=s.max_timeout_seconds,
-            payment_identifier_required=s.payment_identifier_required,
-            description=listing.DESCRIPTION,
-            input_schema=listing.INPUT_SCHEMA,
-            output_schema=listing.OUTPUT_SCHEMA,
-            extensions=EDIT_DISCOVERY,
-        )
-    )
+    """Our offer for the paid edit at `path`, at the current price."""
+    return offer_at_current_price(gw, path, EDIT_DISCOVERY)
 
 
 def payment_required(
@@ -117,14 +97,13 @@ def _answer(gw: Gateway, offer: Offer, job: Job, payment: IncomingPayment) -> Re
     settled = _settlement_headers(gw, job) if own else {}
     if job.error_code == SETTLEMENT_UNRESOLVED and job.settle_tx is None:
         # The payment may well have moved: asking for another one could charge twice.
-        raise AppError(
+        raise RetryLater(
             "your payment's settlement could not be confirmed; it is under review by the "
             "operator, who will complete or refund it. Do not pay again: come back later "
             "with the same payment, or follow the job's status",
             code=SETTLEMENT_UNRESOLVED,
-            status_code=503,
+            retry_after_s=UNRESOLVED_RETRY_AFTER_S,
             details={"jobId": job.id, "statusUrl": job_view(job, base)["statusUrl"]},
-            headers={"Retry-After": str(UNRESOLVED_RETRY_AFTER_S)},
         )
     if job.state == JobState.PAYMENT_FAILED.value or (
         job.state == JobState.NEEDS_ATTENTION.value and job.settle_tx is None
@@ -141,7 +120,7 @@ def _answer(gw: Gateway, offer: Offer, job: Job, payment: IncomingPayment) -> Re
         JobState.NEEDS_ATTENTION.value,
     ):
         view = job_view(job, base)
-        raise UpstreamError(
+        raise UpstreamFailed(
             f"{failure_sentence(job)}; {money_outcome(job)}",
             code=job.error_code or "upstream_error",
             details={
@@ -153,48 +132,6 @@ def _answer(gw: Gateway, offer: Offer, job: Job, payment: IncomingPayment) -> Re
             headers={**settled, **NO_STORE},
         )
     return JSONResponse(accepted_view(job, base), headers={**settled, **NO_STORE})
-
-
-def _payment_identifier(payment: IncomingPayment) -> str | None:
-    """The payment-identifier extension's id, checked against OUR rules only.
-
-    The extension echoes a JSON schema the client controls; it is never evaluated (a hostile
-    pattern could stall the event loop).
-    """
-    if not isinstance(payment.payload, PaymentPayload) or not payment.payload.extensions:
-        return None
-    extension = payment.payload.extensions.get(PAYMENT_IDENTIFIER)
-    info = extension.get("info") if isinstance(extension, dict) else None
-    if not isinstance(info, dict) or "id" not in info:
-        return None  # declared, but the client chose no id
-    payment_id = info["id"]
-    if not isinstance(payment_id, str) or not is_valid_payment_id(payment_id):
-        raise InvalidRequest(
-            "payment-identifier id must be 16-128 characters of A-Z a-z 0-9 _ -",
-            code="invalid_payment_identifier",
-        )
-    return payment_id
-
-
-def idempotency_key_of(
-    payment: IncomingPayment, header_key: str | None, *, required: bool
-) -> str | None:
-    """The request's idempotency key: `Idempotency-Key`, else the payment-identifier id."""
-    if header_key is not None and not _KEY.match(header_key):
-        raise InvalidRequest(
-            "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 _ - . :",
-            code="invalid_idempotency_key",
-        )
-    payment_id = _payment_identifier(payment)
-    if required and header_key is None and payment_id is None:
-        raise InvalidRequest(
-            "this gateway requires an idempotency id: the x402 payment-identifier extension "
-            "or an Idempotency-Key header",
-            code="payment_identifier_required",
-        )
-    if header_key is not None:
-        return "key:" + header_key
-    return "pid:" + payment_id if payment_id else None
 
 
 async def _edit(

@@ -25,11 +25,11 @@ from app.api.edits import EDIT_PATH, UPSTREAM_PATH, current_offer, payment_requi
 from app.api.job_cache import etag_matches
 from app.api.job_reads import job_reads
 from app.context import Gateway
+from app.jobs.views import JOBS_PREFIX
 from app.upstream.client import Quote
 from app.upstream.schemas import MAX_BODY_BYTES, EditRequest
 
 EDIT_PATHS = frozenset({EDIT_PATH, UPSTREAM_PATH})
-JOBS_PREFIX = "/v1/jobs/"
 PAYMENT_HEADERS = frozenset({b"x-payment", b"payment-signature"})
 _JSON_TYPES: dict[bytes, bool] = {}
 

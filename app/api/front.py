@@ -42,7 +42,7 @@ class UnpaidFront:
 
     async def answer(self, app: FastAPI, scope: Scope, receive: Receive, send: Send) -> None:
         """Replay the recorded 402, or go through `app`'s stack (recording a 402 it sends)."""
-        gw: Gateway | None = app.state._state.get("gateway")  # State.__getattr__ costs 0.3 µs
+        gw: Gateway | None = getattr(app.state, "gateway", None)
         valid, read = await unpaid_valid_body(scope, receive, _NOT_OURS)
         if gw is None or not valid:
             return await FastAPI.__call__(app, scope, replaying(read, receive), send)

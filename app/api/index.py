@@ -8,6 +8,7 @@ from app import __version__
 from app.api.deps import GatewayDep
 from app.api.edits import EDIT_PATH, UPSTREAM_PATH, current_offer
 from app.api.schemas import Index
+from app.jobs.views import status_url
 
 router = APIRouter(tags=["health"])
 
@@ -35,6 +36,6 @@ async def index(gw: GatewayDep, request: Request) -> Index:
             "docs": f"{base}/docs",
             "openapi": f"{base}{request.app.openapi_url}",
             "paidRoutes": routes,
-            "jobStatus": f"{base}/v1/jobs/{{jobId}}",
+            "jobStatus": status_url(base, "{jobId}"),
         }
     )

@@ -7,7 +7,8 @@ served until it is `ttl` (half the poll interval) old, then while one task reads
 but never once it is a whole poll interval old. So a job that finished (on any replica)
 shows as finished within one poll interval, and pollers of a busy job never wait. The
 upstream itself is asked through the coalescing poller, at most once per interval per job,
-and only when the row says nobody polled it within the interval. `cached()` is what the
+and only when the row says nobody polled it within the interval; a read only records what
+the upstream said (a failure is failed and refunded by a worker). `cached()` is what the
 ASGI fast path serves.
 """
 
@@ -18,17 +19,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, timedelta
-from types import SimpleNamespace
-from typing import cast
 
 from starlette.applications import Starlette
 
 from app.api.job_cache import DEFAULT_BUDGET_BYTES, ImmutableCache, Rendered, render
-from app.api.job_rows import JobRows
 from app.context import Gateway
 from app.jobs.models import Job, JobState
 from app.jobs.polling import Poller
 from app.jobs.repository import utcnow
+from app.jobs.status_reads import StatusReads
 
 MAX_LIVE_ENTRIES = 10_000
 MAX_READS_AHEAD = 4  # background re-reads in flight per process; readers never wait on them
@@ -64,7 +63,7 @@ class JobReads:
         self._poller = poller
         self.immutable = ImmutableCache(budget_bytes)
         self._live: OrderedDict[str, _Live] = OrderedDict()
-        self.rows = JobRows(gw.engine)
+        self.rows = StatusReads(gw.engine)
         self.interval = gw.settings.poll_interval_s
         self.ttl = self.interval / 2
         self.db_reads = 0
@@ -118,7 +117,7 @@ class JobReads:
         job = await self._select(job_id)
         if job is not None and self._refresh_due(job, live, started):
             live.refreshed_at = loop.time()
-            await self._poller.refresh(job_id)
+            await self._poller.refresh(job_id, may_move_money=False)
             started = loop.time()
             job = await self._select(job_id)
         if job is None:
@@ -146,9 +145,7 @@ class JobReads:
 
     async def _select(self, job_id: str) -> Job | None:
         self.db_reads += 1
-        values = await self.rows.fetch(job_id)
-        # `job_view` only reads these attributes; an ORM instance would cost more than the query.
-        return None if values is None else cast(Job, SimpleNamespace(**values))
+        return await self.rows.fetch(job_id)
 
     async def aclose(self) -> None:
         """Release what the read path holds (its database pool)."""

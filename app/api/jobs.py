@@ -19,6 +19,7 @@ from app.api.job_reads import JobReads, job_reads
 from app.api.schemas import JobDocument
 from app.core.errors import NotFound
 from app.jobs.models import FINAL_STATES
+from app.jobs.views import JOBS_PREFIX
 
 router = APIRouter(tags=["jobs"])
 
@@ -52,7 +53,7 @@ def answer(rendered: Rendered, if_none_match: str | None) -> Response:
 
 
 @router.get(
-    "/v1/jobs/{job_id}",
+    JOBS_PREFIX + "{job_id}",
     summary="Job status, result, payment and refund",
     responses={
         200: {

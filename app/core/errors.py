@@ -2,11 +2,17 @@
 
 AppError
  ├── InvalidRequest (400)      malformed input the schema could not express
+ ├── Unauthorized (401)        an admin route without its token
  ├── NotFound (404)
+ ├── MethodNotAllowed (405)    a paid route asked with another method than POST
  ├── Conflict (409)            an idempotency key reused with a different request
  ├── PaymentOutcomeUnknown (503 / 504)  retry with the SAME payment, never pay again
+ ├── RetryLater (503)          come back after Retry-After with the SAME payment
  ├── ServiceUnavailable (503)  selling is paused (spend cap, upstream price above ceiling)
- └── UpstreamError (502)       the upstream failed; the job carries the refund outcome
+ └── UpstreamFailed (502)      the upstream failed; the job carries the refund outcome
+
+The upstream's own failures (`app.upstream.errors.UpstreamError`) are domain errors: the job
+steps turn them into job states, and a paid request's answer into `UpstreamFailed`.
 
 A 402 is not an AppError: it is the x402 payment-required answer, built in app.payments.
 """
@@ -63,11 +69,25 @@ class InvalidRequest(AppError):
     code = "invalid_request"
 
 
+class Unauthorized(AppError):
+    """A route that needs a credential the request did not carry."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
 class NotFound(AppError):
     """No such resource."""
 
     status_code = 404
     code = "not_found"
+
+
+class MethodNotAllowed(AppError):
+    """The route exists, but not for this method."""
+
+    status_code = 405
+    code = "method_not_allowed"
 
 
 class Conflict(AppError):
@@ -88,6 +108,16 @@ class PaymentOutcomeUnknown(AppError):
         super().__init__(message, **kwargs)
 
 
+class RetryLater(AppError):
+    """Not answerable yet; nothing more will be charged when retried with the same payment."""
+
+    status_code = 503
+
+    def __init__(self, message: str, *, retry_after_s: int, **kwargs: Any) -> None:
+        kwargs["headers"] = {"Retry-After": str(retry_after_s), **kwargs.get("headers", {})}
+        super().__init__(message, **kwargs)
+
+
 class ServiceUnavailable(AppError):
     """Selling is paused; no money was taken."""
 
@@ -95,7 +125,7 @@ class ServiceUnavailable(AppError):
     code = "service_unavailable"
 
 
-class UpstreamError(AppError):
+class UpstreamFailed(AppError):
     """The upstream failed to serve a paid request."""
 
     status_code = 502

@@ -91,8 +91,11 @@ ARCS: tuple[Arc, ...] = (
          "one more unreadable status answer"),
     _arc("completed", {S.SUBMITTED}, S.COMPLETED, "result finished_at next_check_at",
          "the upstream job completed: its result stored"),
-    _arc("upstream_job_failed", {S.SUBMITTED}, None, "result",
-         "the upstream job failed: its answer kept before the job is failed"),
+    _arc("upstream_job_failed", {S.SUBMITTED}, None, "result last_polled_at next_check_at",
+         "the upstream job failed: its answer kept before the job is failed (a read hands "
+         "it to the worker)"),
+    _arc("handed_to_worker", {S.SUBMITTED}, None, "last_polled_at next_check_at",
+         "a status read saw an outcome that moves money: due now, for the worker"),
     # Failing a job, refunding by policy.
     _arc("upstream_spend_found", FAILABLE, None, "upstream_tx",
          "the chain shows our upstream payment: recorded once (upstream_tx still null)"),

@@ -2,6 +2,8 @@
 
 Within a process, concurrent readers share one in-flight refresh; across replicas, a
 conditional UPDATE on `last_polled_at` lets exactly one of them poll in each interval.
+A status read polls with `may_move_money=False`: it records what the upstream said and
+hands every outcome that fails (and so may refund) a job to the worker, due at once.
 """
 
 from __future__ import annotations
@@ -53,29 +55,64 @@ def _result_of(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in ("statusUrl",)}
 
 
+def failed_upstream(job: Job) -> bool:
+    """Whether a poll recorded the upstream's terminal "failed" answer for this job."""
+    return job.result is not None and job.result.get("status") == "failed"
+
+
+async def fail_recorded(gw: Gateway, job: Job) -> None:
+    """Fail (and so refund, by policy) a job whose upstream failure was recorded."""
+    assert job.result is not None
+    message = str(job.result.get("error") or "the upstream job failed")
+    await fail_job(gw, job.id, "upstream_job_failed", message, upstream_charged=True)
+
+
+async def hand_to_worker(gw: Gateway, job: Job) -> None:
+    """Make the job due now and give up this poll's claim, so a worker polls and acts on it."""
+    async with transaction(gw.sessions) as session:
+        await transition(
+            session,
+            job.id,
+            [JobState.SUBMITTED],
+            event="handed_to_worker",
+            last_polled_at=None,
+            next_check_at=utcnow(),
+        )
+
+
 class Poller:
     """Single-flight upstream refreshes for one process."""
 
     def __init__(self, gw: Gateway) -> None:
         self._gw = gw
-        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._inflight: dict[tuple[str, bool], asyncio.Task[None]] = {}
 
-    async def refresh(self, job_id: str) -> None:
-        """Poll the upstream for `job_id` unless someone polled it within the interval."""
-        task = self._inflight.get(job_id)
+    async def refresh(self, job_id: str, *, may_move_money: bool = True) -> None:
+        """Poll the upstream for `job_id` unless someone polled it within the interval.
+
+        With `may_move_money=False` (a status read) no outcome fails the job: a worker does.
+        """
+        key = (job_id, may_move_money)
+        task = self._inflight.get(key)
         if task is None:
-            task = asyncio.create_task(self._refresh(job_id))
-            self._inflight[job_id] = task
-            task.add_done_callback(lambda _: self._inflight.pop(job_id, None))
+            task = asyncio.create_task(self._refresh(job_id, may_move_money))
+            self._inflight[key] = task
+            task.add_done_callback(lambda _: self._inflight.pop(key, None))
         await asyncio.shield(task)
 
-    async def _refresh(self, job_id: str) -> None:
+    async def _refresh(self, job_id: str, may_move_money: bool) -> None:
         gw = self._gw
         async with transaction(gw.sessions) as session:
             job = await JobRepository(session).claim_poll(job_id, gw.settings.poll_interval_s)
         if job is None:
             return
         assert job.upstream_status_url is not None
+        if not may_move_money and (failed_upstream(job) or too_old(job, gw.settings.max_job_age_s)):
+            await hand_to_worker(gw, job)
+            return
+        if failed_upstream(job):
+            await fail_recorded(gw, job)
+            return
         if too_old(job, gw.settings.max_job_age_s):
             message = f"the upstream job did not finish within {gw.settings.max_job_age_s:g} s"
             await fail_job(gw, job.id, "upstream_job_expired", message, upstream_charged=True)
@@ -83,18 +120,30 @@ class Poller:
         try:
             data = await gw.upstream.status(job.upstream_status_url)
         except UpstreamRejected as exc:  # lost, or a URL we do not read: it will not change
-            await fail_job(gw, job.id, exc.code, exc.message, upstream_charged=True)
+            if may_move_money:
+                await fail_job(gw, job.id, exc.code, exc.message, upstream_charged=True)
+            else:
+                await hand_to_worker(gw, job)
             return
         except UpstreamMalformed as exc:
-            await count_bad_read(gw, job, exc)
+            if may_move_money or job.bad_status_reads + 1 < MAX_BAD_STATUS_READS:
+                await count_bad_read(gw, job, exc)
+            else:
+                await hand_to_worker(gw, job)
             return
         except UpstreamError:
             return  # transient: the next poll will try again, until the job is too old
-        await apply_status(gw, job, data)
+        await apply_status(gw, job, data, may_move_money=may_move_money)
 
 
-async def apply_status(gw: Gateway, job: Job, data: dict[str, Any]) -> None:
-    """Store a terminal upstream status; schedule the next check otherwise."""
+async def apply_status(
+    gw: Gateway, job: Job, data: dict[str, Any], *, may_move_money: bool = True
+) -> None:
+    """Store a terminal upstream status; schedule the next check otherwise.
+
+    Without `may_move_money` a "failed" answer is recorded and the job made due now: the
+    worker fails it (and refunds, by policy) from the recorded answer.
+    """
     status = data["status"]
     if status == "completed" and job.settle_tx is None:
         # settle_after: a result is served only once the client's payment settled. The
@@ -114,13 +163,19 @@ async def apply_status(gw: Gateway, job: Job, data: dict[str, Any]) -> None:
             )
     elif status == "failed":
         async with transaction(gw.sessions) as session:
+            handover: dict[str, Any] = (
+                {} if may_move_money else {"last_polled_at": None, "next_check_at": utcnow()}
+            )
             await transition(
                 session,
                 job.id,
                 [JobState.SUBMITTED],
                 event="upstream_job_failed",
                 result=_result_of(data),
+                **handover,
             )
+        if not may_move_money:
+            return
         message = str(data.get("error") or "the upstream job failed")
         await fail_job(gw, job.id, "upstream_job_failed", message, upstream_charged=True)
     else:

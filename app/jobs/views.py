@@ -25,9 +25,12 @@ def public_status(job: Job) -> str:
     return _PUBLIC_STATUS.get(job.state, "processing")
 
 
+JOBS_PREFIX = "/v1/jobs/"  # + a job id: where a client reads its job
+
+
 def status_url(base_url: str, job_id: str) -> str:
     """Our own status URL for a job."""
-    return f"{base_url}/v1/jobs/{job_id}"
+    return f"{base_url}{JOBS_PREFIX}{job_id}"
 
 
 def accepted_view(job: Job, base_url: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import asyncio
 from datetime import datetime
 
 from app.context import Gateway
-from app.core.errors import AppError
+from app.core.errors import RetryLater
 from app.jobs.models import ANSWERED_STATES, Job
 from app.jobs.repository import JobRepository, utcnow
 
@@ -44,13 +44,12 @@ async def answer_soon(gw: Gateway, job_id: str) -> Job:
     job = await wait_until_answered(gw, job_id, ANSWER_WITHIN_S)
     if job.state in ANSWERED_STATES or job.error_code is not None:
         return job
-    raise AppError(
+    raise RetryLater(
         "an earlier request with this payment is still being processed (or died while it "
         "was); nothing more will be charged: retry with the SAME payment after Retry-After",
         code="payment_in_progress",
-        status_code=503,
+        retry_after_s=_retry_after(job.next_check_at),
         details={"jobId": job.id, "state": job.state},
-        headers={"Retry-After": str(_retry_after(job.next_check_at))},
     )
 
 

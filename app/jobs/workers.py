@@ -14,7 +14,7 @@ from app.context import Gateway
 from app.core.db import transaction
 from app.core.settings import SettlementOrder
 from app.jobs.models import Job, JobState
-from app.jobs.polling import Poller
+from app.jobs.polling import Poller, fail_recorded, failed_upstream
 from app.jobs.purchase_errors import guarded
 from app.jobs.refunding import fail_job, refund
 from app.jobs.repository import JobRepository, utcnow
@@ -67,6 +67,9 @@ async def advance(gw: Gateway, poller: Poller, job: Job) -> None:
     elif state is JobState.UPSTREAM_SIGNED:
         await guarded(gw, job.id, submit_upstream(gw, job))
     elif state is JobState.SUBMITTED:
+        if failed_upstream(job):  # a status read recorded it: no charge for a failed job
+            await fail_recorded(gw, job)
+            return
         if after and job.settle_tx is None:
             await settle_client_payment(gw, job)
         await poller.refresh(job.id)
