@@ -1,7 +1,7 @@
 """The paid request: verify → record → settle → buy upstream → submit, each step persisted.
 
 Every step commits its state before the next one talks to the outside world, so a crash at
-any point leaves a row the recovery worker can resume (see app.jobs.recovery).
+any point leaves a row the recovery worker can resume (see app.jobs.workers).
 """
 
 from __future__ import annotations
