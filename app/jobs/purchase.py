@@ -17,7 +17,12 @@ from sqlalchemy.exc import IntegrityError
 from app.context import Gateway
 from app.core.crashpoints import crash_point
 from app.core.db import transaction
-from app.core.errors import AppError, Conflict, PaymentOutcomeUnknown, ServiceUnavailable
+from app.core.errors import (
+    Conflict,
+    PaymentOutcomeUnknown,
+    RetryLater,
+    ServiceUnavailable,
+)
 from app.core.ratelimit import check_verify_rate
 from app.core.settings import SettlementOrder
 from app.jobs import admission, spend
@@ -134,11 +139,10 @@ async def _verify(gw: Gateway, payment: IncomingPayment) -> None:
             gw.facilitator, payment.payload, payment.requirements, gw.settings.facilitator_timeout_s
         )
     except FacilitatorUnavailable as exc:
-        raise AppError(
+        raise RetryLater(
             "the facilitator is unavailable; nothing was charged, retry with the same payment",
             code="facilitator_unavailable",
-            status_code=503,
-            headers={"Retry-After": "2"},
+            retry_after_s=2,
         ) from exc
     if not verdict.is_valid:
         reason = verdict.invalid_reason or "invalid_payment"
