@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from web3 import Web3
 from x402.mechanisms.evm.v1.constants import V1_NETWORK_CHAIN_IDS
 
+from app.core.database_url import async_database_url
 from app.core.origins import Origin, origin_of, parse_origin
 from app.core.ratelimit import Rate
 
@@ -47,28 +48,6 @@ def _checksum(value: str, name: str) -> str:
     if not Web3.is_address(value):
         raise ValueError(f"{name} is not an EVM address: {value!r}")
     return str(Web3.to_checksum_address(value))
-
-
-_ASYNC_DRIVERS = {
-    "postgresql": "postgresql+asyncpg",
-    "postgres": "postgresql+asyncpg",
-    "postgresql+asyncpg": "postgresql+asyncpg",
-    "sqlite": "sqlite+aiosqlite",
-    "sqlite+aiosqlite": "sqlite+aiosqlite",
-}
-
-
-def async_database_url(url: str) -> str:
-    """The URL with the async driver we ship (`postgresql://` → asyncpg, `sqlite://` →
-    aiosqlite); ValueError for any other scheme or driver."""
-    scheme, sep, rest = url.partition("://")
-    driver = _ASYNC_DRIVERS.get(scheme.lower())
-    if not sep or driver is None:
-        raise ValueError(
-            "must start with postgresql:// (or postgresql+asyncpg://) or sqlite:/// "
-            "(or sqlite+aiosqlite:///)"
-        )
-    return f"{driver}://{rest}"
 
 
 class Settings(BaseSettings):

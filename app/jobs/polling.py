@@ -15,6 +15,7 @@ from typing import Any
 from app.context import Gateway
 from app.core.db import transaction
 from app.jobs.models import Job, JobState
+from app.jobs.policy import after
 from app.jobs.refunding import fail_job
 from app.jobs.repository import JobRepository, utcnow
 from app.jobs.transitions import transition
@@ -46,7 +47,7 @@ async def count_bad_read(gw: Gateway, job: Job, exc: UpstreamMalformed) -> None:
             [JobState.SUBMITTED],
             event="status_unreadable",
             bad_status_reads=count,
-            next_check_at=utcnow() + timedelta(seconds=gw.settings.poll_interval_s),
+            next_check_at=after(gw.settings.poll_interval_s),
         )
 
 
@@ -63,8 +64,13 @@ def failed_upstream(job: Job) -> bool:
 async def fail_recorded(gw: Gateway, job: Job) -> None:
     """Fail (and so refund, by policy) a job whose upstream failure was recorded."""
     assert job.result is not None
-    message = str(job.result.get("error") or "the upstream job failed")
-    await fail_job(gw, job.id, "upstream_job_failed", message, upstream_charged=True)
+    await _fail_upstream_job(gw, job.id, job.result)
+
+
+async def _fail_upstream_job(gw: Gateway, job_id: str, answer: dict[str, Any]) -> None:
+    """Fail a job whose upstream answered "failed"; the upstream was paid."""
+    message = str(answer.get("error") or "the upstream job failed")
+    await fail_job(gw, job_id, "upstream_job_failed", message, upstream_charged=True)
 
 
 async def hand_to_worker(gw: Gateway, job: Job) -> None:
@@ -174,10 +180,8 @@ async def apply_status(
                 result=_result_of(data),
                 **handover,
             )
-        if not may_move_money:
-            return
-        message = str(data.get("error") or "the upstream job failed")
-        await fail_job(gw, job.id, "upstream_job_failed", message, upstream_charged=True)
+        if may_move_money:
+            await _fail_upstream_job(gw, job.id, data)
     else:
         async with transaction(gw.sessions) as session:
             await transition(
@@ -186,5 +190,5 @@ async def apply_status(
                 [JobState.SUBMITTED],
                 event="status_pending",
                 bad_status_reads=0,
-                next_check_at=utcnow() + timedelta(seconds=gw.settings.poll_interval_s),
+                next_check_at=after(gw.settings.poll_interval_s),
             )

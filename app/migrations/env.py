@@ -10,8 +10,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.core import ratelimit  # noqa: F401  (registers rate_limit_windows)
+from app.core.database_url import async_database_url
 from app.core.db import Base
-from app.core.settings import async_database_url
 from app.jobs import models  # noqa: F401  (registers the tables)
 
 config = context.config
