@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base
+from app.keys import models as key_models  # noqa: F401  (jobs.api_key_id refers to api_keys)
 
 
 class JobState(StrEnum):
@@ -111,6 +112,8 @@ class Job(Base):
     pay_valid_before: Mapped[int] = mapped_column(BigInteger)
     payment_payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     payment_requirements: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Paid with an API key's budget instead of an x402 payment (None: paid over x402).
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
     settle_tx: Mapped[str | None] = mapped_column(String(80))
     settle_attempts: Mapped[int] = mapped_column(Integer, default=0)
 
@@ -175,6 +178,19 @@ class LedgerEntry(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), index=True
     )
+
+
+class OperatorAction(Base):
+    """An operator's action on a job (retry, refund), with who took it and why."""
+
+    __tablename__ = "operator_actions"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class SpendHour(Base):

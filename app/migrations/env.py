@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.core import ratelimit  # noqa: F401  (registers rate_limit_windows)
 from app.core.database_url import async_database_url
 from app.core.db import Base
-from app.jobs import models  # noqa: F401  (registers the tables)
+from app.jobs import models  # noqa: F401  (registers the tables, the key tables too)
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,0 +1,1 @@
+"""API keys: a team's members pay with a budget instead of an x402 payment."""
