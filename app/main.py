@@ -13,12 +13,14 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.routing import Route
 
 from app import __version__
 from app.api import admin, discovery, edits, health, index, jobs
 from app.api.fastpath import FastPath
 from app.api.front import FastPathApp
 from app.api.job_reads import close_job_reads
+from app.api.mcp_server import MCP_PATH, McpEndpoint
 from app.api.openapi import install_openapi
 from app.context import Gateway
 from app.core.body_limit import BodyLimit
@@ -122,7 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()  # objects alive since start-up never need scanning again
         try:
-            yield
+            async with mcp.running():
+                yield
         finally:
             stop.set()
             if worker is not None:
@@ -144,11 +147,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(  # outermost, so error answers carry CORS headers too
         CORSMiddleware,
         allow_origins=["*"],
-        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
         allow_headers=["*"],
         expose_headers=EXPOSED_HEADERS,
     )
     install_error_handlers(app)
+    mcp = McpEndpoint(app)
+    # A raw ASGI endpoint (not a request handler): the MCP transport answers by itself.
+    app.router.routes.append(
+        Route(MCP_PATH, endpoint=mcp, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+    )
     app.include_router(edits.router)
     app.include_router(jobs.router)
     app.include_router(health.router)

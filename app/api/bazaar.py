@@ -7,9 +7,11 @@ from typing import Any
 
 from x402.extensions.bazaar import (
     BAZAAR,
+    DeclareMcpDiscoveryConfig,
     OutputConfig,
     bazaar_resource_server_extension,
     declare_discovery_extension,
+    declare_mcp_discovery_extension,
 )
 
 from app.api.schemas import AcceptedJob
@@ -45,3 +47,22 @@ def edit_discovery() -> dict[str, Any]:
 
 
 EDIT_DISCOVERY: dict[str, Any] = edit_discovery()
+
+MCP_EDIT_TOOL = "edit_image"
+
+
+def mcp_edit_discovery() -> dict[str, Any]:
+    """`{"bazaar": ...}` for the paid MCP tool (`streamable-http` transport)."""
+    return declare_mcp_discovery_extension(
+        DeclareMcpDiscoveryConfig(
+            tool_name=MCP_EDIT_TOOL,
+            description="Edit images with nano-banana (paid per call, x402 over MCP)",
+            input_schema=EditRequest.model_json_schema(),
+            transport="streamable-http",
+            example=EXAMPLE_EDIT,
+            output=OutputConfig(example=_example_answer(), schema=AcceptedJob.model_json_schema()),
+        )
+    )
+
+
+MCP_EDIT_DISCOVERY: dict[str, Any] = mcp_edit_discovery()

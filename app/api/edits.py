@@ -17,22 +17,15 @@ from x402.schemas import SettleResponse
 from app.api.bazaar import EDIT_DISCOVERY
 from app.api.client_ip import client_address
 from app.api.deps import GatewayDep
+from app.api.paid_outcome import Failed, Refused, outcome
 from app.api.paywall import is_browser, paywall_page
 from app.api.request_log import logged
 from app.api.schemas import AcceptedJob
 from app.context import Gateway
-from app.core.errors import PaymentOutcomeUnknown, RetryLater, UpstreamFailed
 from app.core.logs import get_logger
 from app.core.metrics import PAYMENTS_REJECTED
-from app.jobs.models import Job, JobState
+from app.jobs.models import Job
 from app.jobs.purchase import purchase
-from app.jobs.views import (
-    accepted_view,
-    failure_sentence,
-    job_view,
-    money_outcome,
-    refund_details,
-)
 from app.payments.current import current_offer as offer_at_current_price
 from app.payments.identifiers import idempotency_key_of
 from app.payments.incoming import IncomingPayment, PaymentRejected, parse_payment
@@ -45,8 +38,6 @@ log = get_logger(__name__)
 EDIT_PATH = "/v1/images/edit"
 UPSTREAM_PATH = "/api/ai/generations/images/nano-banana-edit"
 _PAYMENT_HEADERS = ("x-payment", "payment-signature")
-SETTLEMENT_UNRESOLVED = "settlement_unresolved"
-UNRESOLVED_RETRY_AFTER_S = 300
 # A 402 carries one moment's price; a paid answer, one client's receipt: caches keep neither.
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -73,65 +64,23 @@ def payment_required(
     )
 
 
-def _settlement_headers(gw: Gateway, job: Job) -> dict[str, str]:
-    if not job.settle_tx:
+def _receipt_headers(job: Job, receipt: SettleResponse | None) -> dict[str, str]:
+    if receipt is None:
         return {}
-    v1 = job.x402_version == 1
-    response = SettleResponse(
-        success=True,
-        transaction=job.settle_tx,
-        network=gw.settings.network if v1 else job.pay_network,
-        payer=job.payer,
-        amount=str(job.pay_amount),
-    )
-    name = X_PAYMENT_RESPONSE_HEADER if v1 else PAYMENT_RESPONSE_HEADER
-    return {name: encode_payment_response_header(response)}
+    name = X_PAYMENT_RESPONSE_HEADER if job.x402_version == 1 else PAYMENT_RESPONSE_HEADER
+    return {name: encode_payment_response_header(receipt)}
 
 
 def _answer(gw: Gateway, offer: Offer, job: Job, payment: IncomingPayment) -> Response:
-    """Map where the job stands after the request path to an HTTP answer."""
-    base = gw.settings.base_url
-    # The settlement header describes the job's payment: only the payment that bought the job
-    # gets it (an idempotent retry with a new payment must not read it as its own).
-    own = job.pay_nonce == payment.nonce and job.payer == payment.payer
-    settled = _settlement_headers(gw, job) if own else {}
-    if job.error_code == SETTLEMENT_UNRESOLVED and job.settle_tx is None:
-        # The payment may well have moved: asking for another one could charge twice.
-        raise RetryLater(
-            "your payment's settlement could not be confirmed; it is under review by the "
-            "operator, who will complete or refund it. Do not pay again: come back later "
-            "with the same payment, or follow the job's status",
-            code=SETTLEMENT_UNRESOLVED,
-            retry_after_s=UNRESOLVED_RETRY_AFTER_S,
-            details={"jobId": job.id, "statusUrl": job_view(job, base)["statusUrl"]},
-        )
-    if job.state == JobState.PAYMENT_FAILED.value or (
-        job.state == JobState.NEEDS_ATTENTION.value and job.settle_tx is None
-    ):
-        return payment_required(offer, job.error_code or "settle_failed", job.error_message)
-    if job.state == JobState.VERIFIED.value:
-        raise PaymentOutcomeUnknown(
-            "settlement outcome is unknown; retry with the SAME payment", details={"jobId": job.id}
-        )
-    if job.state in (
-        JobState.FAILED.value,
-        JobState.REFUNDING.value,
-        JobState.REFUNDED.value,
-        JobState.NEEDS_ATTENTION.value,
-    ):
-        view = job_view(job, base)
-        raise UpstreamFailed(
-            f"{failure_sentence(job)}; {money_outcome(job)}",
-            code=job.error_code or "upstream_error",
-            details={
-                "jobId": job.id,
-                "statusUrl": view["statusUrl"],
-                "reason": job.error_message,
-                "refund": refund_details(job),
-            },
-            headers={**settled, **NO_STORE},
-        )
-    return JSONResponse(accepted_view(job, base), headers={**settled, **NO_STORE})
+    """The HTTP rendering of where the job stands after the request path."""
+    answer = outcome(gw, job, payment)
+    if isinstance(answer, Refused):
+        return payment_required(offer, answer.reason, answer.message)
+    settled = _receipt_headers(job, answer.receipt)
+    if isinstance(answer, Failed):
+        answer.error.headers.update({**settled, **NO_STORE})
+        raise answer.error
+    return JSONResponse(answer.view, headers={**settled, **NO_STORE})
 
 
 async def _edit(

@@ -18,12 +18,18 @@ def current_price(gw: Gateway) -> int:
     return sale_price(basis, s.markup_bps, s.markup_fixed_atomic)
 
 
-def current_offer(gw: Gateway, path: str, extensions: dict[str, Any]) -> Offer:
-    """Our offer for `path` at the current price (follows the upstream's cached quote)."""
+def current_offer(
+    gw: Gateway, path: str, extensions: dict[str, Any], *, resource_url: str | None = None
+) -> Offer:
+    """Our offer for `path` at the current price (follows the upstream's cached quote).
+
+    `resource_url`: the resource named in the offer when it is not our URL for `path` (an MCP
+    tool is `mcp://tool/<name>`).
+    """
     s = gw.settings
     return gw.offers.get(
         OfferTerms(
-            resource_url=s.base_url + path,
+            resource_url=resource_url or s.base_url + path,
             price_atomic=current_price(gw),
             network=s.network,
             asset=s.asset,

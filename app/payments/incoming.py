@@ -14,7 +14,6 @@ from typing import Any
 
 from pydantic import ValidationError
 from web3 import Web3
-from x402.http import decode_payment_signature_header
 from x402.mechanisms.evm.types import ExactEIP3009Payload
 from x402.schemas import (
     PaymentPayload,
@@ -94,6 +93,11 @@ def _decode(header: str) -> PaymentPayload | PaymentPayloadV1:
         raise PaymentRejected(
             "invalid_payment_header", "payment header JSON is nested too deeply"
         ) from exc
+    return _payload(raw)
+
+
+def _payload(raw: object) -> PaymentPayload | PaymentPayloadV1:
+    """The decoded JSON as the SDK's payload model of its declared version."""
     if not isinstance(raw, dict):
         raise PaymentRejected("invalid_payment_header", "payment header JSON must be an object")
     version = raw.get("x402Version")
@@ -101,8 +105,9 @@ def _decode(header: str) -> PaymentPayload | PaymentPayloadV1:
         raise PaymentRejected(
             "unsupported_x402_version", f"x402Version must be 1 or 2, got {version!r}"
         )
+    model = PaymentPayloadV1 if version == 1 else PaymentPayload
     try:
-        return decode_payment_signature_header(header.strip())
+        return model.model_validate(raw)
     except (ValidationError, ValueError, TypeError, RecursionError) as exc:
         raise PaymentRejected(
             "invalid_payment_payload", f"payment payload does not match x402 v{version} schema"
@@ -156,7 +161,23 @@ def parse_payment(header: str, offer: Offer) -> IncomingPayment:
 
     Raises PaymentRejected, and nothing else, for any header that cannot buy the offer.
     """
-    payload = _decode(header)
+    return _checked(_decode(header), offer)
+
+
+def parse_payment_object(raw: object, offer: Offer) -> IncomingPayment:
+    """`parse_payment` for a payload already decoded from JSON (MCP's `_meta`)."""
+    try:
+        size = len(json.dumps(raw, default=str))
+    except (ValueError, RecursionError) as exc:
+        raise PaymentRejected(
+            "invalid_payment_header", "payment JSON is nested too deeply"
+        ) from exc
+    if size > MAX_HEADER_CHARS:
+        raise PaymentRejected("invalid_payment_header", "payment is too large")
+    return _checked(_payload(raw), offer)
+
+
+def _checked(payload: PaymentPayload | PaymentPayloadV1, offer: Offer) -> IncomingPayment:
     requirements: PaymentRequirements | PaymentRequirementsV1
     if isinstance(payload, PaymentPayloadV1):
         # v1 names neither asset nor amount outside the authorization; the signature binds

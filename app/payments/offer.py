@@ -66,6 +66,10 @@ class Offer:
         """A 402 body (v1 shape) and PAYMENT-REQUIRED header (v2) carrying `error`."""
         return _render(self.terms, self.v1, self.v2, self.resource, error, message)
 
+    def required_v2(self, error: str) -> PaymentRequired:
+        """The v2 `PaymentRequired` carrying `error` (what MCP returns as a tool error)."""
+        return _required_v2(self.terms, self.v2, self.resource, error)
+
 
 def _extensions(terms: OfferTerms) -> dict[str, Any]:
     """v2 extensions we declare: payment-identifier, so clients can make retries idempotent,
@@ -90,16 +94,16 @@ def _render(
     body: dict[str, Any] = body_model.model_dump(mode="json", by_alias=True, exclude_none=True)
     if message:
         body["message"] = message
-    header = encode_payment_required_header(
-        PaymentRequired(
-            x402_version=2,
-            error=error,
-            resource=resource,
-            accepts=[v2],
-            extensions=_extensions(terms),
-        )
-    )
+    header = encode_payment_required_header(_required_v2(terms, v2, resource, error))
     return json.dumps(body, separators=(",", ":")).encode(), header
+
+
+def _required_v2(
+    terms: OfferTerms, v2: PaymentRequirements, resource: ResourceInfo, error: str
+) -> PaymentRequired:
+    return PaymentRequired(
+        x402_version=2, error=error, resource=resource, accepts=[v2], extensions=_extensions(terms)
+    )
 
 
 def build_extra(network: str, asset: str) -> dict[str, str]:
