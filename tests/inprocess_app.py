@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import text, update
 
 from app.api.edits import EDIT_PATH, UPSTREAM_PATH
 from app.context import Gateway
+from app.jobs.models import Job, JobState
 from app.main import create_app
+from sandbox.pay import EDIT_BODY
 from tests.settings_factory import make_settings
 
 PATHS = [EDIT_PATH, UPSTREAM_PATH]
@@ -25,8 +29,11 @@ BROWSER = {
 _X402_CONFIG = re.compile(r"window\.x402 = (\{.*?\});\s*</script>", re.S)
 
 
-async def start_app(tmp: Path, **overrides: Any) -> AsyncIterator[FastAPI]:
-    """The app on a SQLite file in `tmp`, no workers; it must write no job row."""
+async def start_app(
+    tmp: Path, *, writes_jobs: bool = False, **overrides: Any
+) -> AsyncIterator[FastAPI]:
+    """The app on a SQLite file in `tmp`, no workers; it must write no job row unless the
+    test `writes_jobs` itself (`insert_job`)."""
     settings = make_settings(
         database_url=f"sqlite+aiosqlite:///{tmp / 'gateway.db'}",
         workers_enabled=False,
@@ -37,7 +44,8 @@ async def start_app(tmp: Path, **overrides: Any) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         yield application
-        assert await job_count(application) == 0
+        if not writes_jobs:
+            assert await job_count(application) == 0
 
 
 async def job_count(app: FastAPI) -> int:
@@ -58,3 +66,56 @@ def x402_config(html: str) -> dict[str, Any]:
     assert found, "no window.x402 config in the page"
     config: dict[str, Any] = json.loads(found.group(1))
     return config
+
+
+ROW: dict[str, Any] = {
+    "route": EDIT_PATH,
+    "request_body": EDIT_BODY,
+    "fingerprint": "f" * 64,
+    "x402_version": 2,
+    "payer": "0x" + "1" * 40,
+    "pay_network": "eip155:8453",
+    "pay_asset": "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",
+    "pay_amount": 63240,
+    "pay_to": "0x" + "3" * 40,
+    "pay_valid_before": 2**40,
+    "payment_payload": {"x402Version": 2},
+    "payment_requirements": {"scheme": "exact"},
+    "settle_tx": "0x" + "ab" * 32,
+    "settle_attempts": 1,
+    "upstream_attempts": 1,
+    "upstream_status_url": "http://127.0.0.1:9/api/ai/generations/jobs/up1",
+}
+
+
+async def insert_job(app: FastAPI, state: JobState, payer: str | None = None) -> str:
+    """A job row as the purchase flow leaves it, in `state` (paid by `payer`)."""
+    gw: Gateway = app.state.gateway
+    job_id = "job_" + secrets.token_urlsafe(18)
+    now = datetime.now(UTC)
+    # Polled "just now" and not due: nothing here may reach the (closed) upstream port.
+    later = now + timedelta(days=1)
+    job = Job(
+        **{**ROW, "payer": payer or ROW["payer"]},
+        id=job_id,
+        state=state.value,
+        pay_nonce="0x" + secrets.token_hex(32),
+        last_polled_at=later,
+        next_check_at=later,
+        created_at=now,
+    )
+    async with gw.sessions() as session, session.begin():
+        session.add(job)
+    return job_id
+
+
+async def complete(app: FastAPI, job_id: str) -> None:
+    """What the poller stores when the upstream says completed."""
+    gw: Gateway = app.state.gateway
+    result = {"status": "completed", "images": [{"url": "https://cdn.test/a.png"}]}
+    async with gw.sessions() as session, session.begin():
+        await session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(state=JobState.COMPLETED.value, result=result, finished_at=datetime.now(UTC))
+        )

@@ -7,6 +7,7 @@
    replayed, so every 422 (and every paid request) comes from the one slow path.
 2. `GET /v1/jobs/{id}` (no query) when `JobReads.cached` has an answer that needs no I/O:
    an immutable job (or a 304 when `If-None-Match` matches), or a fresh job in progress.
+   Never when reads are payer-bound (`X402R_JOB_READS=payer`): the route checks the proof.
 
 The answers are the very bytes the routes would send: both render through the same
 `Response` objects (`app.api.edits.payment_required`, `app.api.job_cache.Rendered`).
@@ -156,8 +157,8 @@ class FastPath:
 
     async def _job(self, scope: Scope, send: Send) -> bool:
         reads = job_reads(scope["app"]) if "app" in scope else None
-        if reads is None:
-            return False
+        if reads is None or reads.gateway.settings.job_reads == "payer":
+            return False  # payer-bound reads are proven in the route, never served from here
         rendered = reads.cached(scope["path"][len(JOBS_PREFIX) :])
         if rendered is None:
             return False

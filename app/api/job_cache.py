@@ -42,6 +42,7 @@ class Rendered:
     headers: dict[str, str] = field(hash=False)
     raw_headers: list[tuple[bytes, bytes]] = field(hash=False)
     not_modified_headers: list[tuple[bytes, bytes]] = field(hash=False)
+    payer: str | None = None  # who paid: the only reader when reads are payer-bound
 
     @property
     def immutable(self) -> bool:
@@ -85,7 +86,7 @@ def render(job: Job, base_url: str) -> Rendered:
         headers = {"Cache-Control": IMMUTABLE_CACHE_CONTROL, "ETag": etag}
     full = Response(body, media_type=MEDIA_TYPE, headers=headers).raw_headers
     bare = Response(status_code=304, headers=headers).raw_headers
-    return Rendered(job.id, job.state, body, etag, headers, full, bare)
+    return Rendered(job.id, job.state, body, etag, headers, full, bare, job.payer)
 
 
 def etag_matches(if_none_match: str | None, etag: str | None) -> bool:

@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from app.api.deps import GatewayDep
 from app.api.job_cache import Rendered, etag_matches
 from app.api.job_reads import JobReads, job_reads
+from app.api.read_proof import HEADER, ReadProofs, ensure_payer
 from app.api.schemas import JobDocument
 from app.core.errors import NotFound
 from app.jobs.models import FINAL_STATES
@@ -61,6 +62,8 @@ def answer(rendered: Rendered, if_none_match: str | None) -> Response:
             "description": "The job (`ETag` and `immutable` once it can no longer change)",
         },
         304: {"description": "Unchanged since the `If-None-Match` ETag"},
+        401: {"description": "Payer-bound reads: no valid sign-in-with-x proof (challenge)"},
+        403: {"description": "Payer-bound reads: the proof is not the payer's"},
         404: {"description": "No such job (`job_not_found`)"},
     },
 )
@@ -70,9 +73,18 @@ async def get_job(
     reads: ReadsDep,
     wait: Annotated[float, Query(ge=0, le=120, description="Long-poll up to N seconds")] = 0,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+    sign_in_with_x: Annotated[
+        str | None,
+        Header(alias=HEADER, description="Payer-bound reads: the payer's signed challenge"),
+    ] = None,
 ) -> Response:
     """Poll a job; `?wait=N` returns as soon as it finishes (capped by the server)."""
+    reader = None
+    if gw.settings.job_reads == "payer":  # proven before the job is looked up
+        reader = await ReadProofs(gw.settings).reader(job_id, sign_in_with_x)
     rendered = await _read(reads, job_id)
+    if reader is not None:
+        ensure_payer(reader, rendered.payer)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, gw.settings.max_wait_s)
     while rendered.state not in FINAL_STATES:

@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
+from x402.extensions.sign_in_with_x import SIGN_IN_WITH_X
 
 from app import __version__
 from app.api import mcp_results as results
@@ -28,6 +29,7 @@ from app.api.bazaar import MCP_EDIT_TOOL
 from app.api.job_reads import job_reads
 from app.api.jobs import JOB_ID_PATTERN
 from app.api.mcp_edit import call_edit
+from app.api.read_proof import ReadProofs, ensure_payer
 from app.context import Gateway
 from app.core.db_errors import database_unreachable
 from app.core.errors import AppError, InvalidRequest, NotFound, RetryLater, ServiceUnavailable
@@ -50,7 +52,9 @@ TOOLS = [
     ),
     Tool(
         name=READ_TOOL,
-        description="Read a job: status, images once completed, payment and refund. Free.",
+        description="Read a job: status, images once completed, payment and refund. Free. "
+        "Where reads are payer-bound, sign the challenge of the first answer and pass it in "
+        "_meta['sign-in-with-x'].",
         inputSchema={
             "type": "object",
             "properties": {"jobId": {"type": "string", "pattern": JOB_ID_PATTERN}},
@@ -62,17 +66,24 @@ TOOLS = [
 ]
 
 
-async def read_job(app: Starlette, arguments: dict[str, Any]) -> CallToolResult:
-    """`get_job`: the job document, as `GET /v1/jobs/{id}` answers it."""
+async def read_job(
+    app: Starlette, gw: Gateway, arguments: dict[str, Any], meta: dict[str, Any]
+) -> CallToolResult:
+    """`get_job`: the job document, as `GET /v1/jobs/{id}` answers it (and as guarded)."""
     job_id = arguments.get("jobId")
     if not isinstance(job_id, str) or len(job_id) > 40 or not _JOB_ID.match(job_id):
         return results.error_result(InvalidRequest("jobId is not a job id", status_code=422))
     reads = job_reads(app)
     if reads is None:
         raise ServiceUnavailable("starting up", code="service_unavailable")
+    reader = None
+    if gw.settings.job_reads == "payer":
+        reader = await ReadProofs(gw.settings).reader(job_id, meta.get(SIGN_IN_WITH_X))
     rendered = await reads.read(job_id)
     if rendered is None:
         return results.error_result(NotFound("no such job", code="job_not_found"))
+    if reader is not None:
+        ensure_payer(reader, rendered.payer)
     return results.tool_result(json.loads(rendered.body), error=False)
 
 
@@ -95,7 +106,7 @@ def build_server(app: Starlette) -> Server[Any, Request]:
             if name == MCP_EDIT_TOOL:
                 return await call_edit(gw, arguments, meta, context.request)
             if name == READ_TOOL:
-                return await read_job(app, arguments)
+                return await read_job(app, gw, arguments, meta)
             return results.error_result(NotFound(f"no tool named {name!r}", code="unknown_tool"))
         except AppError as exc:
             return results.error_result(exc)

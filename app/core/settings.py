@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from enum import StrEnum
 from functools import cached_property
-from typing import Self
+from typing import Literal, Self
 
 from eth_account import Account
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
@@ -158,6 +158,11 @@ class Settings(BaseSettings):
     max_wait_s: float = Field(30.0, ge=0, le=120)
     workers_enabled: bool = True
     worker_interval_s: float = Field(1.0, gt=0)
+
+    # Payer-bound job reads: `capability` (holding the job id is enough) or `payer` (only the
+    # address that paid, proven with a sign-in-with-x signature; see app/api/read_proof.py).
+    job_reads: Literal["capability", "payer"] = "capability"
+    siwx_max_age_s: int = Field(300, ge=30, le=3600, description="How long a read proof holds")
 
     @field_validator("admin_token")
     @classmethod
