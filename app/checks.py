@@ -16,8 +16,8 @@ from sqlalchemy import text
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from app.context import Gateway
+from app.core.networks import caip2, chain_id
 from app.core.settings import Settings
-from app.payments.networks import caip2, chain_id
 from app.payments.pricing import sale_price
 from app.startup import database_kind, public_origin
 from app.upstream.schemas import EXAMPLE_EDIT

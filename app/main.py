@@ -71,14 +71,30 @@ def build_gateway(settings: Settings) -> Gateway:
         http=http,
         hot_wallet=hot_wallet,
         facilitator_http=facilitator_http,
-        chain=ChainReader(
-            str(settings.rpc_url), settings.asset, log_range_blocks=settings.rpc_log_range_blocks
-        )
-        if settings.rpc_url
-        else None,
+        chain=_chain_reader(settings),
         limiter=RedisLimiter(settings.redis_url.get_secret_value())
         if settings.redis_url is not None
         else SqlLimiter(autocommit),
+    )
+
+
+def _chain_reader(settings: Settings) -> ChainReader | None:
+    """The primary chain's reader, with a reader of every other network we are paid on."""
+    if not settings.rpc_url:
+        return None
+    blocks = settings.rpc_log_range_blocks
+    primary = settings.pay_options[0]
+    elsewhere = {
+        option.network_caip2: ChainReader(option.rpc_url, option.asset, log_range_blocks=blocks)
+        for option in settings.pay_options[1:]
+        if option.rpc_url and option.network_caip2 != primary.network_caip2
+    }
+    return ChainReader(
+        str(settings.rpc_url),
+        settings.asset,
+        log_range_blocks=blocks,
+        network=primary.network_caip2,
+        elsewhere=elsewhere,
     )
 
 

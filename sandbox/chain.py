@@ -171,10 +171,10 @@ def chain_id(rpc_url: str) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def usdc_balance(rpc_url: str, address: str) -> int:
+def usdc_balance(rpc_url: str, address: str, token: str = USDC_ADDRESS) -> int:
     """Return the token balance of ``address`` in atomic units (6 decimals)."""
     return _call_uint(
-        rpc_url, USDC_ADDRESS, "balanceOf(address)", ["address"], [to_checksum_address(address)]
+        rpc_url, token, "balanceOf(address)", ["address"], [to_checksum_address(address)]
     )
 
 
@@ -248,15 +248,21 @@ def wait_for_receipt(rpc_url: str, tx_hash: str, timeout: float = 30.0) -> dict[
         time.sleep(0.05)
 
 
-def mint(rpc_url: str, to: str, amount_atomic: int) -> str:
+def mint(rpc_url: str, to: str, amount_atomic: int, token: str = USDC_ADDRESS) -> str:
     """Mint ``amount_atomic`` token units to ``to`` (tx from dev account 0); return tx hash."""
     if amount_atomic < 0:
         raise ValueError("amount must be >= 0")
     data = _selector("mint(address,uint256)") + encode(
         ["address", "uint256"], [to_checksum_address(to), amount_atomic]
     )
-    receipt = send_transaction(rpc_url, dev_account(0), USDC_ADDRESS, data)
+    receipt = send_transaction(rpc_url, dev_account(0), token, data)
     return str(receipt["transactionHash"])
+
+
+def install_token(rpc_url: str, address: str) -> None:
+    """Another TestUSDC at ``address`` (a second asset on this chain): same code, so the same
+    EIP-712 name and version, with its own address as the verifying contract."""
+    rpc_call(rpc_url, "anvil_setCode", [to_checksum_address(address), runtime_code("TestUSDC")])
 
 
 def install_contracts(rpc_url: str, *, force: bool = False) -> list[str]:

@@ -56,7 +56,7 @@ async def sign_v2(offer: Offer, key: str = key_hex(PAYER)) -> PaymentPayload:
 
 async def sign_v1(offer: Offer, key: str = key_hex(PAYER)) -> PaymentPayloadV1:
     """A v1 payload the SDK client signs from our 402 body."""
-    required = PaymentRequiredV1.model_validate_json(offer.unpaid_body)
+    required = PaymentRequiredV1.model_validate_json(offer.unpaid.body)
     payload = await payer_client(key, v1_only=True).create_payment_payload(required)
     assert isinstance(payload, PaymentPayloadV1)
     return payload

@@ -199,7 +199,7 @@ async def test_fast_402_is_byte_identical_to_fastapi_402(
     headers = {"Origin": origin} if origin else {}
     fast, slow = apps
     expected = await _send(slow, "POST", path, json=EDIT_BODY, headers=headers)
-    # The first answer is recorded by the front, the next ones replayed from the recording.
+    # The front answers without the stack: the same bytes every time.
     for _ in range(3):
         assert await _send(fast, "POST", path, json=EDIT_BODY, headers=headers) == expected
     assert expected[0] == 402
@@ -208,7 +208,7 @@ async def test_fast_402_is_byte_identical_to_fastapi_402(
 async def test_front_follows_the_upstream_quote(apps: tuple[FastAPI, FastAPI]) -> None:
     fast, slow = apps
     gw: Gateway = fast.state.gateway
-    await _send(fast, "POST", EDIT_PATH, json=EDIT_BODY)  # records the answer at list price
+    await _send(fast, "POST", EDIT_PATH, json=EDIT_BODY)  # builds the answer at list price
     # As if the upstream had just quoted a higher price (what `UpstreamClient.quote` stores).
     s = gw.settings
     quoted = Quote(None, 80_000, s.pay_to, "base", s.asset, time.time())  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from app.api.edits import EDIT_PATH, UPSTREAM_PATH, current_offer
 from app.api.paywall import paywall_page, unpaid_required, wants_html
 from app.api.schemas import AcceptedJob
 from app.core.errors import MethodNotAllowed
-from app.payments.networks import network_for_version
+from app.core.networks import network_for_version
 from app.payments.offer import Offer
 from app.upstream.schemas import EditRequest
 
@@ -42,7 +42,7 @@ def _item(offer: Offer, path: str) -> dict[str, Any]:
         "resource": terms.resource_url,
         "type": "http",
         "x402Version": 2,
-        "accepts": [offer.v2.model_dump(mode="json", by_alias=True)],
+        "accepts": [a.v2.model_dump(mode="json", by_alias=True) for a in offer.accepts],
         "description": terms.description,
         "mimeType": offer.resource.mime_type,
         "extensions": required.extensions,
@@ -55,8 +55,9 @@ def _item(offer: Offer, path: str) -> dict[str, Any]:
             "display": format(Decimal(terms.price_atomic).scaleb(-decimals).normalize(), "f"),
         },
         "x402Versions": list(X402_VERSIONS),
+        # The primary way to pay; `accepts` lists every one.
         "networks": {str(v): network_for_version(terms.network, v) for v in X402_VERSIONS},
-        "assets": [terms.asset],
+        "assets": list(dict.fromkeys(a.option.asset for a in offer.accepts)),
         "payTo": terms.pay_to,
         "maxTimeoutSeconds": terms.max_timeout_seconds,
         "inputSchema": EditRequest.model_json_schema(),

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 from x402.http import (
-    PAYMENT_REQUIRED_HEADER,
     PAYMENT_RESPONSE_HEADER,
     X_PAYMENT_RESPONSE_HEADER,
     encode_payment_response_header,
@@ -29,7 +28,7 @@ from app.jobs.purchase import purchase
 from app.payments.current import current_offer as offer_at_current_price
 from app.payments.identifiers import idempotency_key_of
 from app.payments.incoming import IncomingPayment, PaymentRejected, parse_payment
-from app.payments.offer import Offer
+from app.payments.offer import Http402, Offer
 from app.upstream.schemas import EditRequest
 
 router = APIRouter(tags=["edits"])
@@ -47,21 +46,22 @@ def current_offer(gw: Gateway, path: str) -> Offer:
     return offer_at_current_price(gw, path, EDIT_DISCOVERY)
 
 
+class Http402Response(Response):
+    """The offer's 402 exactly as `app.payments.offer` rendered it (the one producer)."""
+
+    def __init__(self, answer: Http402) -> None:
+        super().__init__(answer.body, status_code=402)
+        self.raw_headers = list(answer.raw_headers)
+
+
 def payment_required(
     offer: Offer, reason: str | None = None, message: str | None = None
 ) -> Response:
     """The 402: v1 JSON body and v2 `PAYMENT-REQUIRED` header."""
     if reason is None:
-        body, header = offer.unpaid_body, offer.unpaid_header
-    else:
-        PAYMENTS_REJECTED.labels(reason).inc()
-        body, header = offer.payment_required(reason, message)
-    return Response(
-        body,
-        status_code=402,
-        media_type="application/json",
-        headers={PAYMENT_REQUIRED_HEADER: header, **NO_STORE},
-    )
+        return Http402Response(offer.unpaid)
+    PAYMENTS_REJECTED.labels(reason).inc()
+    return Http402Response(offer.payment_required(reason, message))
 
 
 def _receipt_headers(job: Job, receipt: SettleResponse | None) -> dict[str, str]:

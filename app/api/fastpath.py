@@ -9,8 +9,8 @@
    an immutable job (or a 304 when `If-None-Match` matches), or a fresh job in progress.
    Never when reads are payer-bound (`X402R_JOB_READS=payer`): the route checks the proof.
 
-The answers are the very bytes the routes would send: both render through the same
-`Response` objects (`app.api.edits.payment_required`, `app.api.job_cache.Rendered`).
+The answers are the very bytes the routes would send: the 402 is the offer's own rendering
+(`app.payments.offer.Http402`, which the route sends too), a job the route's `Rendered`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.edits import EDIT_PATH, UPSTREAM_PATH, current_offer, payment_required
+from app.api.edits import EDIT_PATH, UPSTREAM_PATH, current_offer
 from app.api.job_cache import etag_matches
 from app.api.job_reads import job_reads
 from app.context import Gateway
 from app.jobs.views import JOBS_PREFIX
+from app.payments.offer import Http402
 from app.upstream.client import Quote
 from app.upstream.schemas import MAX_BODY_BYTES, EditRequest
 
@@ -113,8 +114,29 @@ class _Unpaid:
 
     gateway: Gateway
     quote: Quote | None
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
+    answer: Http402
+
+
+class UnpaidAnswers:
+    """The offer's ready 402 per edit path (the offer is a function of the settings, the path
+    and the upstream's cached quote: see `current_offer`), rebuilt when the quote changes."""
+
+    def __init__(self) -> None:
+        self._unpaid: dict[str, _Unpaid] = {}
+
+    def get(self, gw: Gateway, path: str) -> Http402:
+        """The unpaid 402 of `path` now."""
+        quote = gw.upstream.cached_quote()
+        cached = self._unpaid.get(path)
+        if cached is None or cached.gateway is not gw or cached.quote is not quote:
+            cached = self._unpaid[path] = _Unpaid(gw, quote, current_offer(gw, path).unpaid)
+        return cached.answer
+
+
+async def send_402(send: Send, answer: Http402) -> None:
+    """Send a rendered 402."""
+    await send(answer.start_message())
+    await send(answer.body_message())
 
 
 class FastPath:
@@ -122,7 +144,7 @@ class FastPath:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._unpaid: dict[str, _Unpaid] = {}
+        self._unpaid = UnpaidAnswers()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
@@ -139,21 +161,7 @@ class FastPath:
         valid, read = await unpaid_valid_body(scope, receive)
         if gw is None or not valid:
             return await self.app(scope, replaying(read, receive), send)
-        unpaid = self._payment_required(gw, scope["path"])
-        await send(_start(402, unpaid.headers))
-        await send({"type": "http.response.body", "body": unpaid.body})
-        return None
-
-    def _payment_required(self, gw: Gateway, path: str) -> _Unpaid:
-        # The offer is a function of the settings, the path and the upstream's cached quote
-        # (see `current_offer`), so it is rebuilt only when the quote object changes.
-        quote = gw.upstream.cached_quote()
-        cached = self._unpaid.get(path)
-        if cached is None or cached.gateway is not gw or cached.quote is not quote:
-            response = payment_required(current_offer(gw, path))
-            body = bytes(response.body)
-            cached = self._unpaid[path] = _Unpaid(gw, quote, response.raw_headers, body)
-        return cached
+        return await send_402(send, self._unpaid.get(gw, scope["path"]))
 
     async def _job(self, scope: Scope, send: Send) -> bool:
         reads = job_reads(scope["app"]) if "app" in scope else None

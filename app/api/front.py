@@ -1,75 +1,51 @@
-"""The unpaid 402 answered in front of the whole FastAPI stack, with the stack's own bytes.
+"""The unpaid 402 answered in front of the whole FastAPI stack.
 
-The first unpaid, valid request for a path at a given upstream quote goes through the full
-stack (every middleware, the route) and its answer is recorded; later ones get that answer
-replayed without entering FastAPI. The recording is only reused where the answer cannot
-differ: same path, same gateway, same quote object (the offer is a function of these; see
-`app.api.edits.current_offer`), no payment header, no `Origin` (CORS answers depend on it),
-no `text/html` in `Accept` (browsers may get the paywall page), and only a JSON 402 is recorded.
-Everything else — paid, invalid, browser requests — simply goes through the stack.
+An unpaid, valid request for an edit path gets the offer's ready 402
+(`app.payments.offer.Http402`, the bytes the route itself sends) without entering FastAPI.
+Only where the answer cannot differ: no payment header, no `Origin` (CORS answers depend on
+it; `app.api.fastpath` answers those inside CORS), no `text/html` in `Accept` (browsers may get
+the paywall page). Everything else (paid, invalid, browser requests) goes through the stack.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from app.api.fastpath import EDIT_PATHS, PAYMENT_HEADERS, replaying, unpaid_valid_body
+from app.api.fastpath import (
+    EDIT_PATHS,
+    PAYMENT_HEADERS,
+    UnpaidAnswers,
+    replaying,
+    unpaid_valid_body,
+)
 from app.context import Gateway
-from app.upstream.client import Quote
 
 _NOT_OURS = PAYMENT_HEADERS | {b"origin"}
-
-
-@dataclass(frozen=True)
-class _Recorded:
-    """The full stack's answer to an unpaid request, and what it was valid for."""
-
-    gateway: Gateway
-    quote: Quote | None
-    start: Message
-    body: Message
+# What the outermost CORS middleware (app.main) adds to an answer to a request without Origin;
+# the front answers before it. tests/test_job_reads.py compares the bytes with the stack's.
+_CORS_VARY = (b"vary", b"Origin")
 
 
 class UnpaidFront:
-    """The recordings, one per edit path; `FastPathApp` answers from them."""
+    """The 402s `FastPathApp` answers with, one per edit path."""
 
     def __init__(self) -> None:
-        self.recorded: dict[str, _Recorded] = {}
+        self.unpaid = UnpaidAnswers()
 
     async def answer(self, app: FastAPI, scope: Scope, receive: Receive, send: Send) -> None:
-        """Replay the recorded 402, or go through `app`'s stack (recording a 402 it sends)."""
+        """Send the offer's 402, or go through `app`'s stack."""
         gw: Gateway | None = getattr(app.state, "gateway", None)
         valid, read = await unpaid_valid_body(scope, receive, _NOT_OURS)
         if gw is None or not valid:
             return await FastAPI.__call__(app, scope, replaying(read, receive), send)
-        path, quote = scope["path"], gw.upstream.cached_quote()
-        recorded = self.recorded.get(path)
-        if recorded is not None and recorded.gateway is gw and recorded.quote is quote:
-            # Fresh message dicts: the server owns what it is sent.
-            await send({**recorded.start, "headers": list(recorded.start["headers"])})
-            await send(dict(recorded.body))
-            return None
-        messages: list[Message] = []
-
-        async def record(message: Message) -> None:
-            messages.append(message)
-            await send(message)
-
-        await FastAPI.__call__(app, scope, replaying(read, receive), record)
-        if (
-            len(messages) == 2
-            and messages[0]["type"] == "http.response.start"
-            and messages[0]["status"] == 402
-            and (b"content-type", b"application/json") in messages[0].get("headers", [])
-            and not messages[1].get("more_body", False)
-        ):
-            start = {**messages[0], "headers": list(messages[0].get("headers", []))}
-            body = {"type": "http.response.body", "body": bytes(messages[1].get("body", b""))}
-            self.recorded[path] = _Recorded(gw, quote, start, body)
+        unpaid = self.unpaid.get(gw, scope["path"])
+        start = unpaid.start_message()
+        start["headers"].append(_CORS_VARY)
+        await send(start)
+        await send(unpaid.body_message())
         return None
 
 

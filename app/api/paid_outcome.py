@@ -52,14 +52,17 @@ class Failed:
 Outcome = Served | Refused | Failed
 
 
-def receipt(gw: Gateway, job: Job) -> SettleResponse | None:
+def receipt(job: Job) -> SettleResponse | None:
     """The settlement receipt of the job's payment, once it settled."""
     if not job.settle_tx:
         return None
     return SettleResponse(
         success=True,
         transaction=job.settle_tx,
-        network=gw.settings.network if job.x402_version == 1 else job.pay_network,
+        # v1 names the network as the job's v1 requirements did (e.g. "base").
+        network=str(job.payment_requirements.get("network", job.pay_network))
+        if job.x402_version == 1
+        else job.pay_network,
         payer=job.payer,
         amount=str(job.pay_amount),
     )
@@ -71,7 +74,7 @@ def outcome(gw: Gateway, job: Job, payment: IncomingPayment) -> Outcome:
     # The receipt describes the job's payment: only the payment that bought the job gets it
     # (an idempotent retry with a new payment must not read it as its own).
     own = job.pay_nonce == payment.nonce and job.payer == payment.payer
-    settled = receipt(gw, job) if own else None
+    settled = receipt(job) if own else None
     if job.error_code == SETTLEMENT_UNRESOLVED and job.settle_tx is None:
         # The payment may well have moved: asking for another one could charge twice.
         raise RetryLater(

@@ -8,7 +8,7 @@ from x402.http.paywall import create_paywall, evm_paywall
 from x402.http.types import PaywallConfig
 from x402.schemas import PaymentRequired
 
-from app.payments.networks import chain_id
+from app.core.networks import chain_id
 from app.payments.offer import Offer, OfferTerms
 
 APP_NAME = "x402-reseller"

@@ -31,9 +31,9 @@ from x402.extensions.sign_in_with_x import (
 )
 
 from app.core.errors import AppError, Unauthorized
+from app.core.networks import caip2
 from app.core.settings import Settings
 from app.jobs.views import JOBS_PREFIX
-from app.payments.networks import caip2
 
 HEADER = "SIGN-IN-WITH-X"
 # SDK reasons that mean "this proof is too old or not yet valid": sign a fresh challenge.

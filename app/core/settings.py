@@ -15,6 +15,7 @@ from x402.mechanisms.evm.v1.constants import V1_NETWORK_CHAIN_IDS
 
 from app.core.database_url import async_database_url
 from app.core.origins import Origin, origin_of, parse_origin
+from app.core.pay_options import PayOption, all_options, check_reachable
 from app.core.ratelimit import Rate
 
 DOPAMINT_EDIT_URL = "https://x402-dev.dopamint.ai/api/ai/generations/images/nano-banana-edit"
@@ -159,10 +160,22 @@ class Settings(BaseSettings):
     workers_enabled: bool = True
     worker_interval_s: float = Field(1.0, gt=0)
 
-    # Payer-bound job reads: `capability` (holding the job id is enough) or `payer` (only the
-    # address that paid, proven with a sign-in-with-x signature; see app/api/read_proof.py).
+    # Payer-bound job reads: `capability` (the job id is enough) or `payer` (app/api/read_proof.py).
     job_reads: Literal["capability", "payer"] = "capability"
     siwx_max_age_s: int = Field(300, ge=30, le=3600, description="How long a read proof holds")
+
+    # Several networks and assets in `accepts` (JSON; app/core/pay_options.py), checked at start.
+    extra_offers: str = Field("[]", description="JSON list of {network, asset, pay_to, …}")
+
+    @cached_property
+    def pay_options(self) -> tuple[PayOption, ...]:
+        """Every accepted way to pay, the primary one first."""
+        return all_options(self.network, self.asset, self.pay_to, self.extra_offers)
+
+    @model_validator(mode="after")
+    def _extra_offers(self) -> Self:
+        check_reachable(self.pay_options, bool(self.rpc_url), bool(self.facilitator_private_key))
+        return self
 
     @field_validator("admin_token")
     @classmethod

@@ -15,7 +15,7 @@ from x402.schemas import SettleResponse
 
 from app.context import Gateway
 from app.jobs.models import Job
-from app.payments.chain import AuthorizationUse, Transfer, Window
+from app.payments.chain import AuthorizationUse, ChainReader, Transfer, Window
 from app.payments.facilitator import SettleOutcome, SettleResult
 
 log = logging.getLogger(__name__)
@@ -59,13 +59,19 @@ def unreadable(job: Job, what: str, exc: Exception) -> None:
     )
 
 
+def paid_token(gw: Gateway, job: Job) -> ChainReader:
+    """The reader of the token the client paid in, on its network (refunds use it too)."""
+    assert gw.chain is not None
+    return gw.chain.at(job.pay_network, job.pay_asset)
+
+
 async def client_payment(gw: Gateway, job: Job) -> AuthorizationUse:
     """The client's authorization: paid only by a Transfer payer → our pay-to of the price."""
-    assert gw.chain is not None
     auth = _authorization(job.payment_payload)
     window = _window(job, int(auth.get("validAfter", 0)), job.pay_valid_before)
     expected = Transfer(job.payer, job.pay_to, job.pay_amount)
-    return await gw.chain.authorization_outcome(job.payer, job.pay_nonce, window, expected)
+    chain = paid_token(gw, job)
+    return await chain.authorization_outcome(job.payer, job.pay_nonce, window, expected)
 
 
 async def upstream_payment(gw: Gateway, job: Job) -> AuthorizationUse:
@@ -83,7 +89,6 @@ async def upstream_payment(gw: Gateway, job: Job) -> AuthorizationUse:
 
 async def refund_payment(gw: Gateway, job: Job) -> AuthorizationUse:
     """Our refund authorization: made only by a Transfer hot wallet → payer of the refund."""
-    assert gw.chain is not None
     assert job.refund_payload is not None
     assert job.refund_nonce is not None
     assert job.refund_amount is not None
@@ -91,7 +96,8 @@ async def refund_payment(gw: Gateway, job: Job) -> AuthorizationUse:
     window = _window(job, int(auth["validAfter"]), int(auth["validBefore"]))
     hot = gw.settings.hot_wallet_address
     expected = Transfer(hot, job.payer, job.refund_amount)
-    return await gw.chain.authorization_outcome(hot, job.refund_nonce, window, expected)
+    chain = paid_token(gw, job)  # refunds are made in the token paid
+    return await chain.authorization_outcome(hot, job.refund_nonce, window, expected)
 
 
 async def reconcile_settlement(gw: Gateway, job: Job, result: SettleResult) -> SettleResult:
@@ -143,7 +149,7 @@ async def confirm_settlement(gw: Gateway, job: Job, result: SettleResult) -> Set
         assert result.tx is not None
         expected = Transfer(job.payer, job.pay_to, job.pay_amount)
         try:
-            if await gw.chain.pays(result.tx, expected):
+            if await paid_token(gw, job).pays(result.tx, expected):
                 return result
         except Exception as exc:  # judged as an unknown outcome below
             unreadable(job, f"the settlement transaction {result.tx}", exc)

@@ -215,7 +215,7 @@ async def purchase(
         x402_version=payment.version,
         payer=payment.payer,
         pay_network=payment.network,
-        pay_asset=gw.settings.asset,
+        pay_asset=payment.asset,
         pay_amount=payment.value,
         pay_to=payment.pay_to,
         pay_nonce=payment.nonce,

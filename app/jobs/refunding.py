@@ -132,7 +132,8 @@ async def _refund_expired_unused(gw: Gateway, job: Job) -> bool:
     if valid_before > time.time() or gw.chain is None or job.refund_nonce is None:
         return False
     try:
-        used = await gw.chain.authorization_used(gw.settings.hot_wallet_address, job.refund_nonce)
+        chain = onchain.paid_token(gw, job)
+        used = await chain.authorization_used(gw.settings.hot_wallet_address, job.refund_nonce)
     except Exception as exc:  # kept as it is: it may still be executed
         onchain.unreadable(job, "the refund authorization", exc)
         return False
@@ -151,7 +152,7 @@ async def _refund_tx(gw: Gateway, job: Job, result: SettleResult) -> tuple[str |
     expected = Transfer(gw.settings.hot_wallet_address, job.payer, job.refund_amount)
     try:
         remote = gw.settings.facilitator_url is not None
-        if tx is not None and (not remote or await gw.chain.pays(tx, expected)):
+        if tx is not None and (not remote or await onchain.paid_token(gw, job).pays(tx, expected)):
             return tx, None
         use = await onchain.refund_payment(gw, job)
     except Exception as exc:  # unknown: retried, or parked without a chain
@@ -181,7 +182,11 @@ async def refund(gw: Gateway, job_id: str) -> Job:
         job = await load_job(gw.sessions, job_id)
     if job.refund_payload is None:
         requirements = refund_requirements(
-            payer=job.payer, amount=job.pay_amount, network=job.pay_network, asset=job.pay_asset
+            payer=job.payer,
+            amount=job.pay_amount,
+            network=job.pay_network,
+            asset=job.pay_asset,
+            extra=job.payment_requirements.get("extra"),
         )
         signed = await sign_refund(gw.hot_wallet, requirements)
         nonce = str(signed["payload"]["authorization"]["nonce"]).lower()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from app.core.networks import network_for_version
 from app.jobs.models import Job, JobState
-from app.payments.networks import network_for_version
 from app.payments.pricing import format_usdc
 
 _PUBLIC_STATUS = {

@@ -12,6 +12,7 @@ providers refuse wide `eth_getLogs` ranges, and a chunk they still refuse is hal
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +69,7 @@ def _hex(value: Any) -> str:
 
 
 class ChainReader:
-    """EIP-3009 authorization lookups on one token."""
+    """EIP-3009 authorization lookups on one token of one chain (`at` reaches the others)."""
 
     def __init__(
         self,
@@ -77,11 +78,38 @@ class ChainReader:
         *,
         timeout_s: float = 10.0,
         log_range_blocks: int = LOG_RANGE_BLOCKS,
+        network: str | None = None,
+        elsewhere: dict[str, ChainReader] | None = None,
     ) -> None:
+        """`network`: this chain's CAIP-2 id; `elsewhere`: readers of the other networks we
+        accept payments on, by CAIP-2 id."""
+        self.network = network
         self._w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}))
         self._token = AsyncWeb3.to_checksum_address(token)
         self._contract = self._w3.eth.contract(address=self._token, abi=_AUTH_STATE_ABI)
         self._range = max(1, log_range_blocks)
+        self._elsewhere = dict(elsewhere or {})
+        self._tokens: dict[str, ChainReader] = {}
+
+    def at(self, network: str, token: str) -> ChainReader:
+        """The reader of `token` on `network` (CAIP-2), sharing each chain's connection.
+
+        LookupError for a network we cannot read: never an answer read from another chain.
+        """
+        chain = self._elsewhere.get(network, self)
+        if chain is self and self.network is not None and network != self.network:
+            raise LookupError(f"no chain reader for {network}")
+        address = AsyncWeb3.to_checksum_address(token)
+        if address == chain._token:
+            return chain
+        sibling = chain._tokens.get(address)
+        if sibling is None:
+            sibling = copy.copy(chain)
+            sibling._token = address
+            sibling._contract = chain._w3.eth.contract(address=address, abi=_AUTH_STATE_ABI)
+            sibling._tokens = {}
+            chain._tokens[address] = sibling
+        return sibling
 
     async def authorization_used(self, authorizer: str, nonce: str) -> bool:
         """True once `transferWithAuthorization` with this nonce has been executed."""
@@ -184,5 +212,7 @@ class ChainReader:
         return hi
 
     async def close(self) -> None:
-        """Release the HTTP session."""
+        """Release the HTTP sessions (this chain's and the other networks')."""
+        for other in self._elsewhere.values():
+            await other.close()
         await self._w3.provider.disconnect()

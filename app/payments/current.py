@@ -40,5 +40,6 @@ def current_offer(
             input_schema=listing.INPUT_SCHEMA,
             output_schema=listing.OUTPUT_SCHEMA,
             extensions=extensions,
+            extra_options=s.pay_options[1:],
         )
     )

@@ -24,8 +24,8 @@ from x402.schemas import (
     VerifyResponse,
 )
 
+from app.core.networks import caip2
 from app.core.settings import Settings
-from app.payments.networks import caip2
 
 Payload = PaymentPayload | PaymentPayloadV1
 Requirements = PaymentRequirements | PaymentRequirementsV1

@@ -22,7 +22,7 @@ from x402.schemas import (
     PaymentRequirementsV1,
 )
 
-from app.payments.offer import Offer
+from app.payments.offer import Accepted, Offer
 from app.payments.signature import SIGNATURE_REFUSED, signed_by_payer
 
 MAX_HEADER_CHARS = 16 * 1024
@@ -51,6 +51,7 @@ class IncomingPayment:
     payload: PaymentPayload | PaymentPayloadV1
     requirements: PaymentRequirements | PaymentRequirementsV1
     network: str  # CAIP-2
+    asset: str  # the token paid in (the offer's option the payment chose)
     payer: str
     pay_to: str
     nonce: str  # lower-case 0x-hex
@@ -146,13 +147,58 @@ def _authorization(payload: dict[str, Any]) -> ExactEIP3009Payload:
     return ExactEIP3009Payload.from_dict(payload)
 
 
-def _check_kind(scheme: str, network: str, expected_network: str, version: int) -> None:
-    if scheme != "exact":
-        raise PaymentRejected("unsupported_scheme", f"scheme {scheme!r} is not offered")
-    if network != expected_network:
+def _options_on(network: str, offer: Offer, version: int) -> list[Accepted]:
+    """The offer's options on `network` (as x402 `version` names it); refused when none."""
+    if version == 1:
+        found = [a for a in offer.accepts if a.v1 is not None and a.option.network == network]
+        offered = [a.option.network for a in offer.accepts if a.v1 is not None]
+    else:
+        found = [a for a in offer.accepts if str(a.v2.network) == network]
+        offered = [str(a.v2.network) for a in offer.accepts]
+    if not found:
+        names = list(dict.fromkeys(offered))
+        uses = repr(names[0]) if len(names) == 1 else "one of " + ", ".join(map(repr, names))
         raise PaymentRejected(
-            "network_mismatch",
-            f"network {network!r} is not offered; x402 v{version} uses {expected_network!r}",
+            "network_mismatch", f"network {network!r} is not offered; x402 v{version} uses {uses}"
+        )
+    return found
+
+
+def _v2_option(accepted: PaymentRequirements, offer: Offer) -> Accepted:
+    """The one option a v2 payment chose: its network and asset, checked in full."""
+    on_network = _options_on(str(accepted.network), offer, 2)
+    chosen = next((a for a in on_network if _same_address(a.option.asset, accepted.asset)), None)
+    if chosen is None:
+        raise PaymentRejected("asset_mismatch", "accepted asset is not the offered token")
+    if not _same_address(accepted.pay_to, chosen.option.pay_to):
+        raise PaymentRejected("recipient_mismatch", "accepted payTo is not ours")
+    if accepted.amount != chosen.v2.amount:
+        raise PaymentRejected(
+            "amount_mismatch", f"accepted amount {accepted.amount} != price {chosen.v2.amount}"
+        )
+    return chosen
+
+
+def _authorizes(inner: ExactEIP3009Payload, chosen: Accepted, price: int) -> None:
+    """The authorization pays `chosen`'s pay-to the price, signed by its `from` on that token."""
+    auth = inner.authorization
+    if not _same_address(auth.to, chosen.option.pay_to):
+        raise PaymentRejected("recipient_mismatch", "authorization pays someone else")
+    if int(auth.value) != price:
+        raise PaymentRejected(
+            "amount_mismatch", f"authorization value {auth.value} != price {price}"
+        )
+    # Before anything reads by payer (its jobs, its keys, its rate limit) or calls the
+    # facilitator: the payer's address, nonce and signatures are public once settled.
+    if not signed_by_payer(
+        auth,
+        inner.signature or "",
+        network=chosen.option.network_caip2,
+        asset=chosen.option.asset,
+        extra=chosen.v2.extra or {},
+    ):
+        raise PaymentRejected(
+            SIGNATURE_REFUSED, "the signature does not recover to authorization.from"
         )
 
 
@@ -178,53 +224,44 @@ def parse_payment_object(raw: object, offer: Offer) -> IncomingPayment:
 
 
 def _checked(payload: PaymentPayload | PaymentPayloadV1, offer: Offer) -> IncomingPayment:
-    requirements: PaymentRequirements | PaymentRequirementsV1
+    scheme = payload.scheme if isinstance(payload, PaymentPayloadV1) else payload.accepted.scheme
+    if scheme != "exact":
+        raise PaymentRejected("unsupported_scheme", f"scheme {scheme!r} is not offered")
     if isinstance(payload, PaymentPayloadV1):
         # v1 names neither asset nor amount outside the authorization; the signature binds
-        # the asset through the EIP-712 domain.
-        requirements = offer.v1
-        _check_kind(payload.scheme, str(payload.network), offer.terms.network, 1)
+        # the asset through the EIP-712 domain: the option is the one it was signed for.
+        candidates = _options_on(str(payload.network), offer, 1)
     else:
-        requirements = offer.v2
-        accepted = payload.accepted
-        _check_kind(accepted.scheme, str(accepted.network), offer.network_caip2, 2)
-        if not _same_address(accepted.asset, offer.terms.asset):
-            raise PaymentRejected("asset_mismatch", "accepted asset is not the offered token")
-        if not _same_address(accepted.pay_to, offer.v2.pay_to):
-            raise PaymentRejected("recipient_mismatch", "accepted payTo is not ours")
-        if accepted.amount != offer.v2.amount:
-            raise PaymentRejected(
-                "amount_mismatch", f"accepted amount {accepted.amount} != price {offer.v2.amount}"
-            )
+        candidates = [_v2_option(payload.accepted, offer)]
     inner = _authorization(payload.payload)
+    refusal: PaymentRejected | None = None
+    for candidate in candidates:
+        try:
+            _authorizes(inner, candidate, offer.terms.price_atomic)
+        except PaymentRejected as exc:
+            # The option the authorization pays says best what is wrong with it.
+            if refusal is None or refusal.reason == "recipient_mismatch":
+                refusal = exc
+            continue
+        return _incoming(payload, inner, candidate)
+    assert refusal is not None
+    raise refusal
+
+
+def _incoming(
+    payload: PaymentPayload | PaymentPayloadV1, inner: ExactEIP3009Payload, chosen: Accepted
+) -> IncomingPayment:
     auth = inner.authorization
-    if not _same_address(auth.to, offer.terms.pay_to):
-        raise PaymentRejected("recipient_mismatch", "authorization pays someone else")
-    if int(auth.value) != offer.terms.price_atomic:
-        raise PaymentRejected(
-            "amount_mismatch",
-            f"authorization value {auth.value} != price {offer.terms.price_atomic}",
-        )
-    # Before anything reads by payer (its jobs, its keys, its rate limit) or calls the
-    # facilitator: the payer's address, nonce and signatures are public once settled.
-    extra = offer.v2.extra or {}
-    if not signed_by_payer(
-        auth,
-        inner.signature or "",
-        network=offer.network_caip2,
-        asset=offer.terms.asset,
-        extra=extra,
-    ):
-        raise PaymentRejected(
-            SIGNATURE_REFUSED, "the signature does not recover to authorization.from"
-        )
+    requirements = chosen.v1 if isinstance(payload, PaymentPayloadV1) else chosen.v2
+    assert requirements is not None
     return IncomingPayment(
         version=payload.x402_version,
         payload=payload,
         requirements=requirements,
-        network=offer.network_caip2,
+        network=chosen.option.network_caip2,
+        asset=chosen.option.asset,
         payer=str(Web3.to_checksum_address(auth.from_address)),
-        pay_to=offer.terms.pay_to,
+        pay_to=chosen.option.pay_to,
         nonce=auth.nonce.lower(),
         value=int(auth.value),
         valid_before=int(auth.valid_before),

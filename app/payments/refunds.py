@@ -15,14 +15,24 @@ from x402.mechanisms.evm.exact import register_exact_evm_client
 from x402.schemas import PaymentPayload, PaymentRequired, PaymentRequirements
 from x402.schemas.helpers import parse_payment_payload
 
-from app.payments.networks import caip2
+from app.core.networks import caip2
 from app.payments.offer import build_extra
 
 
 def refund_requirements(
-    *, payer: str, amount: int, network: str, asset: str, timeout_s: int = 86_400
+    *,
+    payer: str,
+    amount: int,
+    network: str,
+    asset: str,
+    extra: dict[str, Any] | None = None,
+    timeout_s: int = 86_400,
 ) -> PaymentRequirements:
-    """Requirements under which the hot wallet 'pays' the client back."""
+    """Requirements under which the hot wallet 'pays' the client back, in the token paid.
+
+    `extra`: the token's EIP-712 domain as the client's payment named it (the SDK's table
+    otherwise, which knows no token added with `X402R_EXTRA_OFFERS`).
+    """
     return PaymentRequirements(
         scheme="exact",
         network=caip2(network),
@@ -30,7 +40,7 @@ def refund_requirements(
         amount=str(amount),
         pay_to=payer,
         max_timeout_seconds=timeout_s,
-        extra=build_extra(network, asset),
+        extra=dict(extra) if extra else build_extra(network, asset),
     )
 
 

@@ -13,7 +13,7 @@ from web3 import Web3
 from x402.schemas import PaymentRequired, PaymentRequiredV1, PaymentRequirements
 from x402.schemas import PaymentRequirementsV1 as RequirementsV1
 
-from app.payments.networks import caip2
+from app.core.networks import caip2
 from app.upstream.errors import UpstreamRejected
 
 PaymentRequiredAny = PaymentRequired | PaymentRequiredV1
