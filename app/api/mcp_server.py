@@ -27,7 +27,7 @@ from app import __version__
 from app.api import mcp_results as results
 from app.api.bazaar import MCP_EDIT_TOOL
 from app.api.job_reads import job_reads
-from app.api.jobs import JOB_ID_PATTERN
+from app.api.jobs import JOB_ID_MAX, JOB_ID_PATTERN
 from app.api.mcp_edit import call_edit
 from app.api.read_proof import ReadProofs, ensure_payer
 from app.context import Gateway
@@ -71,7 +71,7 @@ async def read_job(
 ) -> CallToolResult:
     """`get_job`: the job document, as `GET /v1/jobs/{id}` answers it (and as guarded)."""
     job_id = arguments.get("jobId")
-    if not isinstance(job_id, str) or len(job_id) > 40 or not _JOB_ID.match(job_id):
+    if not isinstance(job_id, str) or len(job_id) > JOB_ID_MAX or not _JOB_ID.match(job_id):
         return results.error_result(InvalidRequest("jobId is not a job id", status_code=422))
     reads = job_reads(app)
     if reads is None:

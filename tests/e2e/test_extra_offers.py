@@ -110,11 +110,23 @@ async def test_every_option_is_offered_everywhere(two_assets: World) -> None:
     ]
     v1 = [(a["network"], a["asset"], a["payTo"]) for a in response.json()["accepts"]]
     assert v1 == [("base", BASE_USDC, address(OPERATOR)), ("base", SECOND, SECOND_PAY_TO)]
+    call = {"name": "edit_image", "arguments": EDIT_BODY}
+    message = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": call}
     async with httpx.AsyncClient(timeout=30) as http:
         listed = (await http.get(two_assets.gateway_url() + "/.well-known/x402")).json()
+        mcp = await http.post(
+            two_assets.gateway_url() + "/mcp",
+            json=message,
+            headers={"Accept": "application/json, text/event-stream"},
+        )
     for item in listed["items"]:
         assert [a["asset"] for a in item["accepts"]] == [BASE_USDC, SECOND]
         assert item["assets"] == [BASE_USDC, SECOND]
+    tool_402 = PaymentRequired.model_validate(mcp.json()["result"]["structuredContent"])
+    assert [(a.asset, a.pay_to) for a in tool_402.accepts] == [
+        (BASE_USDC, address(OPERATOR)),
+        (SECOND, SECOND_PAY_TO),
+    ]
 
 
 @pytest.mark.parametrize("v1", [False, True], ids=["x402-v2", "x402-v1"])

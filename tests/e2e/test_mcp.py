@@ -7,6 +7,7 @@ idempotency (one payment, one job) and refusals, checked here with exact balance
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -122,6 +123,15 @@ async def test_replayed_payment_returns_the_same_job_charged_once(mcp_world: Wor
         assert again.meta is not None
         receipts = [r.meta[MCP_PAYMENT_RESPONSE_META_KEY]["transaction"] for r in (first, again)]
         assert receipts[0] == receipts[1]
+        # The same payment for another request: the HTTP 409's code, and no job named.
+        other = await session.call_tool(
+            "edit_image", {**EDIT_BODY, "prompt": "x"}, meta={MCP_PAYMENT_META_KEY: payment}
+        )
+        assert other.isError
+        assert other.structuredContent is not None
+        assert other.structuredContent["error"] == "idempotency_conflict"
+        assert other.structuredContent["status"] == 409
+        assert job_id not in json.dumps(other.structuredContent)
         await read_until_done(session, job_id)
     assert moved(mcp_world, before) == SERVED
 
