@@ -211,7 +211,15 @@ def parse_payment(header: str, offer: Offer) -> IncomingPayment:
 
 
 def parse_payment_object(raw: object, offer: Offer) -> IncomingPayment:
-    """`parse_payment` for a payload already decoded from JSON (MCP's `_meta`)."""
+    """`parse_payment` for a payload already decoded from JSON (MCP's `_meta`), or a JSON
+    string of it (which the SDK's MCP helpers accept too)."""
+    if isinstance(raw, str):
+        if len(raw) > MAX_HEADER_CHARS:
+            raise PaymentRejected("invalid_payment_header", "payment is too large")
+        try:
+            raw = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise PaymentRejected("invalid_payment_header", "payment is not JSON") from exc
     try:
         size = len(json.dumps(raw, default=str))
     except (ValueError, RecursionError) as exc:
