@@ -59,11 +59,17 @@ async def _facilitator(gw: Gateway) -> str:
     s = gw.settings
     kinds = await gw.supported_kinds()
     wanted = {(1, "exact", s.network), (2, "exact", caip2(s.network))}
+    for option in s.pay_options[1:]:  # every further way to pay must settle too
+        wanted.add((2, "exact", option.network_caip2))
+        if not option.network.startswith("eip155:"):
+            wanted.add((1, "exact", option.network))
     missing = wanted - kinds
     if missing:
         raise RuntimeError(f"does not support {sorted(missing)}")
     where = public_origin(s.facilitator_url) if s.facilitator_url else "embedded"
-    return f"{where} supports exact on {s.network} (v1) and {caip2(s.network)} (v2)"
+    return f"{where} supports exact on {s.network} (v1) and {caip2(s.network)} (v2)" + (
+        f" and {len(s.pay_options) - 1} further option(s)" if len(s.pay_options) > 1 else ""
+    )
 
 
 async def _rpc(gw: Gateway) -> str:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from app import checks
 from app.core.pay_options import PayOption, parse_pay_options
 from app.core.settings import BASE_USDC
 from tests.settings_factory import make_settings
@@ -81,3 +83,21 @@ def test_another_network_needs_a_remote_facilitator_and_its_rpc() -> None:
         rpc_url="http://127.0.0.1:8545",
     )
     assert len(embedded.pay_options) == 2
+
+
+async def test_the_config_check_wants_every_option_settled() -> None:
+    settings = make_settings(
+        extra_offers=json.dumps([{**SEPOLIA, "rpc_url": "http://127.0.0.1:8546"}]), rpc_url=None
+    )
+    primary_only = {(1, "exact", "base"), (2, "exact", "eip155:8453")}
+
+    def gateway(kinds: set[tuple[int, str, str]]) -> Any:
+        async def supported_kinds() -> set[tuple[int, str, str]]:
+            return kinds
+
+        return SimpleNamespace(settings=settings, supported_kinds=supported_kinds)
+
+    with pytest.raises(RuntimeError, match="eip155:84532"):
+        await checks._facilitator(gateway(primary_only))
+    both = primary_only | {(1, "exact", "base-sepolia"), (2, "exact", "eip155:84532")}
+    assert (await checks._facilitator(gateway(both))).endswith("and 1 further option(s)")
