@@ -19,7 +19,6 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.api import fastpath
 from app.api.deps import get_gateway
 from app.api.job_reads import JobReads
 from app.jobs.models import Job
@@ -70,16 +69,15 @@ async def test_database_errors_anywhere_answer_json_503(
     async def no_gateway() -> Any:
         raise error()
 
-    class FailingReads:
-        def cached(self, _: str) -> None:
-            raise error()
+    def failing_cached(_self: JobReads, _: str) -> None:
+        raise error()
 
     if where == "route":
         monkeypatch.setattr(JobReads, "read", fail)
     elif where == "dependency":
         app.dependency_overrides[get_gateway] = no_gateway
     else:
-        monkeypatch.setattr(fastpath, "job_reads", lambda _: FailingReads())
+        monkeypatch.setattr(JobReads, "cached", failing_cached)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
