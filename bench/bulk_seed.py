@@ -117,7 +117,7 @@ def _outcome(rng: random.Random, index: int) -> tuple[str, bool, bool, str | Non
     return "completed", True, False, None
 
 
-def _job(rng: random.Random, i: int, count: int, now: datetime) -> tuple[Any, list[Any]]:
+def make_job(rng: random.Random, i: int, count: int, now: datetime) -> tuple[Any, list[Any]]:
     """Job `i` of `count` (created in order over the last year) and its ledger rows."""
     job_id = f"job_{i:08d}{rng.randbytes(6).hex()}"
     payer = "0x" + f"{rng.randrange(5000):040x}"
@@ -202,11 +202,9 @@ async def _copy_range(dsn: str, count: int, low: int, high: int, now: datetime) 
         for start in range(low, high, CHUNK):
             jobs, ledger = [], []
             for i in range(start, min(start + CHUNK, high)):
-                job, entries = _job(rng, i, count, now)
+                job, entries = make_job(rng, i, count, now)
                 jobs.append(job)
-                ledger += [
-                    (j, k, a, ASSET, NETWORK, f, t, h, at) for j, k, a, f, t, h, at in entries
-                ]
+                ledger += entries
             await conn.copy_records_to_table("jobs", records=jobs, columns=COLUMNS)
             await conn.copy_records_to_table("ledger", records=ledger, columns=LEDGER_COLUMNS)
             written += len(ledger)

@@ -151,6 +151,11 @@ def _upgrade_sqlite() -> None:
 
 def _upgrade_postgres() -> None:
     bind = op.get_bind()
+    # Both tables at once, jobs first as every writer does (a transition, then its ledger
+    # row): taken one by one with the triggers, they deadlock with a writer holding jobs.
+    # Writers queue behind this lock until the commit below; never longer than 10 s.
+    op.execute("SET LOCAL lock_timeout = '10s'")
+    op.execute("LOCK TABLE jobs, ledger IN SHARE ROW EXCLUSIVE MODE")
     for statement in _PG_FUNCTIONS:
         op.execute(statement)
     # The triggers' lock is held until this transaction commits: nothing is written to
