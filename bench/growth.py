@@ -33,8 +33,9 @@ class GrowthProfile:
     direct_summaries: int  # summaries from full aggregates per size and round
 
 
-FULL = GrowthProfile("full", (10_000, 100_000, 1_000_000), 5, 400, 20, 10, 1)
-SMOKE = GrowthProfile("smoke", (500, 2_000), 1, 100, 5, 3, 1)
+# Many short rounds: whatever else runs on the machine falls on every size alike.
+FULL = GrowthProfile("full", (10_000, 100_000, 1_000_000), 20, 100, 5, 3, 1)
+SMOKE = GrowthProfile("smoke", (500, 2_000), 2, 50, 3, 3, 1)
 
 
 def _step(name: str) -> None:

@@ -69,7 +69,9 @@ def _midnight(day: date) -> datetime:
 
 async def _days(db: Executor, first: date | None, end: date | None) -> dict[date, Totals]:
     """Rollup rows of the days in [first, end) (None: unbounded)."""
-    stmt = select(LedgerDay.day, LedgerDay.kind, LedgerDay.amount)
+    stmt = select(LedgerDay.day, LedgerDay.kind, func.sum(LedgerDay.amount)).group_by(
+        LedgerDay.day, LedgerDay.kind
+    )
     if first is not None:
         stmt = stmt.where(LedgerDay.day >= first)
     if end is not None:

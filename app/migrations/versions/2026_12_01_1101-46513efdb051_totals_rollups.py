@@ -32,12 +32,14 @@ INDEXES = (
 )
 
 _PG_LEDGER_DAY = "(NEW.created_at AT TIME ZONE 'UTC')::date"
+# Rows per day and kind: concurrent writers of the same day mostly lock different rows.
+_PG_SLOT = "(hashtext({}) & 7)"
 _PG_FUNCTIONS = (
     f"""CREATE FUNCTION ledger_days_add() RETURNS trigger AS $$
 BEGIN
-    INSERT INTO ledger_days (day, kind, amount, entries)
-    VALUES ({_PG_LEDGER_DAY}, NEW.kind, NEW.amount, 1)
-    ON CONFLICT (day, kind) DO UPDATE
+    INSERT INTO ledger_days (day, kind, slot, amount, entries)
+    VALUES ({_PG_LEDGER_DAY}, NEW.kind, {_PG_SLOT.format("NEW.job_id")}, NEW.amount, 1)
+    ON CONFLICT (day, kind, slot) DO UPDATE
         SET amount = ledger_days.amount + EXCLUDED.amount, entries = ledger_days.entries + 1;
     RETURN NULL;
 END
@@ -49,12 +51,14 @@ BEGIN
     END IF;
     IF TG_OP <> 'INSERT' AND OLD.state IN {FINAL} THEN
         UPDATE job_state_days SET jobs = jobs - 1
-        WHERE day = (OLD.created_at AT TIME ZONE 'UTC')::date AND state = OLD.state;
+        WHERE day = (OLD.created_at AT TIME ZONE 'UTC')::date AND state = OLD.state
+          AND slot = {_PG_SLOT.format("OLD.id")};
     END IF;
     IF TG_OP <> 'DELETE' AND NEW.state IN {FINAL} THEN
-        INSERT INTO job_state_days (day, state, jobs)
-        VALUES ((NEW.created_at AT TIME ZONE 'UTC')::date, NEW.state, 1)
-        ON CONFLICT (day, state) DO UPDATE SET jobs = job_state_days.jobs + 1;
+        INSERT INTO job_state_days (day, state, slot, jobs)
+        VALUES ((NEW.created_at AT TIME ZONE 'UTC')::date, NEW.state,
+                {_PG_SLOT.format("NEW.id")}, 1)
+        ON CONFLICT (day, state, slot) DO UPDATE SET jobs = job_state_days.jobs + 1;
     END IF;
     RETURN NULL;
 END
@@ -67,26 +71,27 @@ $$ LANGUAGE plpgsql""",
 
 _SQLITE_TRIGGERS = (
     """CREATE TRIGGER ledger_days_add AFTER INSERT ON ledger BEGIN
-    INSERT INTO ledger_days (day, kind, amount, entries)
-    VALUES (date(NEW.created_at), NEW.kind, NEW.amount, 1)
-    ON CONFLICT (day, kind) DO UPDATE
+    INSERT INTO ledger_days (day, kind, slot, amount, entries)
+    VALUES (date(NEW.created_at), NEW.kind, 0, NEW.amount, 1)
+    ON CONFLICT (day, kind, slot) DO UPDATE
         SET amount = amount + excluded.amount, entries = entries + 1;
     END""",
     f"""CREATE TRIGGER job_state_days_leave AFTER UPDATE OF state ON jobs
     WHEN OLD.state <> NEW.state AND OLD.state IN {FINAL} BEGIN
     UPDATE job_state_days SET jobs = jobs - 1
-    WHERE day = date(OLD.created_at) AND state = OLD.state;
+    WHERE day = date(OLD.created_at) AND state = OLD.state AND slot = 0;
     END""",
     f"""CREATE TRIGGER job_state_days_delete AFTER DELETE ON jobs
     WHEN OLD.state IN {FINAL} BEGIN
     UPDATE job_state_days SET jobs = jobs - 1
-    WHERE day = date(OLD.created_at) AND state = OLD.state;
+    WHERE day = date(OLD.created_at) AND state = OLD.state AND slot = 0;
     END""",
     *(
         f"""CREATE TRIGGER job_state_days_{name} AFTER {event} ON jobs
     WHEN {when} NEW.state IN {FINAL} BEGIN
-    INSERT INTO job_state_days (day, state, jobs) VALUES (date(NEW.created_at), NEW.state, 1)
-    ON CONFLICT (day, state) DO UPDATE SET jobs = jobs + 1;
+    INSERT INTO job_state_days (day, state, slot, jobs)
+    VALUES (date(NEW.created_at), NEW.state, 0, 1)
+    ON CONFLICT (day, state, slot) DO UPDATE SET jobs = jobs + 1;
     END"""
         for name, event, when in (
             ("insert", "INSERT", ""),
@@ -103,19 +108,19 @@ _SQLITE_TRIGGER_NAMES = (
 )
 
 _ADD_LEDGER_DAYS = """
-INSERT INTO ledger_days (day, kind, amount, entries)
-SELECT {day}, kind, sum(amount), count(*) FROM ledger {where} GROUP BY 1, 2
-ON CONFLICT (day, kind) DO UPDATE
+INSERT INTO ledger_days (day, kind, slot, amount, entries)
+SELECT {day}, kind, {slot}, sum(amount), count(*) FROM ledger {where} GROUP BY 1, 2, 3
+ON CONFLICT (day, kind, slot) DO UPDATE
     SET amount = ledger_days.amount + EXCLUDED.amount,
         entries = ledger_days.entries + EXCLUDED.entries
 """
 _FINAL_JOBS_PG = f"""
-SELECT (created_at AT TIME ZONE 'UTC')::date, state, count(*) FROM jobs
-WHERE state IN {FINAL} GROUP BY 1, 2
+SELECT (created_at AT TIME ZONE 'UTC')::date, state, {_PG_SLOT.format("id")}, count(*)
+FROM jobs WHERE state IN {FINAL} GROUP BY 1, 2, 3
 """
 _ADD_JOB_STATE_DAY = """
-INSERT INTO job_state_days (day, state, jobs) VALUES (:day, :state, :jobs)
-ON CONFLICT (day, state) DO UPDATE SET jobs = job_state_days.jobs + EXCLUDED.jobs
+INSERT INTO job_state_days (day, state, slot, jobs) VALUES (:day, :state, :slot, :jobs)
+ON CONFLICT (day, state, slot) DO UPDATE SET jobs = job_state_days.jobs + EXCLUDED.jobs
 """
 
 
@@ -124,25 +129,27 @@ def _create_tables() -> None:
         "ledger_days",
         sa.Column("day", sa.Date(), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("slot", sa.SmallInteger(), nullable=False),
         sa.Column("amount", sa.BigInteger(), nullable=False),
         sa.Column("entries", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("day", "kind", name=op.f("pk_ledger_days")),
+        sa.PrimaryKeyConstraint("day", "kind", "slot", name=op.f("pk_ledger_days")),
     )
     op.create_table(
         "job_state_days",
         sa.Column("day", sa.Date(), nullable=False),
         sa.Column("state", sa.String(24), nullable=False),
+        sa.Column("slot", sa.SmallInteger(), nullable=False),
         sa.Column("jobs", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("day", "state", name=op.f("pk_job_state_days")),
+        sa.PrimaryKeyConstraint("day", "state", "slot", name=op.f("pk_job_state_days")),
     )
 
 
 def _upgrade_sqlite() -> None:
     for trigger in _SQLITE_TRIGGERS:
         op.execute(trigger)
-    op.execute(_ADD_LEDGER_DAYS.format(day="date(created_at)", where="WHERE true"))
+    op.execute(_ADD_LEDGER_DAYS.format(day="date(created_at)", slot="0", where="WHERE true"))
     op.execute(
-        "INSERT INTO job_state_days (day, state, jobs) SELECT date(created_at), state, "
+        "INSERT INTO job_state_days (day, state, slot, jobs) SELECT date(created_at), state, 0, "
         f"count(*) FROM jobs WHERE state IN {FINAL} GROUP BY 1, 2"
     )
     for name, columns, where in INDEXES:
@@ -171,12 +178,12 @@ def _upgrade_postgres() -> None:
             if final_jobs:
                 bind.execute(
                     sa.text(_ADD_JOB_STATE_DAY),
-                    [{"day": d, "state": s, "jobs": n} for d, s, n in final_jobs],
+                    [{"day": d, "state": s, "slot": k, "jobs": n} for d, s, k, n in final_jobs],
                 )
-            day = "(created_at AT TIME ZONE 'UTC')::date"
+            day, slot = "(created_at AT TIME ZONE 'UTC')::date", _PG_SLOT.format("job_id")
             for low in range(0, int(boundary), BATCH):
                 where = f"WHERE id > {low} AND id <= {min(low + BATCH, int(boundary))}"
-                bind.execute(sa.text(_ADD_LEDGER_DAYS.format(day=day, where=where)))
+                bind.execute(sa.text(_ADD_LEDGER_DAYS.format(day=day, slot=slot, where=where)))
             for name, columns, where in INDEXES:
                 op.create_index(
                     name,
