@@ -57,9 +57,14 @@ async def _measure(dbs: list[SizedDatabase], profile: GrowthProfile, migrated: b
     samples: list[dict[str, list[float]]] = [{} for _ in probes]
     try:
         for _ in range(profile.rounds):
+            # One read, one claim per size in turn: a disturbance falls on all sizes alike.
+            for i in range(profile.reads):
+                for probe, got in zip(probes, samples, strict=True):
+                    got.setdefault("status", []).append(await probe.status_read(i))
+            for _ in range(profile.claims):
+                for probe, got in zip(probes, samples, strict=True):
+                    got.setdefault("claim", []).append(await probe.claim())
             for probe, got in zip(probes, samples, strict=True):
-                got.setdefault("status", []).extend(await probe.status_reads(profile.reads))
-                got.setdefault("claim", []).extend(await probe.claims(profile.claims))
                 direct = await probe.summaries(profile.direct_summaries, fast=False)
                 got.setdefault("summary_direct", []).extend(direct)
                 if migrated:

@@ -82,34 +82,29 @@ class Probe:
         await self.reads.aclose()
         await self.engine.dispose()
 
-    async def status_reads(self, count: int) -> list[float]:
-        """Read `count` jobs in progress by id (the gateway's cache-miss path); ms each."""
-        out = []
-        ids = self.in_progress
-        for i in range(count):
-            started = time.perf_counter()
-            job = await self.reads.fetch(ids[i % len(ids)])
-            out.append(_ms(time.perf_counter() - started))
-            assert job is not None
-        return out
+    async def status_read(self, i: int) -> float:
+        """Read the i-th job in progress by id (the gateway's cache-miss path); ms."""
+        started = time.perf_counter()
+        job = await self.reads.fetch(self.in_progress[i % len(self.in_progress)])
+        elapsed = _ms(time.perf_counter() - started)
+        assert job is not None
+        return elapsed
 
-    async def claims(self, count: int) -> list[float]:
+    async def claim(self) -> float:
         """The worker's due-job claim (`SELECT … FOR UPDATE SKIP LOCKED`), rolled back; ms."""
-        out = []
-        for _ in range(count):
-            async with self.sessions() as session:
-                await session.begin()
-                started = time.perf_counter()
-                jobs = await JobRepository(session).claim_due(ACTIVE, BATCH)
-                out.append(_ms(time.perf_counter() - started))
-                await session.rollback()
-            assert jobs, "the seeded due jobs were not claimed"
-        return out
+        async with self.sessions() as session:
+            await session.begin()
+            started = time.perf_counter()
+            jobs = await JobRepository(session).claim_due(ACTIVE, BATCH)
+            elapsed = _ms(time.perf_counter() - started)
+            await session.rollback()
+        assert jobs, "the seeded due jobs were not claimed"
+        return elapsed
 
     async def explain_claim(self) -> dict[str, Any]:
         """EXPLAIN (ANALYZE, BUFFERS) of the claim exactly as the worker sends it."""
         if self.claim_sql is None:
-            await self.claims(1)
+            await self.claim()
         assert self.claim_sql is not None
         statement, params = self.claim_sql
         async with self.engine.connect() as conn:
