@@ -8,6 +8,7 @@ from typing import Any
 from bench.svg import line_chart
 
 BEGIN, END = "<!-- growth:begin -->", "<!-- growth:end -->"
+NOTES = Path(__file__).resolve().parent / "growth_notes.md"
 SEED_HEADER = ["jobs", "ledger rows", "copy s", "indexes s", "analyze s", "total s", "rows/s"]
 STATUS_HEADER = ["jobs", "p50 ms", "p99 ms", "p99 vs smallest", "p99 ms before the migration"]
 CLAIM_HEADER = ["jobs", "before p50 ms", "before buffers", "before scan"]
@@ -222,12 +223,14 @@ def section(results: dict[str, Any], files: dict[str, str], chart_dir: str, comm
     migration_table = _table(MIGRATION_HEADER, mig_rows)
     return f"""## 7. Growth: 10k, 100k and 1M finished jobs
 
-`{command}` (a few minutes; `python -m bench --smoke` runs it at 500 and 2,000 jobs). Each
-size gets its own database, seeded with COPY at the revision before the rollups; all stay
-open and every measurement goes round the sizes in interleaved rounds. Then the rollups'
-migration runs on each while a writer writes, and everything is measured again. **The machine
-is shared (two cores, several people's work): absolute times move by tens of percent from
-minute to minute; the ratios, measured side by side in one run, are what counts.**
+`{command}` (a few minutes at 10k/100k/1M; `python -m bench --smoke` runs it at 500 and
+2,000 jobs; `python -m bench growth --render bench/results/growth-full.json` rewrites this
+section from a run's JSON). Each size gets its own database, seeded with COPY at the
+revision before the rollups; all stay open and every measurement goes round the sizes in
+interleaved rounds. Then the rollups' migration runs on each while a writer writes, and
+everything is measured again. **The machine is shared (two cores, several people's work):
+absolute times move by tens of percent from minute to minute; the ratios, measured side by
+side in one run, are what counts.**
 
 {_checks(results)}
 
@@ -279,4 +282,6 @@ totals from the rollups equal the full aggregates (the writer's rows included).
 {migration_table}
 
 {img["migration"]}
+
+{NOTES.read_text().strip()}
 """

@@ -199,6 +199,7 @@ python -m bench                            # full run (~8 min): rewrites this fi
 python -m bench --smoke                    # seconds per scenario: bench/results/smoke.md
 python -m bench --only unpaid,status       # a subset, JSON only (bench/results/full.json)
 python -m bench --render bench/results/full.json   # re-render this file from a run
+python -m bench growth                     # 10k/100k/1M jobs (~5 min): section 7 and its charts
 ```
 
 `make bench` and `make bench-smoke` do the first two. Each run creates and drops its own

@@ -16,6 +16,7 @@ from typing import Any
 
 from app.jobs.models import JobState
 from bench import amplify, machine, memory, paid, scaleout, status, unpaid
+from bench.growth_cli import render as render_growth
 from bench.growth_cli import run_growth
 from bench.measure import Broken
 from bench.profile import FULL, SMOKE, Profile
@@ -124,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         options.no_doc = True
     profile = SMOKE if options.smoke else FULL
     if options.subset == "growth":
+        if options.render is not None:  # the doc, charts and plans again from a run's JSON
+            render_growth(json.loads(options.render.read_text()), options.smoke)
+            return 0
         return _report_checks(run_growth(options.smoke))
     if options.render is not None:
         out = options.out or DOC
