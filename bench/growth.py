@@ -9,6 +9,7 @@ again on the migrated databases.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -88,6 +89,9 @@ def run(profile: GrowthProfile) -> dict[str, Any]:
     """Seed, measure, migrate under writes, measure again; the raw results."""
     dbs = [SizedDatabase(size) for size in profile.sizes]
     sizes: list[dict[str, Any]] = [{"size": db.size} for db in dbs]
+    started = time.monotonic()
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     try:
         for db, out in zip(dbs, sizes, strict=True):
             _step(f"seeding {db.size:,} jobs")
@@ -106,7 +110,8 @@ def run(profile: GrowthProfile) -> dict[str, Any]:
     finally:
         for db in dbs:
             db.drop()
-    return {"profile": profile.name, "sizes": sizes, "checks": checks(sizes)}
+    about = {"date": date, "elapsed_s": round(time.monotonic() - started), "load_at_start": load}
+    return {"profile": profile.name, **about, "sizes": sizes, "checks": checks(sizes)}
 
 
 def _check(name: str, value: str, target: str, ok: bool) -> dict[str, Any]:

@@ -220,7 +220,12 @@ def section(results: dict[str, Any], files: dict[str, str], chart_dir: str, comm
     claim_table = _table(CLAIM_HEADER, claim_rows)
     summary_table = _table(SUMMARY_HEADER, summary_rows)
     migration_table = _table(MIGRATION_HEADER, mig_rows)
+    when = f"Run on {results.get('date', '?')} in {results.get('elapsed_s', '?')} s"
+    if "load_at_start" in results:
+        when += f" (load average at the start: {results['load_at_start']})"
     return f"""## 7. Growth: 10k, 100k and 1M finished jobs
+
+{when}.
 
 `{command}` (a few minutes at 10k/100k/1M; `python -m bench --smoke` runs it at 500 and
 2,000 jobs; `python -m bench growth --render bench/results/growth-full.json` rewrites this
