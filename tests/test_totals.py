@@ -165,3 +165,43 @@ async def test_summary_answers_as_the_direct_aggregates(url: str) -> None:
         assert len(body["needsAttention"]) == states["needs_attention"]
     finally:
         await engine.dispose()
+
+
+async def _write_until(engine: AsyncEngine, done: asyncio.Event, start: int) -> int:
+    """New jobs with their ledger rows, and unfinished seeded jobs finished, until `done`."""
+    written = 0
+    while not done.is_set():
+        await _jobs(engine, start + written, 1)
+        async with engine.begin() as conn:  # a job seeded unfinished, finished now
+            await conn.execute(
+                text(
+                    "UPDATE jobs SET state = 'completed' WHERE id IN "
+                    "(SELECT id FROM jobs WHERE state IN ('paid', 'submitted') LIMIT 1)"
+                )
+            )
+        written += 1
+        await asyncio.sleep(0.002)
+    return written
+
+
+async def test_migration_counts_the_writes_made_while_it_runs(
+    new_database: Callable[[], str],
+) -> None:
+    """The triggers count what is written after they exist, the backfill what was before."""
+    url = await asyncio.to_thread(new_database)
+    await asyncio.to_thread(run_alembic, url, "downgrade", BEFORE_ROLLUPS)
+    engine = create_engine(url)
+    try:
+        await _jobs(engine, 0, 300)
+        done = asyncio.Event()
+        writer = asyncio.create_task(_write_until(engine, done, 300))
+        await asyncio.sleep(0.05)
+        try:
+            await asyncio.to_thread(upgrade_to_head, url)
+            await asyncio.sleep(0.05)
+        finally:
+            done.set()
+        assert await writer > 5
+        await _assert_agree(engine)
+    finally:
+        await engine.dispose()
