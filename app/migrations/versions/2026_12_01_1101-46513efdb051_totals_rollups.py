@@ -50,9 +50,11 @@ BEGIN
         RETURN NULL;
     END IF;
     IF TG_OP <> 'INSERT' AND OLD.state IN {FINAL} THEN
-        UPDATE job_state_days SET jobs = jobs - 1
-        WHERE day = (OLD.created_at AT TIME ZONE 'UTC')::date AND state = OLD.state
-          AND slot = {_PG_SLOT.format("OLD.id")};
+        -- An upsert, not an UPDATE: whatever slot it lands in, the sum over slots is right.
+        INSERT INTO job_state_days (day, state, slot, jobs)
+        VALUES ((OLD.created_at AT TIME ZONE 'UTC')::date, OLD.state,
+                {_PG_SLOT.format("OLD.id")}, -1)
+        ON CONFLICT (day, state, slot) DO UPDATE SET jobs = job_state_days.jobs - 1;
     END IF;
     IF TG_OP <> 'DELETE' AND NEW.state IN {FINAL} THEN
         INSERT INTO job_state_days (day, state, slot, jobs)
@@ -78,13 +80,15 @@ _SQLITE_TRIGGERS = (
     END""",
     f"""CREATE TRIGGER job_state_days_leave AFTER UPDATE OF state ON jobs
     WHEN OLD.state <> NEW.state AND OLD.state IN {FINAL} BEGIN
-    UPDATE job_state_days SET jobs = jobs - 1
-    WHERE day = date(OLD.created_at) AND state = OLD.state AND slot = 0;
+    INSERT INTO job_state_days (day, state, slot, jobs)
+    VALUES (date(OLD.created_at), OLD.state, 0, -1)
+    ON CONFLICT (day, state, slot) DO UPDATE SET jobs = jobs - 1;
     END""",
     f"""CREATE TRIGGER job_state_days_delete AFTER DELETE ON jobs
     WHEN OLD.state IN {FINAL} BEGIN
-    UPDATE job_state_days SET jobs = jobs - 1
-    WHERE day = date(OLD.created_at) AND state = OLD.state AND slot = 0;
+    INSERT INTO job_state_days (day, state, slot, jobs)
+    VALUES (date(OLD.created_at), OLD.state, 0, -1)
+    ON CONFLICT (day, state, slot) DO UPDATE SET jobs = jobs - 1;
     END""",
     *(
         f"""CREATE TRIGGER job_state_days_{name} AFTER {event} ON jobs
