@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.growth_report import kept_section
+
 HERE = Path(__file__).resolve().parent
 NOTES = HERE / "notes.md"
 BEFORE = HERE / "before.json"
+DOC = HERE.parent / "docs" / "performance.md"  # its growth section is kept as it is
 
 
 def _f(value: float, digits: int = 1) -> str:
@@ -196,6 +199,7 @@ python -m bench                            # full run (~8 min): rewrites this fi
 python -m bench --smoke                    # seconds per scenario: bench/results/smoke.md
 python -m bench --only unpaid,status       # a subset, JSON only (bench/results/full.json)
 python -m bench --render bench/results/full.json   # re-render this file from a run
+python -m bench growth                     # 10k/100k/1M jobs (~5 min): section 7 and its charts
 ```
 
 `make bench` and `make bench-smoke` do the first two. Each run creates and drops its own
@@ -253,4 +257,4 @@ distinct jobs in progress (every read a miss): **{s["cold"]:.1f}x**.
 
 {_before_after(r)}
 
-{notes}"""
+{kept_section(DOC)}{notes}"""

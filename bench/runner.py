@@ -16,6 +16,8 @@ from typing import Any
 
 from app.jobs.models import JobState
 from bench import amplify, machine, memory, paid, scaleout, status, unpaid
+from bench.growth_cli import render as render_growth
+from bench.growth_cli import run_growth
 from bench.measure import Broken
 from bench.profile import FULL, SMOKE, Profile
 from bench.report import render
@@ -92,9 +94,19 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(f"bench: stopped by signal {signum}")
 
 
+def _report_checks(checks: list[dict[str, Any]]) -> int:
+    for item in checks:
+        mark = "ok  " if item["ok"] else "MISS"
+        print(f"[bench] {mark} {item['name']}: {item['value']} (target {item['target']})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI; exit 1 when something is broken (never because of the numbers themselves)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "subset", nargs="?", choices=["growth"], help="growth: only the 10k/100k/1M-jobs runs"
+    )
     parser.add_argument("--smoke", action="store_true", help="seconds per scenario (CI)")
     parser.add_argument("--out", type=Path, help="markdown report path")
     parser.add_argument("--json", type=Path, help="raw results path")
@@ -112,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     if options.only:
         options.no_doc = True
     profile = SMOKE if options.smoke else FULL
+    if options.subset == "growth":
+        if options.render is not None:  # the doc, charts and plans again from a run's JSON
+            render_growth(json.loads(options.render.read_text()), options.smoke)
+            return 0
+        return _report_checks(run_growth(options.smoke))
     if options.render is not None:
         out = options.out or DOC
         out.write_text(render(json.loads(options.render.read_text())))
@@ -138,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         env = machine.describe()
         stage.start()
         results = run_all(stage, profile, only)
+        if profile.smoke:
+            _step("growth (smoke)")
+            results["growth"] = {"checks": run_growth(smoke=True)}
     except Broken as exc:
         print(f"bench: BROKEN: {exc} (logs: {stage.log_dir})", file=sys.stderr)
         return 1
@@ -151,9 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     raw.write_text(json.dumps(report, indent=2, default=str))
     if not options.no_doc:
         out.write_text(render(report))
-    for item in (c for part in results.values() for c in part.get("checks", [])):
-        mark = "ok  " if item["ok"] else "MISS"
-        print(f"[bench] {mark} {item['name']}: {item['value']} (target {item['target']})")
+    _report_checks([c for part in results.values() for c in part.get("checks", [])])
     print(
         f"[bench] done in {report['elapsed_s']} s; wrote {raw}"
         + ("" if options.no_doc else f" and {out}")

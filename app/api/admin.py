@@ -6,11 +6,12 @@ import hmac
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import GatewayDep
 from app.core.errors import NotFound, Unauthorized
 from app.core.metrics import render
-from app.jobs import refund_limit
+from app.jobs import refund_limit, totals
 from app.jobs.repository import JobRepository
 from app.payments.pricing import format_usdc
 
@@ -39,14 +40,18 @@ AdminDep = Annotated[None, Depends(require_admin)]
 async def summary(gw: GatewayDep, _: AdminDep) -> dict[str, Any]:
     """The ledger's totals (atomic units and display) and where the jobs stand."""
     async with gw.sessions() as session:
-        repo = JobRepository(session)
-        totals = await repo.ledger_totals()
-        states = await repo.count_by_state()
-        parked = await repo.needing_attention()
-        withheld = await refund_limit.withheld_count(session)
+        return await summary_of(session)
+
+
+async def summary_of(session: AsyncSession) -> dict[str, Any]:
+    """The summary's body, from the rollups (`app.jobs.totals`): no scan of the ledger."""
+    ledger = (await totals.totals(session)).as_dict()
+    states = await totals.jobs_by_state(session)
+    parked = await JobRepository(session).needing_attention()
+    withheld = await refund_limit.withheld_count(session)
     return {
-        "ledger": {k: str(v) for k, v in totals.items()},
-        "ledgerDisplay": {k: format_usdc(v) for k, v in totals.items()},
+        "ledger": {k: str(v) for k, v in ledger.items()},
+        "ledgerDisplay": {k: format_usdc(v) for k, v in ledger.items()},
         "jobsByState": states,
         "refundsWithheld": withheld,  # failed past the payer's daily refund limit
         "needsAttention": [

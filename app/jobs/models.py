@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base
+from app.jobs import rollup_tables  # noqa: F401  (registers the totals' rollups)
 from app.keys import models as key_models  # noqa: F401  (jobs.api_key_id refers to api_keys)
 
 
@@ -62,6 +63,9 @@ FINAL_STATES = frozenset(
         JobState.NEEDS_ATTENTION,
     }
 )
+# Jobs someone still has to move forward: what the worker claims (a partial index holds them).
+UNFINISHED_STATES = tuple(s for s in JobState if s not in FINAL_STATES)
+UNFINISHED_SQL = "state IN (" + ", ".join(f"'{s.value}'" for s in UNFINISHED_STATES) + ")"
 
 
 class LedgerKind(StrEnum):
@@ -79,6 +83,20 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("pay_network", "payer", "pay_nonce", name="uq_jobs_payment_identity"),
         Index("ix_jobs_state_next_check_at", "state", "next_check_at"),
+        # The worker's due rows and the unfinished jobs' counts, flat with the finished ones.
+        Index(
+            "ix_jobs_due",
+            "next_check_at",
+            "state",
+            postgresql_where=text(UNFINISHED_SQL),
+            sqlite_where=text(UNFINISHED_SQL),
+        ),
+        Index(
+            "ix_jobs_error_code",
+            "error_code",
+            postgresql_where=text("error_code IS NOT NULL"),
+            sqlite_where=text("error_code IS NOT NULL"),
+        ),
         Index(
             "ix_jobs_payer_unsettled",
             "payer",

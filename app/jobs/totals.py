@@ -1,0 +1,154 @@
+"""Operator totals that stay fast as the ledger grows: read from the rollups, not the ledger.
+
+Whole UTC days come from `ledger_days`; a range that starts or ends inside a day adds that
+part of the day from the ledger itself (an index range on `created_at`), so any range is
+exact. Jobs by state: the unfinished ones counted from the partial index `ix_jobs_due`,
+the finished ones from `job_state_days`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy import func, literal_column, select
+
+from app.core.db import Executor
+from app.jobs.models import UNFINISHED_STATES, Job, LedgerEntry, LedgerKind
+from app.jobs.rollup_tables import JobStateDay, LedgerDay
+
+# Literal states, so the planner can prove the partial index's predicate.
+_UNFINISHED = Job.state.in_([literal_column(f"'{s.value}'") for s in UNFINISHED_STATES])
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Sums of the ledger's kinds (atomic units) over some range."""
+
+    charges: int = 0
+    refunds: int = 0
+    upstream_spend: int = 0
+
+    @property
+    def margin(self) -> int:
+        """What the operator keeps: charges minus refunds minus the upstream's price."""
+        return self.charges - self.refunds - self.upstream_spend
+
+    def as_dict(self) -> dict[str, int]:
+        """The shape of `/v1/admin/summary`'s `ledger`."""
+        return {
+            "charges": self.charges,
+            "refunds": self.refunds,
+            "upstream_spend": self.upstream_spend,
+            "margin": self.margin,
+        }
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(
+            self.charges + other.charges,
+            self.refunds + other.refunds,
+            self.upstream_spend + other.upstream_spend,
+        )
+
+
+def _from_sums(sums: dict[str, int]) -> Totals:
+    return Totals(
+        charges=sums.get(LedgerKind.CHARGE.value, 0),
+        refunds=sums.get(LedgerKind.REFUND.value, 0),
+        upstream_spend=sums.get(LedgerKind.UPSTREAM.value, 0),
+    )
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+async def _days(db: Executor, first: date | None, end: date | None) -> dict[date, Totals]:
+    """Rollup rows of the days in [first, end) (None: unbounded)."""
+    stmt = select(LedgerDay.day, LedgerDay.kind, func.sum(LedgerDay.amount)).group_by(
+        LedgerDay.day, LedgerDay.kind
+    )
+    if first is not None:
+        stmt = stmt.where(LedgerDay.day >= first)
+    if end is not None:
+        stmt = stmt.where(LedgerDay.day < end)
+    by_day: dict[date, dict[str, int]] = {}
+    for day, kind, amount in (await db.execute(stmt)).all():
+        by_day.setdefault(day, {})[kind] = int(amount)
+    return {day: _from_sums(sums) for day, sums in by_day.items()}
+
+
+async def _ledger_slice(db: Executor, since: datetime, until: datetime) -> Totals:
+    """Straight from the ledger, for a part of one day."""
+    stmt = (
+        select(LedgerEntry.kind, func.sum(LedgerEntry.amount))
+        .where(LedgerEntry.created_at >= since, LedgerEntry.created_at < until)
+        .group_by(LedgerEntry.kind)
+    )
+    return _from_sums({k: int(n) for k, n in (await db.execute(stmt)).all()})
+
+
+async def by_day(
+    db: Executor, since: datetime | None = None, until: datetime | None = None
+) -> dict[date, Totals]:
+    """Totals per UTC day for ledger rows with `since <= created_at < until`.
+
+    Days with no ledger row are absent. A partial first or last day holds only its part.
+    """
+    since = None if since is None else _utc(since)
+    until = None if until is None else _utc(until)
+    edges: list[tuple[datetime, datetime]] = []  # parts of days, read from the ledger
+    first = None  # first whole day
+    if since is not None:
+        first = since.date()
+        if since != _midnight(first):
+            first += timedelta(days=1)
+            edges.append((since, _midnight(first)))
+    end = None if until is None else until.date()  # whole days end before it
+    if until is not None and until != _midnight(until.date()):
+        edges.append((_midnight(until.date()), until))
+    if since is not None and until is not None and first is not None and end is not None:
+        if first > end:  # both ends inside one day
+            edges = [(since, until)] if since < until else []
+        if first >= end:
+            return await _add_edges(db, {}, edges)
+    return await _add_edges(db, await _days(db, first, end), edges)
+
+
+async def _add_edges(
+    db: Executor, days: dict[date, Totals], edges: list[tuple[datetime, datetime]]
+) -> dict[date, Totals]:
+    for low, high in edges:
+        part = await _ledger_slice(db, low, high)
+        if part != Totals():
+            days[low.date()] = days.get(low.date(), Totals()) + part
+    return dict(sorted(days.items()))
+
+
+async def totals(
+    db: Executor, since: datetime | None = None, until: datetime | None = None
+) -> Totals:
+    """Totals for ledger rows with `since <= created_at < until` (None: unbounded)."""
+    if since is None and until is None:
+        stmt = select(LedgerDay.kind, func.sum(LedgerDay.amount)).group_by(LedgerDay.kind)
+        return _from_sums({k: int(n) for k, n in (await db.execute(stmt)).all()})
+    result = Totals()
+    for day_totals in (await by_day(db, since, until)).values():
+        result += day_totals
+    return result
+
+
+async def jobs_by_state(db: Executor) -> dict[str, int]:
+    """How many jobs are in each state (states with none are absent)."""
+    unfinished = select(Job.state, func.count()).where(_UNFINISHED).group_by(Job.state)
+    finished = select(JobStateDay.state, func.sum(JobStateDay.jobs)).group_by(JobStateDay.state)
+    counts: dict[str, int] = {}
+    for stmt in (unfinished, finished):
+        for state, n in (await db.execute(stmt)).all():
+            if int(n):
+                counts[state] = int(n)
+    return dict(sorted(counts.items()))
