@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
 from app.api.fastpath import EDIT_PATHS, PAYMENT_HEADERS, replaying, unpaid_valid_body
+from app.api.request_metrics import counting
 from app.context import Gateway
 from app.upstream.client import Quote
 
@@ -81,7 +82,10 @@ class FastPathApp(FastAPI):
         self.front: UnpaidFront | None = UnpaidFront()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Unpaid edit requests through the front when there is one, the rest into FastAPI."""
+        """Unpaid edit requests through the front when there is one, the rest into FastAPI;
+        every HTTP answer counted by route and status."""
+        if scope["type"] == "http":
+            send = counting(scope, send, EDIT_PATHS)
         front = self.front
         if (
             front is not None

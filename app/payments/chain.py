@@ -20,7 +20,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.exceptions import Web3RPCError
 from x402.mechanisms.evm.exact.eip3009_utils import verify_eip3009_transfer_event
 
-_AUTH_STATE_ABI = [
+_TOKEN_ABI = [  # the two views we read: authorizationState, balanceOf
     {
         "name": "authorizationState",
         "type": "function",
@@ -30,7 +30,14 @@ _AUTH_STATE_ABI = [
             {"name": "nonce", "type": "bytes32"},
         ],
         "outputs": [{"name": "", "type": "bool"}],
-    }
+    },
+    {
+        "name": "balanceOf",
+        "type": "function",
+        "stateMutability": "view",
+        "inputs": [{"name": "owner", "type": "address"}],
+        "outputs": [{"name": "", "type": "uint256"}],
+    },
 ]
 AUTHORIZATION_USED_TOPIC = "0x" + keccak(text="AuthorizationUsed(address,bytes32)").hex()
 LOG_RANGE_BLOCKS = 2_000  # per eth_getLogs; common provider limits are 2,000-10,000
@@ -80,7 +87,7 @@ class ChainReader:
     ) -> None:
         self._w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}))
         self._token = AsyncWeb3.to_checksum_address(token)
-        self._contract = self._w3.eth.contract(address=self._token, abi=_AUTH_STATE_ABI)
+        self._contract = self._w3.eth.contract(address=self._token, abi=_TOKEN_ABI)
         self._range = max(1, log_range_blocks)
 
     async def authorization_used(self, authorizer: str, nonce: str) -> bool:
@@ -89,6 +96,11 @@ class ChainReader:
             AsyncWeb3.to_checksum_address(authorizer), bytes.fromhex(nonce.removeprefix("0x"))
         )
         return bool(await fn.call())
+
+    async def balance_of(self, owner: str) -> int:
+        """The token balance of `owner`, in atomic units."""
+        fn = self._contract.functions.balanceOf(AsyncWeb3.to_checksum_address(owner))
+        return int(await fn.call())
 
     async def pays(self, tx: str, expected: Transfer) -> bool:
         """True when `tx` succeeded and logged our token's Transfer exactly as expected.
