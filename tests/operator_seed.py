@@ -129,5 +129,3 @@ async def key_paid_job(
             )
         )
     return row
-
-

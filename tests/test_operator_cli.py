@@ -47,7 +47,11 @@ async def _seed(url: str) -> dict[str, str]:
             error_code="upstream_unreachable",
         )
         unsettled = await seed.job(
-            conn, S.NEEDS_ATTENTION, payer=PAYER_A, charged=False, error_code="settlement_unresolved"
+            conn,
+            S.NEEDS_ATTENTION,
+            payer=PAYER_A,
+            charged=False,
+            error_code="settlement_unresolved",
         )
         refused = await seed.job(conn, S.PAYMENT_FAILED, payer=PAYER_A, charged=False)
         key = await seed.api_key(conn, "team-a", budget=1_000_000, spent=2 * PRICE)
@@ -195,7 +199,7 @@ def test_jobs_list_filters_and_formats(mix: dict[str, str]) -> None:
     assert header.split() == ["id", "state", "createdAt", "payer", "apiKeyId", "amount",
                               "settleTx", "error"]  # fmt: skip
     assert {r.split()[0] for r in rows} == parked
-    code, out, _ = cli("jobs", "list", "--format", "csv", "--state", "payment_failed")
+    _, out, _ = cli("jobs", "list", "--format", "csv", "--state", "payment_failed")
     (row,) = csv.DictReader(io.StringIO(out))
     assert row["id"] == mix["payment_failed"]
 
