@@ -195,6 +195,7 @@ def test_jobs_list_filters_and_formats(mix: dict[str, str]) -> None:
     assert ids("--since", "2999-01-01") == set()
     assert len(ids("--limit", "4")) == 4
     code, out, _ = cli("jobs", "list", "--state", "needs_attention")
+    assert code == 0
     header, *rows = out.splitlines()
     assert header.split() == ["id", "state", "createdAt", "payer", "apiKeyId", "amount",
                               "settleTx", "error"]  # fmt: skip
