@@ -25,12 +25,12 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.db import Executor
 from app.core.errors import Conflict, NotFound
 from app.core.settings import SettlementOrder
 from app.jobs.models import Job, JobState, OperatorAction
-from app.jobs.repository import JOBS, job_from_row, utcnow
+from app.jobs.repository import utcnow
 from app.jobs.transitions import transition
 
 RETRY_SETTLEMENT = frozenset({"settlement_unresolved"})
@@ -82,14 +82,15 @@ def refund_refusal(job: Job) -> str | None:
     return None
 
 
-async def _load(session: Executor, job_id: str) -> Job:
-    row = (await session.execute(JOBS.select().where(JOBS.c.id == job_id))).one_or_none()
-    if row is None:
+async def _load(session: AsyncSession, job_id: str) -> Job:
+    """The job, its row locked until the action is written (Postgres; SQLite writes serially)."""
+    job = await session.get(Job, job_id, with_for_update=True, populate_existing=True)
+    if job is None:
         raise NotFound(f"no job {job_id}", code="job_not_found")
-    return job_from_row(row)
+    return job
 
 
-async def _record(session: Executor, job_id: str, action: str, reason: str, actor: str) -> None:
+async def _record(session: AsyncSession, job_id: str, action: str, reason: str, actor: str) -> None:
     await session.execute(
         insert(OperatorAction).values(
             job_id=job_id, action=action, reason=reason[:MAX_REASON], actor=actor[:100]
@@ -102,7 +103,7 @@ def _parked_elsewhere(job: Job) -> ActionRefused:
 
 
 async def retry(
-    session: Executor, job_id: str, *, reason: str, actor: str, order: SettlementOrder
+    session: AsyncSession, job_id: str, *, reason: str, actor: str, order: SettlementOrder
 ) -> Job:
     """Put a parked job back where the worker resumes it (see the module docstring)."""
     job = await _load(session, job_id)
@@ -139,7 +140,7 @@ async def retry(
     return written
 
 
-async def refund(session: Executor, job_id: str, *, reason: str, actor: str) -> Job:
+async def refund(session: AsyncSession, job_id: str, *, reason: str, actor: str) -> Job:
     """Move a parked, charged job into the refund machinery for its full charge."""
     job = await _load(session, job_id)
     if why := refund_refusal(job):
