@@ -69,13 +69,18 @@
     const series = [["revenue", "var(--rev)"], ["upstreamSpend", "var(--spend)"],
       ["refunds", "var(--ref)"], ["margin", "var(--margin)"]];
     const values = rows.flatMap((r) => series.map(([k]) => Number(r[k]) / 1e6));
-    const max = Math.max(0, ...values), min = Math.min(0, ...values);
+    // Round the axis out to 1-2-5 steps, at most five of them.
+    const raw = (Math.max(0, ...values) - Math.min(0, ...values)) / 4 || 1;
+    const power = Math.pow(10, Math.floor(Math.log10(raw)));
+    const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw);
+    const max = Math.ceil(Math.max(0, ...values) / step) * step;
+    const min = Math.floor(Math.min(0, ...values) / step) * step;
     const span = (max - min) || 1;
+    const digits = Math.max(0, -Math.floor(Math.log10(step)));
     const y = (v) => top + (H - top - bottom) * (max - v) / span;
-    for (let i = 0; i <= 4; i++) {
-      const v = min + span * i / 4;
+    for (let v = min; v <= max + step / 2; v += step) {
       chart.appendChild(svg("line", { x1: left, x2: W, y1: y(v), y2: y(v), stroke: "#e3e6ee" }));
-      chart.appendChild(svg("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end" }, v.toFixed(v && Math.abs(v) < 1 ? 4 : 2)));
+      chart.appendChild(svg("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end" }, v.toFixed(digits)));
     }
     const slot = (W - left) / rows.length;
     const bar = Math.min(28, (slot - 12) / series.length);
@@ -141,7 +146,7 @@
       row.appendChild(el("td", { title: (job.error && job.error.message) || "" }, (job.error && job.error.code) || ""));
       const reason = el("input", { class: "reason", placeholder: "reason", "aria-label": "reason" });
       row.appendChild(el("td")).appendChild(reason);
-      const buttons = el("td");
+      const buttons = el("td", { class: "actions" });
       for (const action of ["retry", "refund"]) {
         const b = el("button", { type: "button", "data-action": action }, action === "retry" ? "Retry" : "Refund");
         b.disabled = !job.actions[action];
@@ -186,6 +191,7 @@
     } else {
       money(balance, w.balance);
       box.appendChild(balance);
+      balance.insertAdjacentElement("afterend", el("div", { class: "sub" }, "USDC in the hot wallet"));
       if (BigInt(w.floor) > 0n && BigInt(w.balance) < BigInt(w.floor)) {
         box.appendChild(el("div", { class: "error" }, "below the floor of " + usdc(w.floor)));
       }
@@ -200,6 +206,9 @@
     if (w.balance !== null && BigInt(w.balance) < BigInt(w.dailyCap) - BigInt(w.spentToday)) {
       box.appendChild(el("div", { class: "sub" }, "the balance is below what the cap still allows today"));
     }
+    const floor = el("span", { id: "wallet-floor" });
+    if (BigInt(w.floor) > 0n) money(floor, w.floor); else floor.textContent = "not set";
+    line("readiness floor:", floor);
     line("address", el("code", {}, w.address));
   }
 
