@@ -179,7 +179,7 @@ async def test_an_unresolved_settlement_retried_with_a_chain_is_charged_once(
         served = await _until(world.database_url, nonce, {"completed", "needs_attention"})
         assert served.state == "completed", (served.error_code, served.error_message)
         ledger, acts = await _trail(world.database_url, parked.id)
-        assert [(e.kind, e.tx_hash) for e in ledger][0] == ("charge", served.settle_tx)
+        assert (ledger[0].kind, ledger[0].tx_hash) == ("charge", served.settle_tx)
         assert [e.kind for e in ledger] == ["charge", "upstream"]
         assert [(a.action, a.reason) for a in acts] == [("retry", "RPC configured")]
         assert change(before, balances(world, MONEY_PATH)) == SERVED  # charged once
