@@ -62,6 +62,7 @@ JOBS_BY_STATE = Gauge("x402r_jobs", "Jobs by state (read at scrape)", ["state"],
 HOT_WALLET_BALANCE = Gauge(
     "x402r_hot_wallet_balance_atomic",
     "The hot wallet's token balance (read at scrape, cached; absent without an RPC)",
+    ["address"],
     registry=REGISTRY,
 )
 SPEND_WINDOW = Gauge(

@@ -47,4 +47,4 @@ async def refresh_gauges(gw: Gateway) -> None:
         log.warning("hot wallet balance unreadable at scrape: %s", type(exc).__name__)
         return
     if balance is not None:
-        HOT_WALLET_BALANCE.set(balance)
+        HOT_WALLET_BALANCE.labels(gw.settings.hot_wallet_address).set(balance)
