@@ -1,50 +1,45 @@
 """Counting every HTTP answer by route template and status, ahead of the whole stack.
 
-Pure ASGI and in memory: a dict lookup and a counter increment per request, no database.
+Pure ASGI and in memory: one dict increment per request (no lock, no database); the counts
+are turned into Prometheus counters only when `/metrics` is scraped (`RequestCollector`).
 The route template comes from the router (`scope["route"]`); answers given before routing
-(the replayed 402s of `app.api.front`) are named by their path, which is a fixed route.
+(the replayed 402s of `app.api.front`, the job read's fast path) are named by their fixed
+route.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
 
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import Message, Scope, Send
 
-from app.core.metrics import PAYMENT_REQUIRED, REQUESTS
+from app.core.metrics import REGISTRY
 from app.jobs.views import JOBS_PREFIX
 
 _UNMATCHED = "unmatched"
 JOB_ROUTE = JOBS_PREFIX + "{job_id}"
-_children: dict[tuple[str, str, int], Any] = {}  # label lookups are the costly part
-_required: dict[str, Any] = {}
+# (route, method, status) -> answers; only the event loop's thread writes it.
+_answers: dict[tuple[str, str, int], int] = {}
 
 
-def _child(route: str, method: str, status: int) -> Any:
-    key = (route, method, status)
-    child = _children.get(key)
-    if child is None:
-        child = _children[key] = REQUESTS.labels(route, method, str(status))
-    return child
+def _route(scope: Scope, fixed_routes: frozenset[str]) -> str:
+    route: str | None = getattr(scope.get("route"), "path", None)
+    if route is not None:
+        return route
+    path: str = scope["path"]
+    if path in fixed_routes:
+        return path
+    if path.startswith(JOBS_PREFIX) and "/" not in path[len(JOBS_PREFIX) :]:
+        return JOB_ROUTE  # the job read's fast path answers before routing
+    return _UNMATCHED
 
 
 def count(scope: Scope, status: int, fixed_routes: frozenset[str]) -> None:
-    """Count one answer (and a 402 by route)."""
-    route: str | None = getattr(scope.get("route"), "path", None)
-    if route is None:
-        path = scope["path"]
-        if path in fixed_routes:
-            route = path
-        elif path.startswith(JOBS_PREFIX) and "/" not in path[len(JOBS_PREFIX) :]:
-            route = JOB_ROUTE  # the job read's fast path answers before routing
-        else:
-            route = _UNMATCHED
-    _child(route, scope["method"], status).inc()
-    if status == 402:
-        required = _required.get(route)
-        if required is None:
-            required = _required[route] = PAYMENT_REQUIRED.labels(route)
-        required.inc()
+    """Count one answer."""
+    key = (_route(scope, fixed_routes), scope["method"], status)
+    _answers[key] = _answers.get(key, 0) + 1
 
 
 def counting(scope: Scope, send: Send, fixed_routes: frozenset[str]) -> Send:
@@ -56,3 +51,29 @@ def counting(scope: Scope, send: Send, fixed_routes: frozenset[str]) -> Send:
         await send(message)
 
     return counted
+
+
+class RequestCollector(Collector):
+    """The answer counts as `x402r_http_requests_total` and `x402r_payment_required_total`."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        requests = CounterMetricFamily(
+            "x402r_http_requests",
+            "HTTP answers by route template, method and status",
+            labels=["route", "method", "status"],
+        )
+        required = CounterMetricFamily(
+            "x402r_payment_required", "402 answers issued, by route", labels=["route"]
+        )
+        per_route: dict[str, int] = {}
+        for (route, method, status), n in list(_answers.items()):
+            requests.add_metric([route, method, str(status)], n)
+            if status == 402:
+                per_route[route] = per_route.get(route, 0) + n
+        for route, n in per_route.items():
+            required.add_metric([route], n)
+        yield requests
+        yield required
+
+
+REGISTRY.register(RequestCollector())

@@ -28,15 +28,7 @@ PAYMENTS_REJECTED = Counter(
     ["reason"],
     registry=REGISTRY,
 )
-REQUESTS = Counter(
-    "x402r_http_requests",
-    "HTTP answers by route template, method and status",
-    ["route", "method", "status"],
-    registry=REGISTRY,
-)
-PAYMENT_REQUIRED = Counter(
-    "x402r_payment_required", "402 answers issued, by route", ["route"], registry=REGISTRY
-)
+# Answers by route and status: counted in app.api.request_metrics, exported at scrape.
 PAYMENTS = Counter(
     "x402r_payments",
     "Facilitator verdicts: step (verify, settle, refund), outcome (verified, settled, "
