@@ -82,6 +82,10 @@ async def test_filters_and_search(app: FastAPI, mix: dict[str, Any]) -> None:
     assert {j["id"] for j in parked["jobs"]} == {mix["parked"].id, mix["refused"].id}
     flags = {j["id"]: j["actions"] for j in parked["jobs"]}
     assert flags[mix["parked"].id] == {"retry": False, "refund": True}
+    naive = await _get(app, "/v1/admin/jobs", since="2020-01-01T00:00:00", limit=100)
+    assert len(naive["jobs"]) == 8  # a time without a zone is UTC
+    later = await _get(app, "/v1/admin/report", since="2999-01-01T00:00:00")
+    assert later["totals"]["revenue"] == 0
     by_key = await _get(app, "/v1/admin/jobs", key="team-b")
     assert [j["id"] for j in by_key["jobs"]] == [mix["keyed"].id]
     one = mix["served"][2]

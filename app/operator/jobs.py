@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,7 @@ from app.jobs.views import rfc3339
 from app.keys.models import ApiKey, KeyLedgerEntry
 from app.operator import cursor as cursors
 from app.operator.actions import refund_refusal, retry_refusal
+from app.operator.report import as_utc
 
 MAX_LIMIT = 500
 
@@ -50,9 +52,9 @@ def _conditions(f: JobFilter) -> list[Any]:
     if f.payer:
         where.append(Job.payer.ilike(f.payer))
     if f.since:
-        where.append(Job.created_at >= f.since)
+        where.append(Job.created_at >= as_utc(f.since))
     if f.until:
-        where.append(Job.created_at < f.until)
+        where.append(Job.created_at < as_utc(f.until))
     if f.search:
         term = f.search.strip()
         lower = term.lower()
@@ -87,7 +89,9 @@ async def list_jobs(
     return Page(jobs, cursors.encode(last.created_at, last.id) if last else None)
 
 
-async def iterate_jobs(session: AsyncSession, f: JobFilter, batch: int = MAX_LIMIT) -> Any:
+async def iterate_jobs(
+    session: AsyncSession, f: JobFilter, batch: int = MAX_LIMIT
+) -> AsyncIterator[Job]:
     """Every job matching `f`, newest first, read a page at a time (for long listings)."""
     cursor: str | None = None
     while True:

@@ -10,7 +10,7 @@ Money rows are placed in time by when they were recorded; jobs by when they were
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, literal, select
@@ -24,6 +24,11 @@ X402 = "x402"  # the key column of money paid over x402 (no API key)
 GROUPINGS = ("day", "key", "payer")
 
 
+def as_utc(moment: datetime) -> datetime:
+    """`moment` with a time zone: UTC when it names none."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class Window:
     """[since, until) in UTC; either end open when None."""
@@ -35,9 +40,9 @@ class Window:
         """The window as conditions on a timestamp column."""
         where = []
         if self.since is not None:
-            where.append(column >= self.since)
+            where.append(column >= as_utc(self.since))
         if self.until is not None:
-            where.append(column < self.until)
+            where.append(column < as_utc(self.until))
         return where
 
 

@@ -226,6 +226,24 @@ async def test_the_dashboard_shows_the_ledger(dashboard_world: World, tmp_path: 
                 break
             await page.idle(0.1)
         shown = json.loads(await _evaluate(page, READ_PAGE))
+        # The last 24 hours hold the whole mix too: the same revenue once reloaded.
+        loaded = await _evaluate(page, "document.body.dataset.loaded")
+        await _evaluate(
+            page,
+            "const r = document.getElementById('range'); r.value = '1';"
+            "r.dispatchEvent(new Event('change')); true",
+        )
+        for _ in range(100):
+            if await _evaluate(page, "document.body.dataset.loaded") != loaded:
+                break
+            await page.idle(0.1)
+        day_revenue = await _evaluate(page, "document.getElementById('revenue').dataset.atomic")
+        await _evaluate(
+            page,
+            "const s = document.getElementById('range'); s.value = '';"
+            "s.dispatchEvent(new Event('change')); true",
+        )
+        await page.idle(1.0)
         await _evaluate(page, "document.querySelector('[data-action=retry]:enabled').click()")
         await page.idle(0.3)
         hint = await _evaluate(page, "document.getElementById('action-result').textContent")
@@ -262,6 +280,7 @@ async def test_the_dashboard_shows_the_ledger(dashboard_world: World, tmp_path: 
     assert int(shown["balance"]) == truth["balance"]
     assert shown["bars"] == 4  # one day, four series
     assert hint == "give a reason first"
+    assert int(day_revenue) == truth["revenue"]
     sums = await audit(world.database_url, world.rpc_url)
     assert sums["charge"] == truth["charges"]
     SCREENSHOT.write_bytes(base64.b64decode(shot["data"]))

@@ -214,8 +214,12 @@
 
   async function load() {
     try {
+      const daysBack = Number($("range").value);
+      const since = daysBack ? "since=" + encodeURIComponent(
+        new Date(Date.now() - daysBack * 86400000).toISOString()) : "";
+      const reportUrl = (by) => "/v1/admin/report?" + [since, by ? "by=" + by : ""].filter(Boolean).join("&");
       const [report, days, keys, parked, wallet] = await Promise.all([
-        api("/v1/admin/report"), api("/v1/admin/report?by=day"), api("/v1/admin/report?by=key"),
+        api(reportUrl("")), api(reportUrl("day")), api(reportUrl("key")),
         api("/v1/admin/jobs?state=needs_attention&limit=50"), api("/v1/admin/wallet")]);
       renderTotals(report.totals);
       renderStates(report.jobsByState);
@@ -244,5 +248,7 @@
     show();
   });
   $("logout").addEventListener("click", () => logout(""));
+  $("range").addEventListener("change", () => load());
+  $("refresh").addEventListener("click", () => load());
   if (sessionStorage.getItem(KEY)) show();
 })();
