@@ -9,6 +9,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app.core.db import create_engine, create_sessionmaker, transaction
 from app.core.errors import AppError
 from app.core.settings import Settings
@@ -80,11 +82,13 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
                 trail = await job_trail(session, args.job_id, settings.settlement_order)
                 sys.stdout.write(to_json(trail) if args.format == "json" else _trail(trail))
                 return 0
-            act = actions.retry if command == "retry" else actions.refund
-            extra: dict[str, Any] = (
-                {"order": settings.settlement_order} if command == "retry" else {}
-            )
-            job = await act(session, args.job_id, reason=args.reason, actor=args.actor, **extra)
+            who = {"reason": args.reason, "actor": args.actor}
+            if command == "retry":
+                job = await actions.retry(
+                    session, args.job_id, order=settings.settlement_order, **who
+                )
+            else:
+                job = await actions.refund(session, args.job_id, **who)
             sys.stdout.write(f"{job.id}: {command} recorded; the job is now {job.state}\n")
             return 0
     except AppError as exc:
@@ -94,7 +98,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         await engine.dispose()
 
 
-async def _list(session: Any, settings: Settings, args: argparse.Namespace) -> int:
+async def _list(session: AsyncSession, settings: Settings, args: argparse.Namespace) -> int:
     f = JobFilter(args.state, args.key, args.payer, args.since, args.until, args.search)
     progress = Progress("jobs read")
     rows: list[dict[str, Any]] = []
@@ -124,7 +128,7 @@ def _trail(trail: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-async def _report(session: Any, args: argparse.Namespace) -> int:
+async def _report(session: AsyncSession, args: argparse.Namespace) -> int:
     progress = Progress("report")
     progress.note("report: summing the ledger...")
     document = await report_document(session, Window(args.since, args.until), args.by)
