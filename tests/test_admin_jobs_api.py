@@ -144,7 +144,10 @@ async def test_report_wallet_dashboard_and_metrics(app: FastAPI, mix: dict[str, 
         assert "/*JS*/" not in page.text
         # Nothing loaded from elsewhere: the only link is the empty inline icon.
         assert re.findall(r'(?:src|href)="([^"]*)"', page.text) == ["data:,"]
+        await http.request("BREW", "/coffee")  # made-up methods share one label
         metrics = (await http.get("/metrics", headers=AUTH)).text
+    assert 'method="other",route="unmatched"' in metrics
+    assert "BREW" not in metrics
     assert 'x402r_jobs{state="completed"} 6.0' in metrics
     assert 'x402r_key_budget_remaining_atomic{key="team-b"} 436760.0' in metrics
     assert 'x402r_http_requests_total{method="GET",route="/v1/admin/wallet",status="200"}' in (

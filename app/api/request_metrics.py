@@ -19,6 +19,8 @@ from app.core.metrics import REGISTRY
 from app.jobs.views import JOBS_PREFIX
 
 _UNMATCHED = "unmatched"
+# Any token is a method to the server: others are counted as one, so labels stay bounded.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 JOB_ROUTE = JOBS_PREFIX + "{job_id}"
 # (route, method, status) -> answers; only the event loop's thread writes it.
 _answers: dict[tuple[str, str, int], int] = {}
@@ -38,7 +40,8 @@ def _route(scope: Scope, fixed_routes: frozenset[str]) -> str:
 
 def count(scope: Scope, status: int, fixed_routes: frozenset[str]) -> None:
     """Count one answer."""
-    key = (_route(scope, fixed_routes), scope["method"], status)
+    method = scope["method"]
+    key = (_route(scope, fixed_routes), method if method in _METHODS else "other", status)
     _answers[key] = _answers.get(key, 0) + 1
 
 
