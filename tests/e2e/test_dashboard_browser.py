@@ -247,6 +247,9 @@ async def test_the_dashboard_shows_the_ledger(dashboard_world: World, tmp_path: 
         await _evaluate(page, "document.querySelector('[data-action=retry]:enabled').click()")
         await page.idle(0.3)
         hint = await _evaluate(page, "document.getElementById('action-result').textContent")
+        await _evaluate(page, "document.querySelector('#attention a.job').click()")
+        await page.idle(0.5)
+        trail = await _evaluate(page, "document.getElementById('trail').innerText")
         stored = await _evaluate(page, "sessionStorage.getItem('x402r_admin_token')")
         metrics = await page.call("Page.getLayoutMetrics")
         height = int(metrics["cssContentSize"]["height"])
@@ -281,6 +284,8 @@ async def test_the_dashboard_shows_the_ledger(dashboard_world: World, tmp_path: 
     assert shown["bars"] == 4  # one day, four series
     assert hint == "give a reason first"
     assert int(day_revenue) == truth["revenue"]
+    assert truth["parked"][0] in trail
+    assert "settlement outcome still unknown" in trail
     sums = await audit(world.database_url, world.rpc_url)
     assert sums["charge"] == truth["charges"]
     SCREENSHOT.write_bytes(base64.b64decode(shot["data"]))

@@ -140,7 +140,9 @@
     }
     for (const job of jobs) {
       const row = el("tr", { "data-job": job.id });
-      row.appendChild(el("td", {}, "")).appendChild(el("code", { title: job.id }, job.id.slice(0, 14) + "…"));
+      const link = row.appendChild(el("td", {})).appendChild(el("a", { class: "job", title: job.id, href: "#" }));
+      link.appendChild(el("code", {}, job.id.slice(0, 14) + "…"));
+      link.addEventListener("click", (event) => { event.preventDefault(); showTrail(job.id); });
       row.appendChild(el("td", {}, "")).appendChild(el("code", { title: job.payer }, job.payer.slice(0, 10) + "…"));
       const paid = el("td", { class: "num" }); money(paid, job.amount); row.appendChild(paid);
       row.appendChild(el("td", { title: (job.error && job.error.message) || "" }, (job.error && job.error.code) || ""));
@@ -157,6 +159,41 @@
       row.appendChild(buttons);
       body.appendChild(row);
     }
+  }
+
+  // One job's money trail: every ledger row with its transaction, key-ledger rows, actions.
+  async function showTrail(jobId) {
+    const box = $("trail");
+    box.replaceChildren();
+    box.classList.remove("hidden");
+    let job;
+    try { job = await api("/v1/admin/jobs/" + encodeURIComponent(jobId)); } catch (e) {
+      box.appendChild(el("div", { class: "error" }, "could not load " + jobId + ": " + e.message));
+      return;
+    }
+    box.dataset.job = job.id;
+    box.appendChild(el("h3", {}, job.id + " · " + job.state));
+    if (job.error) box.appendChild(el("div", { class: "sub" }, job.error.code + ": " + (job.error.message || "")));
+    const table = (title, rows, columns) => {
+      box.appendChild(el("h3", {}, title));
+      if (!rows.length) { box.appendChild(el("div", { class: "empty" }, "none")); return; }
+      const t = el("table"); const head = el("tr");
+      columns.forEach((c) => head.appendChild(el("th", {}, c)));
+      t.appendChild(head);
+      for (const r of rows) {
+        const tr = el("tr");
+        columns.forEach((c) => {
+          const td = el("td", c === "amount" ? { class: "num" } : {});
+          if (c === "amount") money(td, r[c]); else td.appendChild(el("code", {}, r[c] === null || r[c] === undefined ? "–" : String(r[c])));
+          tr.appendChild(td);
+        });
+        t.appendChild(tr);
+      }
+      box.appendChild(t);
+    };
+    table("Ledger", job.ledger, ["kind", "amount", "txHash"]);
+    table("Key ledger", job.keyLedger, ["kind", "amount", "keyId"]);
+    table("Operator actions", job.operatorActions, ["action", "actor", "reason", "createdAt"]);
   }
 
   function renderKeys(rows) {
