@@ -3,6 +3,7 @@ Postgres database with a seeded mix of jobs (in-process app, no workers)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -42,9 +43,17 @@ async def mix(app: FastAPI) -> dict[str, Any]:
             conn, S.NEEDS_ATTENTION, payer=PAYER, error_code="upstream_unreachable"
         )
         refused = await seed.job(conn, S.NEEDS_ATTENTION, payer=PAYER, error_code="refund_refused")
+        raced = await seed.job(conn, S.NEEDS_ATTENTION, payer=PAYER, error_code="upstream_timeout")
         key = await seed.api_key(conn, "team-b", budget=500_000, spent=PRICE)
         keyed = await seed.key_paid_job(conn, key, S.COMPLETED, payer=PAYER, amount=PRICE)
-    return {"served": served, "parked": parked, "refused": refused, "keyed": keyed, "key": key}
+    return {
+        "served": served,
+        "parked": parked,
+        "refused": refused,
+        "raced": raced,
+        "keyed": keyed,
+        "key": key,
+    }
 
 
 async def _get(app: FastAPI, path: str, **params: Any) -> Any:
@@ -67,7 +76,7 @@ async def test_pages_cover_every_job_once_newest_first(app: FastAPI, mix: dict[s
         if cursor is None:
             break
     assert pages == 3
-    assert len(seen) == len({j["id"] for j in seen}) == 8
+    assert len(seen) == len({j["id"] for j in seen}) == 9
     assert [j["createdAt"] for j in seen] == sorted((j["createdAt"] for j in seen), reverse=True)
     async with client_for(app) as http:
         bad = await http.get("/v1/admin/jobs", params={"cursor": "garbage!"}, headers=AUTH)
@@ -79,11 +88,15 @@ async def test_pages_cover_every_job_once_newest_first(app: FastAPI, mix: dict[s
 
 async def test_filters_and_search(app: FastAPI, mix: dict[str, Any]) -> None:
     parked = await _get(app, "/v1/admin/jobs", state="needs_attention")
-    assert {j["id"] for j in parked["jobs"]} == {mix["parked"].id, mix["refused"].id}
+    assert {j["id"] for j in parked["jobs"]} == {
+        mix["parked"].id,
+        mix["refused"].id,
+        mix["raced"].id,
+    }
     flags = {j["id"]: j["actions"] for j in parked["jobs"]}
     assert flags[mix["parked"].id] == {"retry": False, "refund": True}
     naive = await _get(app, "/v1/admin/jobs", since="2020-01-01T00:00:00", limit=100)
-    assert len(naive["jobs"]) == 8  # a time without a zone is UTC
+    assert len(naive["jobs"]) == 9  # a time without a zone is UTC
     later = await _get(app, "/v1/admin/report", since="2999-01-01T00:00:00")
     assert later["totals"]["revenue"] == 0
     by_key = await _get(app, "/v1/admin/jobs", key="team-b")
@@ -93,7 +106,7 @@ async def test_filters_and_search(app: FastAPI, mix: dict[str, Any]) -> None:
         found = await _get(app, "/v1/admin/jobs", q=term)
         assert [j["id"] for j in found["jobs"]] == [one.id], term
     by_payer = await _get(app, "/v1/admin/jobs", q=PAYER.upper(), limit=100)
-    assert len(by_payer["jobs"]) == 8  # addresses match whatever their case
+    assert len(by_payer["jobs"]) == 9  # addresses match whatever their case
 
 
 async def test_job_trail_and_actions(app: FastAPI, mix: dict[str, Any]) -> None:
@@ -125,13 +138,13 @@ async def test_job_trail_and_actions(app: FastAPI, mix: dict[str, Any]) -> None:
 async def test_report_wallet_dashboard_and_metrics(app: FastAPI, mix: dict[str, Any]) -> None:
     report = await _get(app, "/v1/admin/report", by="key")
     totals = report["totals"]
-    assert totals["charges"] == 7 * PRICE
+    assert totals["charges"] == 8 * PRICE
     assert totals["keyDebits"] == PRICE
     assert totals["upstreamSpend"] == 5 * UPSTREAM
     rows = {r["key"]: r for r in report["rows"]}
     assert rows[mix["key"]]["keyName"] == "team-b"
     assert rows[mix["key"]]["budgetLeft"] == 500_000 - PRICE
-    assert rows["x402"]["revenue"] == 7 * PRICE
+    assert rows["x402"]["revenue"] == 8 * PRICE
     wallet = await _get(app, "/v1/admin/wallet")
     assert wallet["balance"] is None
     assert "no RPC configured" in wallet["balanceError"]
@@ -153,3 +166,15 @@ async def test_report_wallet_dashboard_and_metrics(app: FastAPI, mix: dict[str, 
     assert 'x402r_http_requests_total{method="GET",route="/v1/admin/wallet",status="200"}' in (
         metrics
     )
+
+
+async def test_two_refunds_at_once_move_the_job_once(app: FastAPI, mix: dict[str, Any]) -> None:
+    url = f"/v1/admin/jobs/{mix['raced'].id}/refund"
+    async with client_for(app) as http:
+        answers = await asyncio.gather(
+            *(http.post(url, json={"reason": f"click {i}"}, headers=AUTH) for i in range(4))
+        )
+    assert sorted(a.status_code for a in answers) == [200, 409, 409, 409]
+    trail = await _get(app, f"/v1/admin/jobs/{mix['raced'].id}")
+    assert trail["state"] == "refunding"
+    assert len(trail["operatorActions"]) == 1
