@@ -152,7 +152,9 @@ async def test_report_wallet_dashboard_and_metrics(app: FastAPI, mix: dict[str, 
     async with client_for(app) as http:
         page = await http.get("/admin")
         assert page.status_code == 200
-        assert "default-src 'none'" in page.headers["content-security-policy"]
+        csp = page.headers["content-security-policy"]
+        assert "default-src 'none'" in csp
+        assert "unsafe-inline" not in csp  # only the page's own script and style, by hash
         assert "<script>" in page.text
         assert "/*JS*/" not in page.text
         # Nothing loaded from elsewhere: the only link is the empty inline icon.
