@@ -160,7 +160,7 @@ def test_report_by_payer_csv_and_by_key_table(mix: dict[str, str]) -> None:
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["group", "revenue", "upstreamSpend"]
-    (team,) = [line for line in lines if line.startswith(mix["key"])]
+    (team,) = [line for line in lines if line.startswith("team-a ")]
     assert team.split()[1:4] == ["0.189720", "0.105400", "0.063240"]
     code, out, _ = cli("report", "--by", "day", "--format", "json")
     (today,) = json.loads(out)["rows"]
@@ -214,6 +214,8 @@ def test_jobs_show_the_money_trail(mix: dict[str, str]) -> None:
     assert trail["ledger"][2]["txHash"] == trail["refundTx"]
     code, out, _ = cli("jobs", "show", mix["refunded"])
     assert trail["refundTx"] in out
+    assert "refundAmount    0.063240" in out
+    assert "refund          refused: only needs_attention jobs are refunded here" in out
     code, _, err = cli("jobs", "show", "job_nope")
     assert code == 1
     assert "job_not_found" in err

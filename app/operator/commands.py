@@ -16,7 +16,7 @@ from app.core.errors import AppError
 from app.core.settings import Settings
 from app.operator import actions
 from app.operator.jobs import JobFilter, iterate_jobs, job_summary, job_trail
-from app.operator.render import Progress, table, to_csv, to_json
+from app.operator.render import Progress, cell, table, to_csv, to_json
 from app.operator.report import GROUPINGS, Window
 from app.operator.reporting import report_document
 
@@ -118,14 +118,16 @@ async def _list(session: AsyncSession, settings: Settings, args: argparse.Namesp
 
 def _trail(trail: dict[str, Any]) -> str:
     head = {k: v for k, v in trail.items() if not isinstance(v, dict | list)}
-    lines = [f"{k:<15} {'-' if v is None else v}" for k, v in head.items()]
+    lines = [f"{k:<15} {cell(k, v)}" for k, v in head.items()]
     if trail["error"]:
         lines.append(f"{'error':<15} {trail['error']['code']}: {trail['error']['message']}")
+    for action, why in trail["actionRefusals"].items():
+        lines.append(f"{action:<15} {'allowed' if why is None else 'refused: ' + why}")
     for name in ("ledger", "keyLedger", "operatorActions"):
-        lines.append(f"\n{name}:")
         rows = trail[name]
-        lines.append(table(rows, list(rows[0])) if rows else "  (none)\n")
-    return "\n".join(lines).rstrip() + "\n"
+        lines.append(f"\n{name}:")
+        lines.append(table(rows, list(rows[0])).rstrip() if rows else "  (none)")
+    return "\n".join(lines) + "\n"
 
 
 async def _report(session: AsyncSession, args: argparse.Namespace) -> int:
@@ -137,7 +139,9 @@ async def _report(session: AsyncSession, args: argparse.Namespace) -> int:
         sys.stdout.write(to_json(document))
         return 0
     totals = {"group": "total"} | document["totals"]
-    rows = [{"group": r[args.by]} | r for r in document.get("rows", [])] + [totals]
+    # A key is shown by its name (its id when it has none: `x402` for x402-paid money).
+    rows = [{"group": r.get("keyName") or r[args.by]} | r for r in document.get("rows", [])]
+    rows.append(totals)
     if args.format == "csv":
         sys.stdout.write(to_csv(rows, ("group", *MONEY)))
         return 0

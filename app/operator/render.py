@@ -22,6 +22,9 @@ MONEY_COLUMNS = frozenset(
         "keyCredits",
         "margin",
         "amount",
+        "upstreamAmount",
+        "refundAmount",
+        "budgetLeft",
     }
 )
 
