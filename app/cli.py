@@ -1,4 +1,4 @@
-"""Command line: `x402-reseller serve | migrate | check`, with readable configuration errors.
+"""Command line: `x402-reseller serve | migrate | check | jobs | report`, readable errors.
 
 Every failure a operator can fix (a bad variable, an unreachable database) ends in one line
 on stderr that names what failed and which variable to look at, and a non-zero exit.
@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "check", help="validate the configuration and reach every dependency; exit 1 on problems"
     )
+    from app.operator.commands import add_commands
+
+    add_commands(sub)
     return parser
 
 
@@ -89,6 +92,10 @@ def main(argv: list[str] | None = None) -> None:
         from app.checks import run_checks
 
         raise SystemExit(asyncio.run(run_checks(settings)))
+    if args.command in ("jobs", "report"):
+        from app.operator.commands import run
+
+        raise SystemExit(asyncio.run(run(settings, args)))
 
     from app.startup import serve
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from eth_account.signers.local import LocalAccount
@@ -40,6 +41,8 @@ class Gateway:
     # The facilitator's /supported answer (or failure) and until when it holds (for /readyz).
     _supported: tuple[float, set[tuple[int, str, str]] | Exception] | None = None
     _supported_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Operator reads cached per process (hot-wallet balance, readiness checks), by name.
+    caches: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
         """Release every client and pool this gateway opened."""

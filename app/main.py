@@ -16,7 +16,17 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from app import __version__
-from app.api import admin, discovery, edits, health, index, jobs
+from app.api import (
+    admin,
+    admin_dashboard,
+    admin_jobs,
+    admin_report,
+    discovery,
+    edits,
+    health,
+    index,
+    jobs,
+)
 from app.api.fastpath import FastPath
 from app.api.front import FastPathApp
 from app.api.job_reads import close_job_reads
@@ -177,6 +187,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(admin_jobs.router)
+    app.include_router(admin_report.router)
+    app.include_router(admin_dashboard.router)
     app.include_router(index.router)
     app.include_router(discovery.router)
     install_openapi(app)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from eth_account import Account
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import create_async_engine
 from web3 import Web3
 from x402.http import (
@@ -72,6 +73,7 @@ __all__ = [
     "payer_and_nonce",
     "payment_nonce",
     "poll_until_done",
+    "run_until_resolved",
     "sign_payment",
 ]
 
@@ -195,3 +197,30 @@ def payer_and_nonce(payment: dict[str, str]) -> tuple[str, str]:
     payload = decode_payment_signature_header(next(iter(payment.values())))
     auth = payload.payload["authorization"]
     return str(Web3.to_checksum_address(auth["from"])), str(auth["nonce"]).lower()
+
+
+RETRYING = ("verified", "refunding")  # states a lost answer leaves a job in, waiting to retry
+
+
+async def run_until_resolved(database_url: str, nonce: str, timeout: float = 90) -> Job:
+    """Let time pass for the job bought by `nonce`: make each scheduled retry of an unknown
+    outcome due at once, until the job stops retrying; the job as it ends."""
+    engine = create_async_engine(database_url)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        while True:
+            async with engine.begin() as conn:
+                job = (await conn.execute(select(Job).where(Job.pay_nonce == nonce))).one()
+                if job.state not in RETRYING and job.state != "submitted":
+                    return job  # type: ignore[return-value]
+                assert loop.time() < deadline, (job.state, job.error_code)
+                if (job.state in RETRYING and job.error_code is not None) or job.refund_attempts:
+                    await conn.execute(
+                        update(Job)
+                        .where(Job.id == job.id, Job.state.in_(RETRYING))
+                        .values(next_check_at=datetime.now(UTC) - timedelta(seconds=1))
+                    )
+            await asyncio.sleep(0.4)
+    finally:
+        await engine.dispose()

@@ -13,6 +13,7 @@ from app.core.errors import NotFound, Unauthorized
 from app.core.metrics import render
 from app.jobs import refund_limit, totals
 from app.jobs.repository import JobRepository
+from app.operator.gauges import refresh_gauges
 from app.payments.pricing import format_usdc
 
 router = APIRouter(tags=["operator"])
@@ -70,6 +71,8 @@ async def summary_of(session: AsyncSession) -> dict[str, Any]:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(_: AdminDep) -> Response:
-    """Counters of money moved and payments rejected."""
+async def metrics(gw: GatewayDep, _: AdminDep) -> Response:
+    """Money moved, requests, payments and latencies; jobs by state, hot wallet, spend and key
+    budgets read now (see app.operator.gauges)."""
+    await refresh_gauges(gw)
     return Response(render(), media_type="text/plain; version=0.0.4")

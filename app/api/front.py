@@ -21,6 +21,7 @@ from app.api.fastpath import (
     replaying,
     unpaid_valid_body,
 )
+from app.api.request_metrics import counting
 from app.context import Gateway
 
 _NOT_OURS = PAYMENT_HEADERS | {b"origin"}
@@ -57,7 +58,10 @@ class FastPathApp(FastAPI):
         self.front: UnpaidFront | None = UnpaidFront()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Unpaid edit requests through the front when there is one, the rest into FastAPI."""
+        """Unpaid edit requests through the front when there is one, the rest into FastAPI;
+        every HTTP answer counted by route and status."""
+        if scope["type"] == "http":
+            send = counting(scope, send, EDIT_PATHS)
         front = self.front
         if (
             front is not None

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app.api.deps import GatewayDep
+from app.api.readiness import more_checks
 
 router = APIRouter(tags=["health"])
 
@@ -19,9 +20,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Database and facilitator reachable")
+@router.get("/readyz", summary="Database, facilitator, upstream, RPC and hot wallet ready")
 async def readyz(gw: GatewayDep) -> JSONResponse:
-    """503 until the database answers and the facilitator lists our payment kind."""
+    """503 until the database answers, the facilitator lists our payment kind, the upstream
+    quotes a 402 we pay, the RPC answers and the hot wallet holds its floor; `failing` names
+    each failing check."""
     checks: dict[str, str] = {}
     try:
         async with gw.engine.connect() as conn:
@@ -37,8 +40,9 @@ async def readyz(gw: GatewayDep) -> JSONResponse:
         checks["facilitator"] = "ok" if ok else "error: payment kind not supported"
     except Exception as exc:
         checks["facilitator"] = f"error: {type(exc).__name__}"
-    ready = all(v == "ok" for v in checks.values())
+    checks |= await more_checks(gw)
+    failing = sorted(name for name, v in checks.items() if v != "ok")
     return JSONResponse(
-        {"status": "ok" if ready else "unavailable", "checks": checks},
-        status_code=200 if ready else 503,
+        {"status": "unavailable" if failing else "ok", "checks": checks, "failing": failing},
+        status_code=503 if failing else 200,
     )

@@ -154,6 +154,14 @@ class Settings(BaseSettings):
         30.0, ge=0, description="How long /readyz reuses the facilitator's /supported answer"
     )
 
+    # Operator tools: readiness floors and how long operator reads are reused.
+    hot_wallet_floor_atomic: int = Field(
+        0, ge=0, description="/readyz fails while the hot wallet holds less than this"
+    )
+    operator_cache_ttl_s: float = Field(
+        15.0, ge=0, description="Reuse of the hot-wallet balance and upstream 402 reads"
+    )
+
     # Status polling.
     poll_interval_s: float = Field(2.0, gt=0)
     max_wait_s: float = Field(30.0, ge=0, le=120)

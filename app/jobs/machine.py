@@ -118,6 +118,16 @@ ARCS: tuple[Arc, ...] = (
          "the refund outcome stays unknown without a chain: parked"),
     _arc("refund_unknown_retry", {S.REFUNDING}, None, "refund_attempts next_check_at",
          "an unknown refund outcome, retried later"),
+    # The operator's decisions on a parked job (app.operator.actions says when each is safe).
+    _arc("operator_retry_settlement", {S.NEEDS_ATTENTION}, S.VERIFIED,
+         f"settle_attempts {_ENDED}",
+         "operator: settle the same stored payment again (the chain is asked first)"),
+    _arc("operator_retry_refund", {S.NEEDS_ATTENTION}, S.REFUNDING,
+         f"refund_attempts {_ENDED}",
+         "operator: send the same stored refund authorization again"),
+    _arc("operator_refund", {S.NEEDS_ATTENTION}, S.REFUNDING,
+         f"refund_amount refund_payload refund_nonce refund_attempts {_ENDED}",
+         "operator: refund the client's charge (the worker signs and sends it)"),
 )  # fmt: skip
 
 ARCS_BY_EVENT: dict[str, Arc] = {arc.event: arc for arc in ARCS}

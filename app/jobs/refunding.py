@@ -205,7 +205,7 @@ async def refund(gw: Gateway, job_id: str) -> Job:
     assert job.refund_nonce is not None
     payload, requirements = load_refund(job.refund_payload)
     result = await settle_payment(
-        gw.facilitator, payload, requirements, gw.settings.facilitator_timeout_s
+        gw.facilitator, payload, requirements, gw.settings.facilitator_timeout_s, step="refund"
     )
     tx, unpaid = await _refund_tx(gw, job, result)
     attempts = job.refund_attempts + 1  # this one

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -17,6 +18,7 @@ from x402.http import PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER
 from app.context import Gateway
 from app.core.crashpoints import crash_point
 from app.core.db import Executor, core_transaction, write_retrying
+from app.core.metrics import UPSTREAM_SECONDS
 from app.jobs import reservation
 from app.jobs.models import Job, JobState
 from app.jobs.policy import MAX_UPSTREAM_ATTEMPTS, after, upstream_lease_s, upstream_retry_s
@@ -25,7 +27,7 @@ from app.jobs.refunding import fail_job
 from app.jobs.repository import JobRepository, load_job
 from app.jobs.reservation import TrueUp
 from app.jobs.transitions import transition
-from app.upstream.client import SignedPurchase
+from app.upstream.client import SignedPurchase, Submission
 from app.upstream.errors import UpstreamError, UpstreamUnavailable
 
 CAP_REACHED = UpstreamError("daily_spend_cap_reached", "daily upstream spend cap reached")
@@ -100,6 +102,15 @@ async def reserve_spend(session: Executor, gw: Gateway, job: Job, amount: int) -
     return await reservation.true_up(session, job, amount, gw.settings.daily_upstream_cap_atomic)
 
 
+async def _timed_submit(gw: Gateway, body: dict[str, Any], header: str) -> Submission:
+    """The upstream's answer to the stored payment, its latency observed."""
+    started = time.perf_counter()
+    try:
+        return await gw.upstream.submit(body, header_name_for(header), header)
+    finally:
+        UPSTREAM_SECONDS.observe(time.perf_counter() - started)
+
+
 async def submit_upstream(gw: Gateway, job: Job, *, attempt_counted: bool = False) -> Job:
     """Send the stored upstream payment (the same one on every retry).
 
@@ -122,7 +133,7 @@ async def submit_upstream(gw: Gateway, job: Job, *, attempt_counted: bool = Fals
     assert header is not None
     attempts = job.upstream_attempts
     try:
-        submission = await gw.upstream.submit(job.request_body, header_name_for(header), header)
+        submission = await _timed_submit(gw, job.request_body, header)
     except UpstreamUnavailable as exc:
         if attempts < MAX_UPSTREAM_ATTEMPTS:
             async with core_transaction(gw.engine) as session:

@@ -21,7 +21,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.exceptions import Web3RPCError
 from x402.mechanisms.evm.exact.eip3009_utils import verify_eip3009_transfer_event
 
-_AUTH_STATE_ABI = [
+_TOKEN_ABI = [  # the two views we read: authorizationState, balanceOf
     {
         "name": "authorizationState",
         "type": "function",
@@ -31,7 +31,14 @@ _AUTH_STATE_ABI = [
             {"name": "nonce", "type": "bytes32"},
         ],
         "outputs": [{"name": "", "type": "bool"}],
-    }
+    },
+    {
+        "name": "balanceOf",
+        "type": "function",
+        "stateMutability": "view",
+        "inputs": [{"name": "owner", "type": "address"}],
+        "outputs": [{"name": "", "type": "uint256"}],
+    },
 ]
 AUTHORIZATION_USED_TOPIC = "0x" + keccak(text="AuthorizationUsed(address,bytes32)").hex()
 LOG_RANGE_BLOCKS = 2_000  # per eth_getLogs; common provider limits are 2,000-10,000
@@ -86,7 +93,7 @@ class ChainReader:
         self.network = network
         self._w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}))
         self._token = AsyncWeb3.to_checksum_address(token)
-        self._contract = self._w3.eth.contract(address=self._token, abi=_AUTH_STATE_ABI)
+        self._contract = self._w3.eth.contract(address=self._token, abi=_TOKEN_ABI)
         self._range = max(1, log_range_blocks)
         self._elsewhere = dict(elsewhere or {})
         self._tokens: dict[str, ChainReader] = {}
@@ -106,7 +113,7 @@ class ChainReader:
         if sibling is None:
             sibling = copy.copy(chain)
             sibling._token = address
-            sibling._contract = chain._w3.eth.contract(address=address, abi=_AUTH_STATE_ABI)
+            sibling._contract = chain._w3.eth.contract(address=address, abi=_TOKEN_ABI)
             sibling._tokens = {}
             chain._tokens[address] = sibling
         return sibling
@@ -117,6 +124,11 @@ class ChainReader:
             AsyncWeb3.to_checksum_address(authorizer), bytes.fromhex(nonce.removeprefix("0x"))
         )
         return bool(await fn.call())
+
+    async def balance_of(self, owner: str) -> int:
+        """The token balance of `owner`, in atomic units."""
+        fn = self._contract.functions.balanceOf(AsyncWeb3.to_checksum_address(owner))
+        return int(await fn.call())
 
     async def pays(self, tx: str, expected: Transfer) -> bool:
         """True when `tx` succeeded and logged our token's Transfer exactly as expected.

@@ -8,6 +8,7 @@ never turned into a fresh 402: the job is reconciled against the chain instead.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -24,6 +25,7 @@ from x402.schemas import (
     VerifyResponse,
 )
 
+from app.core.metrics import SETTLE_SECONDS, count_payment
 from app.core.networks import caip2
 from app.core.settings import Settings
 
@@ -128,15 +130,38 @@ async def verify_payment(
     """Verify, turning transport failures into FacilitatorUnavailable."""
     try:
         async with asyncio.timeout(timeout):  # no extra task, unlike wait_for on 3.11
-            return await facilitator.verify(payload, requirements)
+            verdict = await facilitator.verify(payload, requirements)
     except Exception as exc:
+        count_payment("verify", "unknown", "facilitator_unavailable")
         raise FacilitatorUnavailable(f"verify failed: {type(exc).__name__}") from exc
+    if verdict.is_valid:
+        count_payment("verify", "verified", "")
+    else:
+        count_payment("verify", "refused", verdict.invalid_reason or "invalid_payment")
+    return verdict
 
 
 async def settle_payment(
+    facilitator: Facilitator,
+    payload: Payload,
+    requirements: Requirements,
+    timeout: float,
+    *,
+    step: str = "settle",
+) -> SettleResult:
+    """Settle once and classify the outcome; never raises for facilitator faults.
+
+    `step` names it in the metrics: `settle` (a client's payment) or `refund`."""
+    started = time.perf_counter()
+    result = await _settle(facilitator, payload, requirements, timeout)
+    SETTLE_SECONDS.labels(step).observe(time.perf_counter() - started)
+    count_payment(step, result.outcome.value, result.reason)
+    return result
+
+
+async def _settle(
     facilitator: Facilitator, payload: Payload, requirements: Requirements, timeout: float
 ) -> SettleResult:
-    """Settle once and classify the outcome; never raises for facilitator faults."""
     try:
         async with asyncio.timeout(timeout):
             response = await facilitator.settle(payload, requirements)

@@ -8,15 +8,9 @@ transfer happened, so the money really moved and only the gateway does not know 
 
 from __future__ import annotations
 
-import asyncio
-from datetime import UTC, datetime, timedelta
-
 import httpx
 import pytest
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.jobs.models import Job
 from app.jobs.policy import MAX_REFUND_ATTEMPTS, MAX_SETTLE_ATTEMPTS
 from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, key_hex
 from tests.helpers import (
@@ -26,11 +20,10 @@ from tests.helpers import (
     balances,
     moved,
     payment_nonce,
+    run_until_resolved,
     sign_payment,
 )
 from tests.ledger_audit import audit
-
-RETRYING = ("verified", "refunding")  # states a lost answer leaves a job in, waiting to retry
 
 
 @pytest.fixture
@@ -48,29 +41,6 @@ async def _pay(world: World, prompt: str) -> tuple[httpx.Response, str]:
     return response, payment_nonce(headers)
 
 
-async def _settle_down(database_url: str, nonce: str, timeout: float = 90) -> Job:
-    """Let time pass: make each scheduled retry due at once, until the job stops retrying."""
-    engine = create_async_engine(database_url)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    try:
-        while True:
-            async with engine.begin() as conn:
-                job = (await conn.execute(select(Job).where(Job.pay_nonce == nonce))).one()
-                if job.state not in RETRYING and job.state != "submitted":
-                    return job  # type: ignore[return-value]
-                assert loop.time() < deadline, (job.state, job.error_code)
-                if (job.state in RETRYING and job.error_code is not None) or job.refund_attempts:
-                    await conn.execute(
-                        update(Job)
-                        .where(Job.id == job.id, Job.state.in_(RETRYING))
-                        .values(next_check_at=datetime.now(UTC) - timedelta(seconds=1))
-                    )
-            await asyncio.sleep(0.4)
-    finally:
-        await engine.dispose()
-
-
 async def test_unknown_settlement_is_parked_after_bounded_retries(world: World) -> None:
     before = balances(world)
     world.set_facilitator_faults({"settle_lost": True})
@@ -79,7 +49,7 @@ async def test_unknown_settlement_is_parked_after_bounded_retries(world: World) 
 
     assert response.status_code == 503, response.text
     assert response.json()["error"] == "payment_outcome_unknown"
-    job = await _settle_down(world.database_url, nonce)
+    job = await run_until_resolved(world.database_url, nonce)
     assert job.state == "needs_attention", (job.state, job.error_code)
     assert job.error_code == "settlement_unresolved"
     assert job.settle_attempts >= MAX_SETTLE_ATTEMPTS
@@ -97,7 +67,7 @@ async def test_unknown_refund_is_parked_after_bounded_retries(world: World) -> N
     assert response.status_code == 200, response.text
     world.set_facilitator_faults({"settle_lost": True})  # from here on: the refund's answers
 
-    job = await _settle_down(world.database_url, nonce)
+    job = await run_until_resolved(world.database_url, nonce)
     assert job.state == "needs_attention", (job.state, job.error_code)
     assert job.error_code == "refund_unresolved"
     assert job.refund_attempts >= MAX_REFUND_ATTEMPTS
