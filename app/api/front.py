@@ -17,11 +17,11 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
-from app.api.fastpath import EDIT_PATHS, PAYMENT_HEADERS, replaying, unpaid_valid_body
+from app.api.fastpath import EDIT_PATHS, PAYING_HEADERS, replaying, unpaid_valid_body
 from app.context import Gateway
 from app.upstream.client import Quote
 
-_NOT_OURS = PAYMENT_HEADERS | {b"origin"}
+_NOT_OURS = PAYING_HEADERS | {b"origin"}
 
 
 @dataclass(frozen=True)

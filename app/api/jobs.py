@@ -38,9 +38,10 @@ async def get_reads(request: Request) -> JobReads:
 ReadsDep = Annotated[JobReads, Depends(get_reads)]
 
 
-async def _read(reads: JobReads, job_id: str) -> Rendered:
+async def _read(reads: JobReads, job_id: str, authorization: str | None) -> Rendered:
     rendered = await reads.read(job_id)
-    if rendered is None:
+    # A job its key keeps to itself is, to anyone else, a job that does not exist.
+    if rendered is None or not rendered.readable_with(authorization):
         raise NotFound("no such job", code="job_not_found")
     return rendered
 
@@ -70,9 +71,10 @@ async def get_job(
     reads: ReadsDep,
     wait: Annotated[float, Query(ge=0, le=120, description="Long-poll up to N seconds")] = 0,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
     """Poll a job; `?wait=N` returns as soon as it finishes (capped by the server)."""
-    rendered = await _read(reads, job_id)
+    rendered = await _read(reads, job_id, authorization)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, gw.settings.max_wait_s)
     while rendered.state not in FINAL_STATES:
@@ -80,5 +82,5 @@ async def get_job(
         if remaining <= 0:
             break
         await asyncio.sleep(min(reads.ttl, remaining))
-        rendered = await _read(reads, job_id)
+        rendered = await _read(reads, job_id, authorization)
     return answer(rendered, if_none_match)
