@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.api import admin, discovery, edits, health, index, jobs
+from app.api import admin, admin_keys, discovery, edits, health, index, jobs
 from app.api.fastpath import FastPath
 from app.api.front import FastPathApp
 from app.api.job_reads import close_job_reads
@@ -153,6 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(admin_keys.router)
     app.include_router(index.router)
     app.include_router(discovery.router)
     install_openapi(app)
