@@ -52,7 +52,7 @@ _GIVE_BACK = (
 )
 _DAY_GIVE_BACK = (
     update(DAYS)
-    .where(DAYS.c.key_id == bindparam("key_id"), DAYS.c.day == bindparam("day"))
+    .where(DAYS.c.key_id == bindparam("b_key_id"), DAYS.c.day == bindparam("b_day"))
     .values(amount=DAYS.c.amount - _AMOUNT)
 )
 _KEY = select(KEYS).where(KEYS.c.id == bindparam("key_id"))
@@ -168,7 +168,10 @@ async def credit(session: Executor, job_id: str, reason: str) -> int:
     await session.execute(_CREDIT, {"job_id": job_id, "reason": reason[:500]})
     params = {"key_id": debited.key_id, "amount": debited.amount}
     await session.execute(_GIVE_BACK, params)
-    await session.execute(_DAY_GIVE_BACK, {**params, "day": utc_day(debited.created_at)})
+    day = utc_day(debited.created_at)
+    await session.execute(
+        _DAY_GIVE_BACK, {"b_key_id": debited.key_id, "amount": debited.amount, "b_day": day}
+    )
     return int(debited.amount)
 
 
