@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,11 +28,14 @@ from app.keys.auth import KeyCaller, authenticate
 from app.keys.errors import BudgetExhausted, InvalidApiKey
 from app.keys.models import ApiKey, KeyLedgerEntry
 from app.keys.tokens import secret_hash
+from app.main import create_app
 from sandbox.world import HOT_WALLET, OPERATOR, address, key_hex
-from tests.settings_factory import make_settings
+from tests.helpers import ADMIN_TOKEN, PRICE, UPSTREAM_PRICE
+from tests.inprocess_app import client_for
+from tests.settings_factory import file_settings, make_settings
 
-PRICE = 63_240
-QUOTE = 52_700
+QUOTE = UPSTREAM_PRICE
+ADMIN_AS_KEY = {"Authorization": "Bearer x402r_" + "B" * 43}  # a key is not the admin token
 
 
 async def _create(engine: AsyncEngine, **limits: Any) -> tuple[dict[str, Any], str]:
@@ -257,3 +261,32 @@ async def test_the_cli_manages_keys_in_the_database(engine: AsyncEngine) -> None
     missing = await asyncio.to_thread(_cli, url, "show", "key_nosuchkey")
     assert missing.returncode == 1
     assert "api_key_not_found" in missing.stderr
+
+
+async def test_the_admin_api_manages_keys_behind_its_token(tmp_path: Path) -> None:
+    app = create_app(file_settings(tmp_path, allow_no_rpc=True, admin_token=ADMIN_TOKEN))
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with app.router.lifespan_context(app), client_for(app) as http:
+        assert (await http.get("/v1/admin/keys")).status_code == 401
+        refused = await http.post("/v1/admin/keys", json={"name": "x"}, headers=ADMIN_AS_KEY)
+        assert refused.status_code == 401
+        ids = []
+        for n in range(3):
+            body = {"name": f"k{n}", "budget": PRICE, "chargeAt": "cost"}
+            created = await http.post("/v1/admin/keys", json=body, headers=admin)
+            assert created.status_code == 201, created.text
+            ids.append(created.json()["key"]["id"])
+        first = (await http.get("/v1/admin/keys?limit=2", headers=admin)).json()
+        rest = await http.get(f"/v1/admin/keys?limit=2&cursor={first['nextCursor']}", headers=admin)
+        assert [k["id"] for k in first["keys"] + rest.json()["keys"]] == sorted(ids)
+        assert rest.json()["nextCursor"] is None
+        topped = await http.post(
+            f"/v1/admin/keys/{ids[0]}/topup", json={"amount": PRICE}, headers=admin
+        )
+        assert topped.json()["budget"] == str(2 * PRICE)
+        revoked = await http.post(f"/v1/admin/keys/{ids[0]}/revoke", headers=admin)
+        assert revoked.json()["status"] == "revoked"
+        unknown = await http.get("/v1/admin/keys/key_unknown", headers=admin)
+        assert unknown.json()["error"] == "api_key_not_found"
+        taken = await http.post("/v1/admin/keys", json={"name": "k1"}, headers=admin)
+        assert taken.json()["error"] == "api_key_name_taken"

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import create_engine, create_sessionmaker, transaction
@@ -24,6 +25,7 @@ from app.keys.models import ChargeAt
 from app.payments.pricing import format_usdc
 
 FAILED = 1
+UNREACHABLE = 3  # as `app.cli`: a dependency failed
 
 
 def _positive(value: str) -> int:
@@ -140,4 +142,12 @@ def run_keys(args: argparse.Namespace, settings: Settings) -> None:
     except AppError as exc:
         print(f"x402-reseller keys: {exc.code}: {exc.message}", file=sys.stderr)
         raise SystemExit(FAILED) from None
+    except (SQLAlchemyError, OSError) as exc:
+        # The kind only: the message may quote the database URL (and its password).
+        print(
+            f"x402-reseller keys: the database failed ({type(exc).__name__}); check "
+            "X402R_DATABASE_URL and run `x402-reseller migrate`",
+            file=sys.stderr,
+        )
+        raise SystemExit(UNREACHABLE) from None
     _print(result, args.json)

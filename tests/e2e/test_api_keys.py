@@ -4,26 +4,32 @@ Postgres, beside x402 payers, and never more than their budgets, rates or own jo
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 from x402.http import decode_payment_required_header
 from x402.http.clients import wrapHttpxWithPayment
 
 from sandbox.pay import payer_client
 from sandbox.world import PAYER, World, key_hex
 from tests.helpers import ADMIN_TOKEN, EDIT_BODY, PRICE, paid_post, poll_until_done
+from tests.key_helpers import (
+    ADMIN,
+    SECRETS,
+    edit_url,
+    fresh_rate_window,
+    key_jobs,
+    key_post,
+    key_view,
+    new_key,
+    poll_with_key,
+    scalar,
+    wait_key_job_state,
+)
 from tests.ledger_audit import audit
 from tests.worlds import WorldMaker, fault_free
-
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-SECRETS: list[str] = []  # every key made here: none may show up in any log
 
 
 @pytest.fixture(scope="module")
@@ -43,51 +49,6 @@ def keys_world(make_module_world: WorldMaker, module_db: str) -> World:
 def world(keys_world: World) -> Iterator[World]:
     """The module's world with a clean upstream before and after each test."""
     yield from fault_free(keys_world)
-
-
-def edit_url(world: World, replica: int = 0) -> str:
-    return world.gateway_url(replica) + "/v1/images/edit"
-
-
-async def new_key(world: World, **limits: Any) -> tuple[str, str]:
-    """(id, secret) of a key created through the admin API."""
-    body = {"name": f"team-{time.monotonic_ns()}", **limits}
-    async with httpx.AsyncClient(timeout=30) as http:
-        created = await http.post(world.gateway_url() + "/v1/admin/keys", json=body, headers=ADMIN)
-    assert created.status_code == 201, created.text
-    SECRETS.append(created.json()["secret"])
-    return created.json()["key"]["id"], created.json()["secret"]
-
-
-async def key_view(world: World, key_id: str, replica: int = 0) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=30) as http:
-        shown = await http.get(
-            f"{world.gateway_url(replica)}/v1/admin/keys/{key_id}", headers=ADMIN
-        )
-    assert shown.status_code == 200, shown.text
-    view: dict[str, Any] = shown.json()
-    return view
-
-
-async def key_post(
-    http: httpx.AsyncClient, world: World, secret: str, replica: int = 0
-) -> httpx.Response:
-    return await http.post(
-        edit_url(world, replica), json=EDIT_BODY, headers={"Authorization": f"Bearer {secret}"}
-    )
-
-
-async def scalar(database_url: str, sql: str, **params: Any) -> int:
-    engine = create_async_engine(database_url)
-    try:
-        async with engine.connect() as conn:
-            return int(await conn.scalar(text(sql), params) or 0)
-    finally:
-        await engine.dispose()
-
-
-async def key_jobs(database_url: str, key_id: str) -> int:
-    return await scalar(database_url, "SELECT count(*) FROM jobs WHERE api_key_id = :k", k=key_id)
 
 
 async def test_fifty_concurrent_requests_on_two_replicas_buy_exactly_the_budget(
@@ -206,15 +167,9 @@ async def test_an_exhausted_key_gets_the_requirements_the_sdk_then_pays(world: W
     assert (await key_view(world, key_id))["spent"] == "0"
 
 
-def _fresh_window() -> None:
-    """Start in a fresh minute, so a fixed window cannot roll over mid-test."""
-    if time.time() % 60 > 40:
-        time.sleep(61 - time.time() % 60)
-
-
 async def test_the_rate_limit_holds_across_replicas(world: World, module_db: str) -> None:
     key_id, secret = await new_key(world, ratePerMinute=3)
-    _fresh_window()
+    fresh_rate_window()
     async with httpx.AsyncClient(timeout=60) as http:
         answers = [await key_post(http, world, secret, replica=i % 2) for i in range(6)]
     assert [a.status_code for a in answers] == [200, 200, 200, 429, 429, 429]
@@ -223,24 +178,6 @@ async def test_the_rate_limit_holds_across_replicas(world: World, module_db: str
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
     assert await key_jobs(module_db, key_id) == 3
     assert (await key_view(world, key_id))["spent"] == str(3 * PRICE)
-
-
-async def _wait_state(database_url: str, key_id: str, states: set[str]) -> tuple[str, str]:
-    for _ in range(120):
-        engine = create_async_engine(database_url)
-        try:
-            async with engine.connect() as conn:
-                row = (
-                    await conn.execute(
-                        text("SELECT id, state FROM jobs WHERE api_key_id = :k"), {"k": key_id}
-                    )
-                ).first()
-        finally:
-            await engine.dispose()
-        if row is not None and row.state in states:
-            return row.id, row.state
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"no job of {key_id} reached {states}")
 
 
 async def _assert_credited_once(world: World, module_db: str, key_id: str, job_id: str) -> None:
@@ -260,7 +197,9 @@ async def test_a_failed_key_paid_job_is_credited_back_once(world: World, module_
     async with httpx.AsyncClient(timeout=60) as http:
         answer = await key_post(http, world, secret)
     assert answer.status_code in (200, 502), answer.text
-    job_id, state = await _wait_state(module_db, key_id, {"refunded", "failed", "needs_attention"})
+    job_id, state = await wait_key_job_state(
+        module_db, key_id, {"refunded", "failed", "needs_attention"}
+    )
     assert state == "refunded"
     async with httpx.AsyncClient(timeout=30) as http:
         job = (await http.get(f"{world.gateway_url(1)}/v1/jobs/{job_id}")).json()
@@ -284,12 +223,33 @@ async def test_a_crash_after_the_debit_is_resumed_and_refunded_once(
                 await key_post(http, world, secret, replica=1)
         assert world.gateways[1].proc is not None
         assert world.gateways[1].proc.wait(10) == -9  # killed right after the debit committed
-        job_id, state = await _wait_state(module_db, key_id, {"paid"})
+        job_id, state = await wait_key_job_state(module_db, key_id, frozenset({"paid"}))
     finally:
         world.start_gateway(1)  # restarted; either replica's worker resumes the job
-    job_id, state = await _wait_state(module_db, key_id, {"refunded", "failed", "needs_attention"})
+    job_id, state = await wait_key_job_state(
+        module_db, key_id, {"refunded", "failed", "needs_attention"}
+    )
     assert state == "refunded"
     await _assert_credited_once(world, module_db, key_id, job_id)
+
+
+async def test_an_idempotency_key_buys_one_job_per_key(world: World, module_db: str) -> None:
+    key_id, secret = await new_key(world, budget=10 * PRICE)
+    _, other = await new_key(world, budget=10 * PRICE)
+    async with httpx.AsyncClient(timeout=60) as http:
+        first = await key_post(http, world, secret, 0, None, **{"Idempotency-Key": "batch-7"})
+        again = await key_post(http, world, secret, 1, None, **{"Idempotency-Key": "batch-7"})
+        changed = await key_post(
+            http, world, secret, 0, {**EDIT_BODY, "prompt": "x"}, **{"Idempotency-Key": "batch-7"}
+        )
+        someone_else = await key_post(http, world, other, 0, None, **{"Idempotency-Key": "batch-7"})
+    assert first.status_code == again.status_code == someone_else.status_code == 200
+    assert again.json()["jobId"] == first.json()["jobId"]
+    assert someone_else.json()["jobId"] != first.json()["jobId"]  # scoped to the key
+    assert changed.status_code == 409
+    assert changed.json()["error"] == "idempotency_conflict"
+    assert await key_jobs(module_db, key_id) == 1
+    assert (await key_view(world, key_id))["spent"] == str(PRICE)
 
 
 async def test_own_jobs_only_hides_a_keys_jobs_from_everyone_else(world: World) -> None:
@@ -310,15 +270,7 @@ async def test_own_jobs_only_hides_a_keys_jobs_from_everyone_else(world: World) 
                     hidden = await http.get(url, headers=headers)
                     assert hidden.status_code == 404
                     assert hidden.json() == unknown.json()  # as if it did not exist
-            await poll_until_done_with(http, url, owner)
-
-
-async def poll_until_done_with(http: httpx.AsyncClient, url: str, secret: str) -> None:
-    for _ in range(30):
-        job = await http.get(url, params={"wait": 5}, headers={"Authorization": f"Bearer {secret}"})
-        if job.json()["status"] != "processing":
-            return
-    raise AssertionError(f"{url} still processing")
+            await poll_with_key(http, url, owner)
 
 
 async def test_x402_jobs_stay_readable_by_their_id(world: World) -> None:
