@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -99,7 +99,8 @@ async def test_revoked_and_expired_keys_cannot_pay(engine: AsyncEngine) -> None:
     revoked, secret = await _create(engine, budget_atomic=PRICE * 5)
     async with transaction(create_sessionmaker(engine)) as session:
         assert (await service.revoke_key(session, revoked["id"]))["status"] == "revoked"
-    past = datetime.now(UTC) - timedelta(seconds=1)
+    # A minute ago, written in another offset (stored as UTC, or SQLite would see +5 h).
+    past = (datetime.now(UTC) - timedelta(minutes=1)).astimezone(timezone(timedelta(hours=5)))
     expired, expired_secret = await _create(engine, expires_at=past)
     for key_id, token in ((revoked["id"], secret), (expired["id"], expired_secret)):
         with pytest.raises(InvalidApiKey, match="revoked or expired"):

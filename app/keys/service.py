@@ -116,7 +116,8 @@ async def create_key(session: Executor, new: NewKey) -> tuple[dict[str, Any], st
         "rate_per_minute": new.rate_per_minute,
         "charge_at": new.charge_at,
         "own_jobs_only": new.own_jobs_only,
-        "expires_at": new.expires_at,
+        # Stored in UTC: SQLite keeps no offset, and the debit compares it with UTC now.
+        "expires_at": None if new.expires_at is None else budget.utc_moment(new.expires_at),
         "created_at": utcnow(),
     }
     try:  # the transaction is done for on a conflict: the error leaves it, rolling back
