@@ -1,18 +1,27 @@
-"""API-key helpers the end-to-end tests share: keys made through the admin API, key-paid
-requests, and what the database says about a key's jobs."""
+"""API-key helpers the tests share: keys made through the admin API or the service, key-paid
+requests and jobs, and what the database says about a key's jobs."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from app.core.db import create_sessionmaker, transaction
+from app.jobs import admission
+from app.jobs.key_purchase import key_paid_job
+from app.jobs.models import Job
+from app.keys import service
+from app.keys.auth import KeyCaller
 from sandbox.world import World
-from tests.helpers import ADMIN_TOKEN, EDIT_BODY
+from tests.helpers import ADMIN_TOKEN, EDIT_BODY, PRICE, UPSTREAM_PRICE
+from tests.settings_factory import make_settings
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SECRETS: list[str] = []  # every key made in this test session: none may show up in a log
@@ -107,3 +116,18 @@ async def poll_with_key(http: httpx.AsyncClient, url: str, secret: str) -> None:
         if job.json()["status"] != "processing":
             return
     raise AssertionError(f"{url} still processing")
+
+
+async def create_key_in(engine: AsyncEngine, **limits: Any) -> tuple[dict[str, Any], str]:
+    """(view, secret) of a key made by the service, as the CLI and the admin API do."""
+    new = service.NewKey(name=limits.pop("name", "team-" + os.urandom(4).hex()), **limits)
+    async with transaction(create_sessionmaker(engine)) as session:
+        return await service.create_key(session, new)
+
+
+async def record_key_job(engine: AsyncEngine, key_id: str, amount: int = PRICE) -> Job:
+    """Record one key-paid job the way a request does (debit, cap, job, ledger, PAID)."""
+    gw: Any = SimpleNamespace(engine=engine, settings=make_settings())
+    caller = KeyCaller(key_id, "sale", None, False)
+    job = key_paid_job(gw, caller, "/v1/images/edit", {"prompt": "p"}, amount, "f" * 64, None)
+    return await admission.record_key_paid(gw, job, UPSTREAM_PRICE)

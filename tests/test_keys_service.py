@@ -10,7 +10,6 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,12 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.db import core_transaction, create_sessionmaker, transaction
 from app.core.errors import Conflict, NotFound
-from app.jobs import admission
-from app.jobs.key_purchase import key_paid_job
 from app.jobs.key_refund import refund_to_key
 from app.jobs.models import Job, JobState
 from app.keys import service
-from app.keys.auth import KeyCaller, authenticate
+from app.keys.auth import authenticate
 from app.keys.errors import BudgetExhausted, InvalidApiKey
 from app.keys.models import ApiKey, KeyLedgerEntry
 from app.keys.tokens import secret_hash
@@ -32,28 +29,10 @@ from app.main import create_app
 from sandbox.world import HOT_WALLET, OPERATOR, address, key_hex
 from tests.helpers import ADMIN_TOKEN, PRICE, UPSTREAM_PRICE
 from tests.inprocess_app import client_for
-from tests.settings_factory import file_settings, make_settings
+from tests.key_helpers import create_key_in, record_key_job
+from tests.settings_factory import file_settings
 
-QUOTE = UPSTREAM_PRICE
 ADMIN_AS_KEY = {"Authorization": "Bearer x402r_" + "B" * 43}  # a key is not the admin token
-
-
-async def _create(engine: AsyncEngine, **limits: Any) -> tuple[dict[str, Any], str]:
-    new = service.NewKey(name=limits.pop("name", "team-" + os.urandom(4).hex()), **limits)
-    async with transaction(create_sessionmaker(engine)) as session:
-        return await service.create_key(session, new)
-
-
-def _gateway(engine: AsyncEngine) -> Any:
-    return SimpleNamespace(engine=engine, settings=make_settings())
-
-
-async def _buy(engine: AsyncEngine, key_id: str, amount: int = PRICE) -> Job:
-    """Record one key-paid job the way a request does (debit, cap, job, ledger, PAID)."""
-    gw = _gateway(engine)
-    caller = KeyCaller(key_id, "sale", None, False)
-    job = key_paid_job(gw, caller, "/v1/images/edit", {"prompt": "p"}, amount, "f" * 64, None)
-    return await admission.record_key_paid(gw, job, QUOTE)
 
 
 async def _show(engine: AsyncEngine, key_id: str) -> dict[str, Any]:
@@ -67,7 +46,7 @@ async def _count(engine: AsyncEngine, sql: str) -> int:
 
 
 async def test_a_key_is_stored_as_its_hash_and_shown_once(engine: AsyncEngine) -> None:
-    key, secret = await _create(engine, name="design team", budget_atomic=10 * PRICE)
+    key, secret = await create_key_in(engine, name="design team", budget_atomic=10 * PRICE)
     assert secret.startswith("x402r_")
     assert len(secret) >= 6 + 43  # 32 random bytes, URL-safe
     assert key["prefix"] == secret[:12]
@@ -82,7 +61,7 @@ async def test_a_key_is_stored_as_its_hash_and_shown_once(engine: AsyncEngine) -
     caller = await authenticate(engine, f"Bearer {secret}", datetime.now(UTC))
     assert caller.id == key["id"]
     with pytest.raises(Conflict, match="exists"):
-        await _create(engine, name="design team")
+        await create_key_in(engine, name="design team")
 
 
 @pytest.mark.parametrize(
@@ -96,17 +75,17 @@ async def test_missing_or_unknown_keys_are_refused(engine: AsyncEngine, header: 
 
 
 async def test_revoked_and_expired_keys_cannot_pay(engine: AsyncEngine) -> None:
-    revoked, secret = await _create(engine, budget_atomic=PRICE * 5)
+    revoked, secret = await create_key_in(engine, budget_atomic=PRICE * 5)
     async with transaction(create_sessionmaker(engine)) as session:
         assert (await service.revoke_key(session, revoked["id"]))["status"] == "revoked"
     # A minute ago, written in another offset (stored as UTC, or SQLite would see +5 h).
     past = (datetime.now(UTC) - timedelta(minutes=1)).astimezone(timezone(timedelta(hours=5)))
-    expired, expired_secret = await _create(engine, expires_at=past)
+    expired, expired_secret = await create_key_in(engine, expires_at=past)
     for key_id, token in ((revoked["id"], secret), (expired["id"], expired_secret)):
         with pytest.raises(InvalidApiKey, match="revoked or expired"):
             await authenticate(engine, f"Bearer {token}", datetime.now(UTC))
         with pytest.raises(InvalidApiKey):  # revoked between the look-up and the debit
-            await _buy(engine, key_id)
+            await record_key_job(engine, key_id)
     assert await _count(engine, "SELECT count(*) FROM jobs") == 0
     assert await _count(engine, "SELECT count(*) FROM key_ledger") == 0
 
@@ -114,23 +93,28 @@ async def test_revoked_and_expired_keys_cannot_pay(engine: AsyncEngine) -> None:
 async def test_the_total_budget_is_never_overrun_and_a_refusal_leaves_nothing(
     engine: AsyncEngine,
 ) -> None:
-    key, _ = await _create(engine, budget_atomic=2 * PRICE + 5)
-    await _buy(engine, key["id"])
-    await _buy(engine, key["id"])
+    key, _ = await create_key_in(engine, budget_atomic=2 * PRICE + 5)
+    await record_key_job(engine, key["id"])
+    await record_key_job(engine, key["id"])
     with pytest.raises(BudgetExhausted) as caught:
-        await _buy(engine, key["id"])
+        await record_key_job(engine, key["id"])
     assert caught.value.details() == {"budget": "total", "remaining": "5", "remainingToday": None}
     shown = await _show(engine, key["id"])
     assert (shown["spent"], shown["jobs"], shown["ledgerAgrees"]) == (str(2 * PRICE), 2, True)
     assert await _count(engine, "SELECT count(*) FROM jobs") == 2
-    assert await _count(engine, "SELECT coalesce(sum(amount), 0) FROM spend_hours") == 2 * QUOTE
+    assert (
+        await _count(engine, "SELECT coalesce(sum(amount), 0) FROM spend_hours")
+        == 2 * UPSTREAM_PRICE
+    )
 
 
 async def test_the_daily_budget_refuses_once_the_day_is_spent(engine: AsyncEngine) -> None:
-    key, _ = await _create(engine, budget_atomic=100 * PRICE, daily_budget_atomic=PRICE * 3 // 2)
-    await _buy(engine, key["id"])
+    key, _ = await create_key_in(
+        engine, budget_atomic=100 * PRICE, daily_budget_atomic=PRICE * 3 // 2
+    )
+    await record_key_job(engine, key["id"])
     with pytest.raises(BudgetExhausted) as caught:
-        await _buy(engine, key["id"])
+        await record_key_job(engine, key["id"])
     assert caught.value.which == "daily"
     assert caught.value.remaining["remainingToday"] == str(PRICE // 2)
     shown = await _show(engine, key["id"])
@@ -139,13 +123,13 @@ async def test_the_daily_budget_refuses_once_the_day_is_spent(engine: AsyncEngin
 
 
 async def test_concurrent_debits_stop_exactly_at_the_budget(engine: AsyncEngine) -> None:
-    key, _ = await _create(engine, budget_atomic=10 * PRICE)
+    key, _ = await create_key_in(engine, budget_atomic=10 * PRICE)
     if engine.dialect.name == "sqlite":
         attempts = 15  # one writer at a time: the point here is Postgres' row lock
     else:
         attempts = 50
     results = await asyncio.gather(
-        *(_buy(engine, key["id"]) for _ in range(attempts)), return_exceptions=True
+        *(record_key_job(engine, key["id"]) for _ in range(attempts)), return_exceptions=True
     )
     bought = [r for r in results if isinstance(r, Job)]
     refused = [r for r in results if isinstance(r, BudgetExhausted)]
@@ -158,13 +142,13 @@ async def test_concurrent_debits_stop_exactly_at_the_budget(engine: AsyncEngine)
 
 
 async def test_a_refund_credits_the_key_exactly_once(engine: AsyncEngine) -> None:
-    key, _ = await _create(engine, budget_atomic=PRICE, daily_budget_atomic=PRICE)
-    job = await _buy(engine, key["id"])
+    key, _ = await create_key_in(engine, budget_atomic=PRICE, daily_budget_atomic=PRICE)
+    job = await record_key_job(engine, key["id"])
     assert job.state == JobState.PAID.value
     assert job.settle_tx is None
     assert job.client_charged
     with pytest.raises(BudgetExhausted):
-        await _buy(engine, key["id"])
+        await record_key_job(engine, key["id"])
     failure = {"error_code": "upstream_rejected", "error_message": "refused"}
     async with core_transaction(engine) as conn:
         first = await refund_to_key(conn, job, failure)
@@ -177,7 +161,7 @@ async def test_a_refund_credits_the_key_exactly_once(engine: AsyncEngine) -> Non
     shown = await _show(engine, key["id"])
     assert (shown["spent"], shown["spentToday"], shown["credited"]) == ("0", "0", str(PRICE))
     assert shown["ledgerAgrees"]
-    await _buy(engine, key["id"])  # the credited budget buys again, today too
+    await record_key_job(engine, key["id"])  # the credited budget buys again, today too
     async with engine.connect() as conn:
         kinds = (await conn.execute(select(KeyLedgerEntry.kind))).scalars().all()
     assert sorted(kinds) == ["credit", "debit", "debit"]
@@ -185,8 +169,8 @@ async def test_a_refund_credits_the_key_exactly_once(engine: AsyncEngine) -> Non
 
 
 async def test_topup_raises_the_budget_with_a_ledger_row(engine: AsyncEngine) -> None:
-    key, _ = await _create(engine, budget_atomic=PRICE)
-    await _buy(engine, key["id"])
+    key, _ = await create_key_in(engine, budget_atomic=PRICE)
+    await record_key_job(engine, key["id"])
     sessions = create_sessionmaker(engine)
     async with transaction(sessions) as session:
         shown = await service.topup_key(session, key["id"], PRICE, "quarterly")
@@ -195,8 +179,8 @@ async def test_topup_raises_the_budget_with_a_ledger_row(engine: AsyncEngine) ->
         str(PRICE),
         str(PRICE),
     )
-    await _buy(engine, key["id"])
-    unlimited, _ = await _create(engine)
+    await record_key_job(engine, key["id"])
+    unlimited, _ = await create_key_in(engine)
     with pytest.raises(Conflict, match="no total budget"):
         async with transaction(sessions) as session:
             await service.topup_key(session, unlimited["id"], PRICE)
@@ -206,7 +190,7 @@ async def test_topup_raises_the_budget_with_a_ledger_row(engine: AsyncEngine) ->
 
 
 async def test_the_list_pages_through_every_key(engine: AsyncEngine) -> None:
-    created = {(await _create(engine))[0]["id"] for _ in range(5)}
+    created = {(await create_key_in(engine))[0]["id"] for _ in range(5)}
     seen: list[str] = []
     cursor = None
     pages = 0
@@ -248,7 +232,7 @@ async def test_the_cli_manages_keys_in_the_database(engine: AsyncEngine) -> None
     key_id, secret = created["key"]["id"], created["secret"]
     assert created["key"]["ownJobsOnly"] is True
     assert (await authenticate(engine, f"Bearer {secret}", datetime.now(UTC))).rate_per_minute == 5
-    await _buy(engine, key_id)
+    await record_key_job(engine, key_id)
     topped = await asyncio.to_thread(_cli_json, url, "topup", key_id, "500000", "--reason", "q1")
     assert (topped["budget"], topped["spent"]) == ("1500000", str(PRICE))
     listed = await asyncio.to_thread(_cli_json, url, "list")
