@@ -62,7 +62,7 @@ async def edit_with_key(
 ) -> Response:
     """401 unless the bearer is a usable key, 429 over its rate, 402 without budget left;
     else the job, its price debited from the key. Nothing is debited on any error."""
-    key = await authenticate(gw.engine, request.headers.get("authorization"), utcnow())
+    key = await authenticate(gw.autocommit, request.headers.get("authorization"), utcnow())
     await check_key_rate(gw.limiter, key)
     try:
         job = await purchase_with_key(
