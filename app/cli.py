@@ -1,4 +1,5 @@
-"""Command line: `x402-reseller serve | migrate | check | jobs | report`, readable errors.
+"""Command line: `x402-reseller serve | migrate | check | keys | jobs | report`, readable
+errors.
 
 Every failure a operator can fix (a bad variable, an unreachable database) ends in one line
 on stderr that names what failed and which variable to look at, and a non-zero exit.
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 
 from app import __version__
 from app.core.settings import Settings
+from app.keys.cli import add_keys_parser, run_keys
 
 CONFIG_ERROR = 2  # the configuration is wrong
 UNREACHABLE = 3  # a dependency (database, facilitator, RPC, upstream) failed
@@ -74,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     from app.operator.commands import add_commands
 
     add_commands(sub)
+    add_keys_parser(sub)
     return parser
 
 
@@ -87,6 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings)
     if args.command == "migrate":
         _migrate(settings)
+        return
+    if args.command == "keys":
+        run_keys(args, settings)
         return
     if args.command == "check":
         from app.checks import run_checks

@@ -20,6 +20,7 @@ from app.api import (
     admin,
     admin_dashboard,
     admin_jobs,
+    admin_keys,
     admin_report,
     discovery,
     edits,
@@ -190,6 +191,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin_jobs.router)
     app.include_router(admin_report.router)
     app.include_router(admin_dashboard.router)
+    app.include_router(admin_keys.router)
     app.include_router(index.router)
     app.include_router(discovery.router)
     install_openapi(app)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core.db import create_engine
 from app.core.migrate import upgrade_to_head
 from sandbox.world import World
 from tests import pgadmin as admin
@@ -53,6 +57,23 @@ def pg_url(new_database: Callable[[], str]) -> str:
 def module_db(new_database: Callable[[], str]) -> str:
     """A database for a module that starts its own World."""
     return new_database()
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+async def engine(
+    request: pytest.FixtureRequest, new_database: Callable[[], str], tmp_path: Path
+) -> AsyncIterator[AsyncEngine]:
+    """A fresh migrated database of each kind, for one test."""
+    if request.param == "postgres":
+        url = await asyncio.to_thread(new_database)  # it runs its own event loop
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+        await asyncio.to_thread(upgrade_to_head, url)
+    eng = create_engine(url)
+    try:
+        yield eng
+    finally:
+        await eng.dispose()
 
 
 def _worlds(new_database: Callable[[], str]) -> Iterator[WorldMaker]:

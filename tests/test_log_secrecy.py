@@ -22,12 +22,14 @@ from x402.http import decode_payment_signature_header
 
 from app.core.logs import configure_logging, get_logger
 from app.core.settings import Settings
+from app.keys.tokens import new_secret
 from sandbox.world import GATEWAY_FACILITATOR_GAS, HOT_WALLET, PAYER, World, key_hex
 from tests.helpers import EDIT_BODY, PRICE, db_rows, poll_until_done, sign_payment
 from tests.worlds import WorldMaker
 
 RPC_SECRET = "KEY_SECRET_123abc"
 ADMIN_TOKEN = "admin-token-that-must-never-be-logged-9f8e7d"
+API_KEY = new_secret()
 
 
 class _Forward(BaseHTTPRequestHandler):
@@ -168,11 +170,22 @@ def test_secrets_in_messages_and_tracebacks_are_scrubbed(
         except ConnectionError:
             log.exception("the facilitator refused; key %s", key_hex(HOT_WALLET)[2:])
         get_logger("test.scrub").info("event", password="pg_pass_5678")  # structlog keywords
+        # API keys are no setting: they are scrubbed by their shape, and so is any bearer.
+        log.warning("header Authorization: Bearer %s; again %s", API_KEY, API_KEY)
+        log.warning("Authorization: Bearer opaque-token-998877 refused")
     finally:
         root.handlers[:], level = saved
         root.setLevel(level)
     written = capsys.readouterr().err
-    for secret in (RPC_SECRET, "q12345678", "tok_abcdef123", key_hex(HOT_WALLET)[2:], "pg_pass"):
+    for secret in (
+        RPC_SECRET,
+        "q12345678",
+        "tok_abcdef123",
+        key_hex(HOT_WALLET)[2:],
+        "pg_pass",
+        API_KEY[6:],
+        "opaque-token-998877",
+    ):
         assert secret not in written, written
     assert "Traceback" in written
     assert "the facilitator refused" in written  # "facilitator" in a URL path is no secret

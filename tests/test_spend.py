@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -15,23 +13,6 @@ from app.core.db import create_engine, create_sessionmaker
 from app.core.migrate import run_alembic, upgrade_to_head
 from app.jobs import spend
 from app.jobs.models import SpendHour
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-async def engine(
-    request: pytest.FixtureRequest, new_database: Callable[[], str], tmp_path: Path
-) -> AsyncIterator[AsyncEngine]:
-    """A migrated database of each kind."""
-    if request.param == "postgres":
-        url = await asyncio.to_thread(new_database)  # it runs its own event loop
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'spend.db'}"
-        await asyncio.to_thread(upgrade_to_head, url)
-    eng = create_engine(url)
-    try:
-        yield eng
-    finally:
-        await eng.dispose()
 
 
 async def _reserve(sessions: async_sessionmaker[AsyncSession], amount: int, cap: int) -> bool:

@@ -16,6 +16,7 @@ from x402.schemas import SettleResponse
 from app.api.bazaar import EDIT_DISCOVERY
 from app.api.client_ip import client_address
 from app.api.deps import GatewayDep
+from app.api.key_edits import edit_with_key
 from app.api.paid_outcome import Failed, Refused, outcome
 from app.api.paywall import is_browser, paywall_page
 from app.api.request_log import logged
@@ -88,6 +89,9 @@ async def _edit(
 ) -> Response:
     offer = current_offer(gw, request.url.path)
     header = next((request.headers[h] for h in _PAYMENT_HEADERS if h in request.headers), None)
+    if header is None and "authorization" in request.headers:
+        # An x402 payment wins over a key: a caller told its budget is spent pays instead.
+        return await edit_with_key(gw, request, body.upstream_json(), offer, idempotency_key)
     if header is None:
         headers = request.headers
         if is_browser(headers.get("accept", ""), headers.get("user-agent", "")):
@@ -115,10 +119,17 @@ async def _edit(
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": AcceptedJob, "description": "Paid and accepted; poll `statusUrl`"},
-    402: {"description": "Payment required (x402 v1 body, v2 PAYMENT-REQUIRED header)"},
+    401: {"description": "`Authorization: Bearer` is not a valid API key (`invalid_api_key`)"},
+    402: {
+        "description": "Payment required (x402 v1 body, v2 PAYMENT-REQUIRED header); with an "
+        "API key whose budget is spent, `budget_exhausted` with the same requirements"
+    },
     409: {"description": "Idempotency key or payment reused for a different request"},
     422: {"description": "Invalid body; nothing charged"},
-    429: {"description": "Too many new payments from this payer or client; see Retry-After"},
+    429: {
+        "description": "Too many new payments from this payer or client, or requests with "
+        "this API key; see Retry-After"
+    },
     502: {"description": "Upstream failed after payment; see refund"},
     503: {
         "description": "Retry with the same payment after Retry-After (database_unavailable, "
@@ -128,7 +139,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post(EDIT_PATH, responses=_RESPONSES, summary="Edit images (paid, x402)")
+@router.post(EDIT_PATH, responses=_RESPONSES, summary="Edit images (paid, x402 or API key)")
 async def create_edit(
     body: EditRequest,
     request: Request,

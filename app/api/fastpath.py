@@ -33,6 +33,8 @@ from app.upstream.schemas import MAX_BODY_BYTES, EditRequest
 
 EDIT_PATHS = frozenset({EDIT_PATH, UPSTREAM_PATH})
 PAYMENT_HEADERS = frozenset({b"x-payment", b"payment-signature"})
+# A request that pays (or pays with an API key) is never answered with the unpaid 402 here.
+PAYING_HEADERS = PAYMENT_HEADERS | {b"authorization"}
 _JSON_TYPES: dict[bytes, bool] = {}
 
 
@@ -158,7 +160,7 @@ class FastPath:
 
     async def _edit(self, scope: Scope, receive: Receive, send: Send) -> None:
         gw = _gateway(scope)
-        valid, read = await unpaid_valid_body(scope, receive)
+        valid, read = await unpaid_valid_body(scope, receive, PAYING_HEADERS)
         if gw is None or not valid:
             return await self.app(scope, replaying(read, receive), send)
         return await send_402(send, self._unpaid.get(gw, scope["path"]))
@@ -170,11 +172,15 @@ class FastPath:
         rendered = reads.cached(scope["path"][len(JOBS_PREFIX) :])
         if rendered is None:
             return False
-        if_none_match = None
+        if_none_match = authorization = None
         for name, value in scope["headers"]:
-            if name == b"if-none-match":  # the first one, as `Request.headers.get` does
+            # The first of each, as `Request.headers.get` does.
+            if name == b"if-none-match" and if_none_match is None:
                 if_none_match = value.decode("latin-1")
-                break
+            elif name == b"authorization" and authorization is None:
+                authorization = value.decode("latin-1")
+        if not rendered.readable_with(authorization):
+            return False  # the route answers 404, as for a job that does not exist
         if etag_matches(if_none_match, rendered.etag):
             await send(_start(304, rendered.not_modified_headers))
             await send({"type": "http.response.body", "body": b""})

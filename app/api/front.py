@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.api.fastpath import (
     EDIT_PATHS,
-    PAYMENT_HEADERS,
+    PAYING_HEADERS,
     UnpaidAnswers,
     replaying,
     unpaid_valid_body,
@@ -24,7 +24,7 @@ from app.api.fastpath import (
 from app.api.request_metrics import counting
 from app.context import Gateway
 
-_NOT_OURS = PAYMENT_HEADERS | {b"origin"}
+_NOT_OURS = PAYING_HEADERS | {b"origin"}
 # What the outermost CORS middleware (app.main) adds to an answer to a request without Origin;
 # the front answers before it. tests/test_job_reads.py compares the bytes with the stack's.
 _CORS_VARY = (b"vary", b"Origin")

@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from app.jobs.models import Job, JobState
 from app.jobs.views import job_view
+from app.keys.tokens import bearer_secret, same_hash
 
 # States a job never leaves: their response bytes are served from memory forever after.
 # `needs_attention` is final for the state machine but an operator may still resolve it.
@@ -43,6 +44,14 @@ class Rendered:
     raw_headers: list[tuple[bytes, bytes]] = field(hash=False)
     not_modified_headers: list[tuple[bytes, bytes]] = field(hash=False)
     payer: str | None = None  # who paid: the only reader when reads are payer-bound
+    # SHA-256 of the key that alone may read this job (own_jobs_only), else None.
+    owner_hash: str | None = None
+
+    def readable_with(self, authorization: str | None) -> bool:
+        """Whether a request with this `Authorization` header may see the job."""
+        if self.owner_hash is None:
+            return True
+        return same_hash(bearer_secret(authorization), self.owner_hash)
 
     @property
     def immutable(self) -> bool:
@@ -76,8 +85,9 @@ def strong_etag(body: bytes) -> str:
     return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
 
 
-def render(job: Job, base_url: str) -> Rendered:
-    """Render a job's status response once; immutable states get an ETag."""
+def render(job: Job, base_url: str, owner_hash: str | None = None) -> Rendered:
+    """Render a job's status response once; immutable states get an ETag. `owner_hash`:
+    the hash of the only key allowed to read it (see `Rendered.readable_with`)."""
     body = json_bytes(job_view(job, base_url))
     headers = {"Cache-Control": LIVE_CACHE_CONTROL}
     etag = None
@@ -86,7 +96,7 @@ def render(job: Job, base_url: str) -> Rendered:
         headers = {"Cache-Control": IMMUTABLE_CACHE_CONTROL, "ETag": etag}
     full = Response(body, media_type=MEDIA_TYPE, headers=headers).raw_headers
     bare = Response(status_code=304, headers=headers).raw_headers
-    return Rendered(job.id, job.state, body, etag, headers, full, bare, job.payer)
+    return Rendered(job.id, job.state, body, etag, headers, full, bare, job.payer, owner_hash)
 
 
 def etag_matches(if_none_match: str | None, etag: str | None) -> bool:

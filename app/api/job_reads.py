@@ -114,16 +114,17 @@ class JobReads:
     async def _load(self, job_id: str, live: _Live) -> Rendered | None:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        job = await self._select(job_id)
-        if job is not None and self._refresh_due(job, live, started):
+        found = await self._select(job_id)
+        if found is not None and self._refresh_due(found[0], live, started):
             live.refreshed_at = loop.time()
             await self._poller.refresh(job_id, may_move_money=False)
             started = loop.time()
-            job = await self._select(job_id)
-        if job is None:
+            found = await self._select(job_id)
+        if found is None:
             self._live.pop(job_id, None)
             return None
-        rendered = render(job, self.gateway.settings.base_url)
+        job, owner_hash = found
+        rendered = render(job, self.gateway.settings.base_url, owner_hash)
         if rendered.immutable:
             self.immutable.put(rendered)
             self._live.pop(job_id, None)
@@ -143,9 +144,9 @@ class JobReads:
             polled = polled.replace(tzinfo=UTC)
         return polled <= utcnow() - timedelta(seconds=self.interval)
 
-    async def _select(self, job_id: str) -> Job | None:
+    async def _select(self, job_id: str) -> tuple[Job, str | None] | None:
         self.db_reads += 1
-        return await self.rows.fetch(job_id)
+        return await self.rows.fetch_owned(job_id)
 
     async def aclose(self) -> None:
         """Release what the read path holds (its database pool)."""

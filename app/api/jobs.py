@@ -39,9 +39,10 @@ async def get_reads(request: Request) -> JobReads:
 ReadsDep = Annotated[JobReads, Depends(get_reads)]
 
 
-async def _read(reads: JobReads, job_id: str) -> Rendered:
+async def _read(reads: JobReads, job_id: str, authorization: str | None) -> Rendered:
     rendered = await reads.read(job_id)
-    if rendered is None:
+    # A job its key keeps to itself is, to anyone else, a job that does not exist.
+    if rendered is None or not rendered.readable_with(authorization):
         raise NotFound("no such job", code="job_not_found")
     return rendered
 
@@ -77,12 +78,13 @@ async def get_job(
         str | None,
         Header(alias=HEADER, description="Payer-bound reads: the payer's signed challenge"),
     ] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
     """Poll a job; `?wait=N` returns as soon as it finishes (capped by the server)."""
     reader = None
     if gw.settings.job_reads == "payer":  # proven before the job is looked up
         reader = await ReadProofs(gw.settings).reader(job_id, sign_in_with_x)
-    rendered = await _read(reads, job_id)
+    rendered = await _read(reads, job_id, authorization)
     if reader is not None:
         ensure_payer(reader, rendered.payer)
     loop = asyncio.get_running_loop()
@@ -92,5 +94,5 @@ async def get_job(
         if remaining <= 0:
             break
         await asyncio.sleep(min(reads.ttl, remaining))
-        rendered = await _read(reads, job_id)
+        rendered = await _read(reads, job_id, authorization)
     return answer(rendered, if_none_match)

@@ -67,7 +67,11 @@ TOOLS = [
 
 
 async def read_job(
-    app: Starlette, gw: Gateway, arguments: dict[str, Any], meta: dict[str, Any]
+    app: Starlette,
+    gw: Gateway,
+    arguments: dict[str, Any],
+    meta: dict[str, Any],
+    authorization: str | None = None,
 ) -> CallToolResult:
     """`get_job`: the job document, as `GET /v1/jobs/{id}` answers it (and as guarded)."""
     job_id = arguments.get("jobId")
@@ -80,7 +84,8 @@ async def read_job(
     if gw.settings.job_reads == "payer":
         reader = await ReadProofs(gw.settings).reader(job_id, meta.get(SIGN_IN_WITH_X))
     rendered = await reads.read(job_id)
-    if rendered is None:
+    # A job its API key keeps to itself is, to anyone else, a job that does not exist.
+    if rendered is None or not rendered.readable_with(authorization):
         return results.error_result(NotFound("no such job", code="job_not_found"))
     if reader is not None:
         ensure_payer(reader, rendered.payer)
@@ -106,7 +111,9 @@ def build_server(app: Starlette) -> Server[Any, Request]:
             if name == MCP_EDIT_TOOL:
                 return await call_edit(gw, arguments, meta, context.request)
             if name == READ_TOOL:
-                return await read_job(app, gw, arguments, meta)
+                request = context.request
+                authorization = request.headers.get("authorization") if request else None
+                return await read_job(app, gw, arguments, meta, authorization)
             return results.error_result(NotFound(f"no tool named {name!r}", code="unknown_tool"))
         except AppError as exc:
             return results.error_result(exc)

@@ -77,6 +77,11 @@ def _complete(schema: dict[str, Any]) -> dict[str, Any]:
         "scheme": "bearer",
         "description": "X402R_ADMIN_TOKEN",
     }
+    components["securitySchemes"]["apiKey"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key (`x402r_…`, team gateway): an alternative to an x402 payment",
+    }
     for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
@@ -88,6 +93,7 @@ def _complete(schema: dict[str, Any]) -> dict[str, Any]:
             if "402" in responses:
                 responses["402"] = _PAYMENT_REQUIRED
                 operation.setdefault("parameters", []).extend(_PAID_PARAMETERS)
+                operation["security"] = [{}, {"apiKey": []}]  # x402 payment, or a key
                 if "200" in responses:
                     responses["200"]["headers"] = _RECEIPT_HEADERS
             if path.startswith(_ADMIN_PATHS):

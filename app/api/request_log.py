@@ -21,7 +21,8 @@ from app.core.logs import get_logger
 log = get_logger("app.requests")
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-_PAYMENT_HEADERS = ("x-payment", "payment-signature")
+# Paid requests: an x402 payment or an API key (whose value is never logged).
+_PAYMENT_HEADERS = ("x-payment", "payment-signature", "authorization")
 
 
 def request_id(request: Request) -> str:

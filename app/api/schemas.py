@@ -44,13 +44,17 @@ class AcceptedJob(BaseModel):
 
 
 class Payment(BaseModel):
-    """The client's payment for the job."""
+    """The client's payment for the job: x402, or a debit of an API key's budget."""
 
-    payer: str
+    method: Literal["x402", "api_key"] = "x402"
+    apiKeyId: str | None = Field(None, description="api_key: the key's id (never its secret)")
+    payer: str | None = Field(description="x402: the paying address; api_key: null")
     amount: str = Field(description="Atomic units of the asset (USDC: 6 decimals)")
     amountDisplay: str = Field(examples=["0.06324 USDC"])
     asset: str
-    network: str = Field(description="As in the client's receipt: `base` (v1) or CAIP-2 (v2)")
+    network: str | None = Field(
+        description="x402: as in the client's receipt, `base` (v1) or CAIP-2 (v2); api_key: null"
+    )
     transaction: str | None = Field(description="Settlement transaction; null until settled")
 
 
@@ -59,7 +63,10 @@ class Refund(BaseModel):
 
     amount: str
     transaction: str | None
-    status: Literal["pending", "refunded"]
+    status: Literal["pending", "refunded", "under_review"]
+    to: Literal["api_key_budget"] | None = Field(
+        None, description="api_key: credited to the key's budget (no transaction)"
+    )
 
 
 class JobError(BaseModel):

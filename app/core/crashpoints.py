@@ -15,6 +15,7 @@ POINTS = frozenset(
     {
         "after_verify",  # job row recorded, client payment not settled yet
         "after_settle",  # client charged and recorded, upstream not bought
+        "after_key_debit",  # key-paid job recorded with its debit, upstream not bought
         "after_upstream_signed",  # upstream authorization stored, not sent
         "after_upstream_submit",  # upstream accepted the job, acceptance not stored
         "after_refund_signed",  # refund authorization stored, not settled

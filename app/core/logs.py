@@ -5,13 +5,14 @@ rendered by structlog, so `json` gives one JSON object per line with the same fi
 Two layers keep secrets out, whatever the level. Libraries that log what passes through them
 (SQL parameters holding signed authorizations, request lines holding the RPC URL's provider
 key, typed data being signed) are held at WARNING. And every rendered line is scrubbed of
-the configured secrets (keys, tokens, the secret parts of URLs), for what a library or an
-exception message may still carry.
+the configured secrets (keys, tokens, the secret parts of URLs) and of anything shaped like an
+API key or a bearer token, for what a library or an exception message may still carry.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +39,9 @@ QUIET = (
 MIN_SECRET_LEN = 8  # shorter strings are not secrets worth scrubbing (and would match often)
 KEY_LIKE_LEN = 16
 REDACTED = "[redacted]"
+# Secrets no setting names: API keys (`x402r_…`, app.keys.tokens) and any bearer credential
+# a library or an exception message might echo.
+_DYNAMIC_SECRETS = re.compile(r"x402r_[A-Za-z0-9_-]{20,}|(?<=Bearer )[^\s\"',;]{8,}", re.I)
 
 
 def url_secrets(url: str) -> list[str]:
@@ -89,7 +93,7 @@ class ScrubbingFormatter(structlog.stdlib.ProcessorFormatter):
         for secret in self._secrets:
             if secret in line:
                 line = line.replace(secret, REDACTED)
-        return line
+        return _DYNAMIC_SECRETS.sub(REDACTED, line)
 
 
 def _renderer(json_lines: bool) -> Any:

@@ -1,5 +1,6 @@
 """Recording a new job, with what it commits us to, in one transaction: its share of the
-daily spend cap and (settling after the upstream) the payer's limit on unsettled jobs."""
+daily spend cap and (settling after the upstream) the payer's limit on unsettled jobs, or
+(paid with an API key) the debit of the key's budget."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from app.core.errors import Conflict, ServiceUnavailable
 from app.core.settings import SettlementOrder
 from app.jobs import reservation
 from app.jobs.models import Job, JobState
-from app.jobs.repository import JobRepository
+from app.jobs.policy import after, request_lease_s
+from app.jobs.repository import JobRepository, utcnow
+from app.jobs.transitions import transition
+from app.keys import budget
 
 _JOBS = cast(Table, Job.__table__)
 # Jobs whose payment is not settled yet and that may still buy (or have bought) upstream.
@@ -69,3 +73,32 @@ async def record(gw: Gateway, job: Job, quote: int) -> None:
         if not await reservation.reserve_for(session, job, quote, s.daily_upstream_cap_atomic):
             raise cap_reached()
         await JobRepository(session).add(job)
+
+
+async def record_key_paid(gw: Gateway, job: Job, quote: int) -> Job:
+    """Insert a key-paid `job` already PAID: the key's budget debited (`job.pay_amount`), the
+    daily cap reserved, the job and its key_ledger debit written, all in one transaction.
+
+    Nothing is written when the key's budget has no room (BudgetExhausted), the key was
+    revoked meanwhile (InvalidApiKey) or the cap has no room (503).
+    """
+    assert job.api_key_id is not None
+    now = utcnow()
+    async with core_transaction(gw.engine) as session:
+        await budget.debit(session, job.api_key_id, job.pay_amount, now)
+        if not await reservation.reserve_for(
+            session, job, quote, gw.settings.daily_upstream_cap_atomic
+        ):
+            raise cap_reached()
+        await JobRepository(session).add(job)
+        await budget.record_debit(session, job.api_key_id, job.id, job.pay_amount, now)
+        paid = await transition(
+            session,
+            job.id,
+            [JobState.VERIFIED],
+            event="key_debited",
+            state=JobState.PAID.value,
+            next_check_at=after(request_lease_s(gw.settings)),
+        )
+    assert paid is not None  # inserted by this very transaction
+    return paid

@@ -73,6 +73,9 @@ ARCS: tuple[Arc, ...] = (
          "the settle outcome stays unknown: parked for the operator"),
     _arc("settle_unknown_retry", {S.VERIFIED, S.SUBMITTED}, None,
          "error_code error_message next_check_at", "an unknown settle outcome, retried later"),
+    # Paying with an API key's budget instead (app.keys.budget): no settlement, ever.
+    _arc("key_debited", {S.VERIFIED}, S.PAID, "next_check_at",
+         "the key's budget debited in the transaction that records the job"),
     # Buying the upstream.
     _arc("upstream_signed", {S.PAID, S.VERIFIED}, S.UPSTREAM_SIGNED, _SIGNED,
          "the upstream purchase signed and stored before it is sent"),
@@ -104,6 +107,8 @@ ARCS: tuple[Arc, ...] = (
          "refund_amount error_code error_message next_check_at", "failed; policy refunds"),
     _arc("fail_undecided", FAILABLE, S.NEEDS_ATTENTION, _ENDED,
          "failed; whether the upstream charged us cannot be known: the operator decides"),
+    _arc("refunded_to_key", FAILABLE | {S.REFUNDING}, S.REFUNDED, f"refund_amount {_ENDED}",
+         "failed; policy refunds a key-paid job: its budget credited in the same write"),
     _arc("refund_expired_unused", {S.REFUNDING}, None, "refund_payload refund_nonce",
          "the refund authorization expired unused: dropped, to be signed again"),
     _arc("refund_signed", {S.REFUNDING}, None, "refund_payload refund_nonce",

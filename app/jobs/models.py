@@ -172,6 +172,16 @@ class Job(Base):
     )
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
+    @property
+    def paid_with_key(self) -> bool:
+        """Bought with an API key's budget: no x402 payment, nothing to settle, ever."""
+        return self.api_key_id is not None
+
+    @property
+    def client_charged(self) -> bool:
+        """The buyer has paid: the x402 payment settled, or the key's budget was debited."""
+        return self.settle_tx is not None or self.api_key_id is not None
+
 
 class LedgerEntry(Base):
     """One on-chain transfer; rows are only ever inserted."""

@@ -151,7 +151,7 @@ async def apply_status(
     worker fails it (and refunds, by policy) from the recorded answer.
     """
     status = data["status"]
-    if status == "completed" and job.settle_tx is None:
+    if status == "completed" and not job.client_charged:
         # settle_after: a result is served only once the client's payment settled. The
         # settlement step schedules the next check (and its outcome completes or parks it).
         return

@@ -54,7 +54,7 @@ def fingerprint(method: str, path: str, body: dict[str, object], price: int) -> 
     return hashlib.sha256(f"{method}\n{path}\n{price}\n{canonical}".encode()).hexdigest()
 
 
-async def _existing(gw: Gateway, job: Job, fp: str) -> Job:
+async def existing(gw: Gateway, job: Job, fp: str) -> Job:
     """A retry of a known payment: same request → same job; different request → 409.
 
     The 409 does not name the job: a payment's fields become public on chain once settled,
@@ -73,7 +73,7 @@ async def _existing(gw: Gateway, job: Job, fp: str) -> Job:
     return await answer_soon(gw, job.id)
 
 
-async def _spend_gate(gw: Gateway, body: dict[str, object], spent: int, paid: int) -> int:
+async def spend_gate(gw: Gateway, body: dict[str, object], spent: int, paid: int) -> int:
     """Refuse to sell (before taking money) when the upstream costs too much or the cap is hit;
     the upstream's quote otherwise (reserved when the job is recorded).
 
@@ -174,7 +174,7 @@ async def purchase(
         if row.known is not None:  # a retry of a payment we have seen
             known = await JobRepository(conn).by_payment(**identity)
     if known is not None:
-        return await _existing(gw, _same_payment(known, payment), fp)
+        return await existing(gw, _same_payment(known, payment), fp)
     spent = int(row.spent or 0)
 
     # Only what reaches the facilitator is counted: new payments, signed by their payer.
@@ -192,7 +192,7 @@ async def purchase(
         known = await _known(gw, payment, None)
         if known is None:
             raise
-        return await _existing(gw, _same_payment(known, payment), fp)
+        return await existing(gw, _same_payment(known, payment), fp)
     if scoped_key:
         async with transaction(gw.sessions) as session:
             repo = JobRepository(session)
@@ -200,9 +200,9 @@ async def purchase(
             await repo.release_failed_key(scoped_key)
             known = await repo.by_idempotency_key(scoped_key)
         if known is not None:
-            return await _existing(gw, known, fp)  # the new payment is never settled
+            return await existing(gw, known, fp)  # the new payment is never settled
 
-    quote = await _spend_gate(gw, body, spent, payment.value)
+    quote = await spend_gate(gw, body, spent, payment.value)
     settle_now = gw.settings.settlement_order is SettlementOrder.SETTLE_FIRST
 
     job = Job(
@@ -237,7 +237,7 @@ async def purchase(
         winner = await _known(gw, payment, scoped_key)
         if winner is None:
             raise
-        return await _existing(gw, _same_payment(winner, payment), fp)
+        return await existing(gw, _same_payment(winner, payment), fp)
     crash_point("after_verify")
     return await drive(gw, job, settle_counted=settle_now)
 
@@ -247,6 +247,8 @@ async def drive(gw: Gateway, job: Job, *, settle_counted: bool = False) -> Job:
 
     `settle_counted`: the job was just recorded with its first settle attempt counted.
     """
+    if job.paid_with_key:  # debited when recorded: nothing to settle, whatever the order
+        return await guarded(gw, job.id, buy_upstream(gw, job))
     if gw.settings.settlement_order is SettlementOrder.SETTLE_AFTER:
         return await _upstream_then_settle(gw, job)
     if job.state == JobState.VERIFIED.value:

@@ -10,6 +10,7 @@ from app.core.crashpoints import crash_point
 from app.core.db import transaction
 from app.core.settings import RefundPolicy
 from app.jobs import machine, onchain, refund_limit
+from app.jobs.key_refund import refund_to_key
 from app.jobs.models import Job, JobState
 from app.jobs.policy import MAX_REFUND_ATTEMPTS, after, first_refund_check_s, refund_backoff_s
 from app.jobs.repository import JobRepository, load_job, utcnow
@@ -61,7 +62,7 @@ async def fail_job(
     upstream_tx = None
     if upstream_charged is not False:
         upstream_charged, upstream_tx = await upstream_was_charged(gw, job)
-    client_charged = job.settle_tx is not None
+    client_charged = job.client_charged  # settled, or debited from a key's budget
     decision = (
         _should_refund(gw.settings.refund_policy, upstream_charged) if client_charged else False
     )
@@ -108,6 +109,8 @@ async def fail_job(
                 next_check_at=None,
                 **common,
             )
+        elif job.paid_with_key:  # credited to the key in this very write
+            await refund_to_key(session, job, common)
         else:
             await transition(
                 session,
@@ -120,7 +123,7 @@ async def fail_job(
                 **common,
             )
         await release_unspent(session, job_id)
-    if decision:
+    if decision and not job.paid_with_key:
         return await refund(gw, job_id)
     return await load_job(gw.sessions, job_id)
 
@@ -168,6 +171,10 @@ async def refund(gw: Gateway, job_id: str) -> Job:
     job = await load_job(gw.sessions, job_id)
     if job.state != JobState.REFUNDING.value or job.refund_amount is None:
         return job
+    if job.paid_with_key:  # never an on-chain transfer: the key's budget is credited
+        async with transaction(gw.sessions) as session:
+            await refund_to_key(session, job, {})
+        return await load_job(gw.sessions, job_id)
     if job.refund_payload is not None and await _refund_expired_unused(gw, job):
         # Nobody can execute it any more: replacing it cannot pay the client twice.
         async with transaction(gw.sessions) as session:

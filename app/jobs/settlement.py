@@ -52,6 +52,8 @@ async def settle_client_payment(
     that has just recorded the job). `then_sign`: on success, sign the upstream purchase and
     store it with the settlement in one transaction (see `record_settlement`).
     """
+    if job.paid_with_key:  # paid by its debit: there is no x402 payment to settle
+        raise RuntimeError(f"refusing to settle key-paid job {job.id}")
     payload = parse_payment_payload(job.payment_payload)
     requirements = parse_payment_requirements(job.x402_version, job.payment_requirements)
     if not attempt_counted:

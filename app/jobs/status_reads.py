@@ -19,6 +19,7 @@ from sqlalchemy.orm.instrumentation import manager_of_class
 
 from app.core.db_errors import connection_broken
 from app.jobs.models import Job
+from app.keys.models import ApiKey
 
 # Only what `job_view` shows (and when it was last polled): payloads stay in the database.
 VIEW_COLUMNS = (
@@ -40,9 +41,24 @@ VIEW_COLUMNS = (
     Job.finished_at,
     Job.last_polled_at,
     Job.next_check_at,  # when a pending refund is tried next
+    Job.api_key_id,  # paid with a key: shown as such
 )
-_SELECT = select(*VIEW_COLUMNS).where(Job.id == bindparam("job_id"))
-_SELECT_PG = "SELECT " + ", ".join(c.key for c in VIEW_COLUMNS) + " FROM jobs WHERE id = $1"
+# The secret hash of the key that bought the job, when that key keeps its jobs to itself:
+# a read must then present the key (compared with the hash, no further query).
+OWNER = "owner_hash"
+_OWNER = (
+    select(ApiKey.secret_hash)
+    .where(ApiKey.id == Job.api_key_id, ApiKey.own_jobs_only)
+    .scalar_subquery()
+    .label(OWNER)
+)
+_SELECT = select(*VIEW_COLUMNS, _OWNER).where(Job.id == bindparam("job_id"))
+_SELECT_PG = (
+    "SELECT "
+    + ", ".join(c.key for c in VIEW_COLUMNS)
+    + f", (SELECT k.secret_hash FROM api_keys k WHERE k.id = jobs.api_key_id"
+    f" AND k.own_jobs_only) AS {OWNER} FROM jobs WHERE id = $1"
+)
 # SQLAlchemy's own options in the engine's connect arguments, not asyncpg's.
 _ENGINE_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_func", "async_creator_fn")
 POOL_SIZE = 8
@@ -81,8 +97,17 @@ class StatusReads:
 
     async def fetch(self, job_id: str) -> Job | None:
         """`job_id` with its view columns, or None when there is no such job."""
+        found = await self.fetch_owned(job_id)
+        return None if found is None else found[0]
+
+    async def fetch_owned(self, job_id: str) -> tuple[Job, str | None] | None:
+        """`job_id` with its view columns and the hash of the only key that may read it
+        (None: readable by its id), or None when there is no such job."""
         values = await self._values(job_id)
-        return None if values is None else _loaded(values)
+        if values is None:
+            return None
+        owner = values.pop(OWNER, None)
+        return _loaded(values), owner
 
     async def _values(self, job_id: str) -> dict[str, Any] | None:
         if not self.postgres:

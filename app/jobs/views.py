@@ -53,7 +53,30 @@ def job_view(job: Job, base_url: str) -> dict[str, Any]:
         out["description"] = result.get("description")
     if job.error_code:
         out["error"] = {"code": job.error_code, "message": job.error_message}
-    out["payment"] = {
+    out["payment"] = payment_view(job)
+    refund = refund_view(job)
+    if refund is not None:
+        out["refund"] = refund
+    out["createdAt"] = rfc3339(job.created_at)
+    out["finishedAt"] = rfc3339(job.finished_at)
+    return out
+
+
+def payment_view(job: Job) -> dict[str, Any]:
+    """How the job was paid: an x402 payment (payer, settlement) or an API key's budget."""
+    if job.paid_with_key:  # the key's id only: never anything that could use it
+        return {
+            "method": "api_key",
+            "apiKeyId": job.api_key_id,
+            "payer": None,
+            "amount": str(job.pay_amount),
+            "amountDisplay": format_usdc(job.pay_amount),
+            "asset": job.pay_asset,
+            "network": None,
+            "transaction": None,
+        }
+    return {
+        "method": "x402",
         "payer": job.payer,
         "amount": str(job.pay_amount),
         "amountDisplay": format_usdc(job.pay_amount),
@@ -62,12 +85,6 @@ def job_view(job: Job, base_url: str) -> dict[str, Any]:
         "network": network_for_version(job.pay_network, job.x402_version),
         "transaction": job.settle_tx,
     }
-    refund = refund_view(job)
-    if refund is not None:
-        out["refund"] = refund
-    out["createdAt"] = rfc3339(job.created_at)
-    out["finishedAt"] = rfc3339(job.finished_at)
-    return out
 
 
 def rfc3339(moment: datetime | None) -> str | None:
@@ -85,7 +102,10 @@ def refund_view(job: Job) -> dict[str, Any] | None:
     if job.refund_amount is None:
         return None
     out: dict[str, Any] = {"amount": str(job.refund_amount), "transaction": job.refund_tx}
-    if job.refund_tx:
+    if job.paid_with_key and job.state == JobState.REFUNDED.value:
+        out["status"] = "refunded"
+        out["to"] = "api_key_budget"  # credited to the key: no transaction
+    elif job.refund_tx:
         out["status"] = "refunded"
     elif job.state == JobState.NEEDS_ATTENTION.value:
         out["status"] = "under_review"  # nothing more happens on its own
@@ -98,6 +118,8 @@ def refund_view(job: Job) -> dict[str, Any] | None:
 
 def money_outcome(job: Job) -> str:
     """One sentence on what happened to the client's payment of a job that failed."""
+    if job.paid_with_key:
+        return _key_money_outcome(job)
     paid = f"your payment of {format_usdc(job.pay_amount)} USDC"
     if job.settle_tx is None:
         return f"{paid} was not charged"
@@ -112,6 +134,15 @@ def money_outcome(job: Job) -> str:
         when = refund.get("nextAttemptAt")
         return f"{paid} is being refunded" + (f" (next attempt at {when})" if when else "")
     return f"{paid} is to be refunded; the refund is under review by the operator"
+
+
+def _key_money_outcome(job: Job) -> str:
+    debit = f"the {format_usdc(job.pay_amount)} USDC debited from your API key's budget"
+    if job.state == JobState.REFUNDED.value:
+        return f"{debit} was credited back to it"
+    if job.state == JobState.NEEDS_ATTENTION.value:
+        return f"whether {debit} is credited back is under review by the operator"
+    return f"{debit} is not credited back (the operator's refund policy)"
 
 
 def refund_details(job: Job) -> dict[str, Any] | None:

@@ -49,6 +49,10 @@ async def advance(gw: Gateway, poller: Poller, job: Job) -> None:
     """One step forward for one job (as claimed), whatever state it was left in."""
     state = JobState(job.state)
     after = gw.settings.settlement_order is SettlementOrder.SETTLE_AFTER
+    if state is JobState.VERIFIED and job.paid_with_key:
+        # Never committed (the debit records it PAID), unless written by hand: never settled.
+        log.error("key-paid job %s is in state verified; left for the operator", job.id)
+        return
     if state is JobState.VERIFIED:
         if after:
             await fail_job(
@@ -70,7 +74,7 @@ async def advance(gw: Gateway, poller: Poller, job: Job) -> None:
         if failed_upstream(job):  # a status read recorded it: no charge for a failed job
             await fail_recorded(gw, job)
             return
-        if after and job.settle_tx is None:
+        if after and not job.client_charged:  # a key-paid job has nothing to settle
             await settle_client_payment(gw, job)
         await poller.refresh(job.id)
     elif state is JobState.REFUNDING:
