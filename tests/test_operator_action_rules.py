@@ -41,7 +41,9 @@ CASES = [
     (parked("upstream_unreachable", **CHARGED), FIRST, False, True),
     (parked("upstream_payment_refused", **CHARGED), FIRST, False, True),
     (parked("client_payment_refused_after_purchase"), AFTER, False, False),
-    (parked("upstream_unreachable", **CHARGED, api_key_id="key_1"), FIRST, False, False),
+    # A key-paid job is refunded by crediting its key, once.
+    (parked("upstream_unreachable", api_key_id="key_1"), FIRST, False, True),
+    (parked("upstream_unreachable", api_key_id="key_1", refund_amount=63240), FIRST, False, False),
     (parked("upstream_unreachable", **CHARGED, refund_tx="0x" + "22" * 32), FIRST, False, False),
     (parked("settlement_unresolved", state="completed"), FIRST, False, False),
 ]

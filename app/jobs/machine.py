@@ -130,6 +130,10 @@ ARCS: tuple[Arc, ...] = (
     _arc("operator_retry_refund", {S.NEEDS_ATTENTION}, S.REFUNDING,
          f"refund_attempts {_ENDED}",
          "operator: send the same stored refund authorization again"),
+    _arc("operator_refund_to_key", {S.NEEDS_ATTENTION}, S.REFUNDED,
+         "refund_amount finished_at next_check_at",
+         "the operator refunds a parked key-paid job: its debit credited back to the key "
+         "in the same write"),
     _arc("operator_refund", {S.NEEDS_ATTENTION}, S.REFUNDING,
          f"refund_amount refund_payload refund_nonce refund_attempts {_ENDED}",
          "operator: refund the client's charge (the worker signs and sends it)"),

@@ -17,7 +17,9 @@ was bought under `settle_after` have no charge to settle again or to refund.
 
 Refundable: an on-chain charge (`settle_tx`) with no refund made, and none pending that could
 still pay (no stored refund authorization, unless the chain showed it used by another
-transfer: `refund_not_made`). Key-paid jobs are credited by the key payment path, not here.
+transfer: `refund_not_made`). A parked key-paid job has no transfer to make: its debit is
+credited back to its key in the write that moves it to `refunded` (once: the key ledger's
+unique (job, credit) row).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from app.core.settings import SettlementOrder
 from app.jobs.models import Job, JobState, OperatorAction
 from app.jobs.repository import utcnow
 from app.jobs.transitions import transition
+from app.keys import budget
 
 RETRY_SETTLEMENT = frozenset({"settlement_unresolved"})
 RETRY_REFUND = frozenset({"refund_refused", "refund_unresolved"})
@@ -72,7 +75,7 @@ def refund_refusal(job: Job) -> str | None:
     if job.state != JobState.NEEDS_ATTENTION.value:
         return f"only needs_attention jobs are refunded here (this one is {job.state})"
     if job.api_key_id is not None:
-        return "a key-paid job: its budget is credited by the key payment path"
+        return "already credited back to its key" if job.refund_amount is not None else None
     if job.settle_tx is None:
         return "no recorded charge to refund (retry an unresolved settlement first)"
     if job.refund_tx is not None:
@@ -146,6 +149,8 @@ async def refund(session: AsyncSession, job_id: str, *, reason: str, actor: str)
     if why := refund_refusal(job):
         code = NOT_PARKED if job.state != JobState.NEEDS_ATTENTION.value else NOT_REFUNDABLE
         raise ActionRefused(code, why, job)
+    if job.api_key_id is not None:
+        return await _refund_to_key(session, job, reason=reason, actor=actor)
     written = await transition(
         session,
         job_id,
@@ -165,4 +170,23 @@ async def refund(session: AsyncSession, job_id: str, *, reason: str, actor: str)
     if written is None:
         raise _parked_elsewhere(job)
     await _record(session, job_id, "refund", reason, actor)
+    return written
+
+
+async def _refund_to_key(session: AsyncSession, job: Job, *, reason: str, actor: str) -> Job:
+    """Credit a parked key-paid job's debit back to its key, in the write that ends it."""
+    written = await transition(
+        session,
+        job.id,
+        [JobState.NEEDS_ATTENTION],
+        event="operator_refund_to_key",
+        state=JobState.REFUNDED.value,
+        refund_amount=job.pay_amount,
+        finished_at=utcnow(),
+        next_check_at=None,
+    )
+    if written is None:
+        raise _parked_elsewhere(job)
+    await budget.credit(session, job.id, f"operator refund: {reason}")
+    await _record(session, job.id, "refund", reason, actor)
     return written
