@@ -2,9 +2,10 @@
 key credits), margin, and jobs by state, over a time window.
 
 One function per grouping (`report_totals`, `report_by_day`, `report_by_key`,
-`report_by_payer`, `jobs_by_state`), each a couple of GROUP BY queries over `ledger` and
-`key_ledger`, so any of them can later be served from a rollup table without touching callers.
-Money rows are placed in time by when they were recorded; jobs by when they were created.
+`report_by_payer`, `jobs_by_state`). The whole-gateway and per-day on-chain sums come from
+the per-day rollups (`app.jobs.totals`), so they stay fast as the ledger grows; per key and
+per payer group the ledger itself (through its jobs). Money rows are placed in time by when
+they were recorded; jobs by when they were created.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy import ColumnElement, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import dialect_name
+from app.jobs import totals
 from app.jobs.models import Job, LedgerEntry
 from app.keys.models import ApiKey, KeyLedgerEntry
 
@@ -98,6 +100,30 @@ def _add(rows: dict[Any, Money], group: Any, field: str, total: Any) -> None:
     setattr(money, field, getattr(money, field) + int(total))
 
 
+async def _ledger_sums(
+    rows: dict[Any, Money], session: AsyncSession, window: Window, group: Any, *, join_jobs: bool
+) -> None:
+    """Add the on-chain ledger's sums per `group` (a column of the ledger or, with
+    `join_jobs`, of its jobs) to `rows`."""
+    ledger = select(group, LedgerEntry.kind, func.sum(LedgerEntry.amount)).select_from(LedgerEntry)
+    if join_jobs:
+        ledger = ledger.join(Job, Job.id == LedgerEntry.job_id)
+    ledger = ledger.where(*window.on(LedgerEntry.created_at)).group_by(group, LedgerEntry.kind)
+    for key, kind, total in (await session.execute(ledger)).all():
+        _add(rows, key, _LEDGER_FIELD[str(kind)], total)
+
+
+def _add_onchain(rows: dict[Any, Money], group: Any, onchain: totals.Totals) -> None:
+    """Add one rollup total (charges, upstream spend, refunds) to `rows[group]`."""
+    for field, amount in (
+        ("charges", onchain.charges),
+        ("upstream", onchain.upstream_spend),
+        ("onchain_refunds", onchain.refunds),
+    ):
+        if amount:
+            _add(rows, group, field, amount)
+
+
 async def _sums(
     session: AsyncSession,
     window: Window,
@@ -106,20 +132,14 @@ async def _sums(
     *,
     join_jobs: bool,
     key_join: bool | None = None,
+    ledger_rows: bool = True,
 ) -> dict[Any, Money]:
-    """Sums per group: `ledger_group` over ledger rows, `key_group` over key-ledger rows
-    (which may refer to `jobs` when `join_jobs`, or `key_join` for the key ledger)."""
+    """Sums per group: `ledger_group` over ledger rows (unless not `ledger_rows`), `key_group`
+    over key-ledger rows (which may refer to `jobs` when `join_jobs`, or `key_join` for the
+    key ledger)."""
     rows: dict[Any, Money] = {}
-    ledger = select(ledger_group, LedgerEntry.kind, func.sum(LedgerEntry.amount)).select_from(
-        LedgerEntry
-    )
-    if join_jobs:
-        ledger = ledger.join(Job, Job.id == LedgerEntry.job_id)
-    ledger = ledger.where(*window.on(LedgerEntry.created_at)).group_by(
-        ledger_group, LedgerEntry.kind
-    )
-    for group, kind, total in (await session.execute(ledger)).all():
-        _add(rows, group, _LEDGER_FIELD[str(kind)], total)
+    if ledger_rows:
+        await _ledger_sums(rows, session, window, ledger_group, join_jobs=join_jobs)
     keyed = (
         select(key_group, KeyLedgerEntry.kind, func.sum(KeyLedgerEntry.amount))
         .select_from(KeyLedgerEntry)
@@ -134,20 +154,26 @@ async def _sums(
 
 
 async def report_totals(session: AsyncSession, window: Window) -> Money:
-    """The window's sums over everything."""
-    sums = await _sums(session, window, literal("all"), literal("all"), join_jobs=False)
+    """The window's sums over everything (on-chain sums from the per-day rollups)."""
+    sums = await _sums(
+        session, window, literal("all"), literal("all"), join_jobs=False, ledger_rows=False
+    )
+    _add_onchain(sums, "all", await totals.totals(session, window.since, window.until))
     return sums.get("all", Money())
 
 
 async def report_by_day(session: AsyncSession, window: Window) -> list[dict[str, Any]]:
-    """Sums per UTC day, oldest first."""
+    """Sums per UTC day, oldest first (on-chain sums from the per-day rollups)."""
     sums = await _sums(
         session,
         window,
-        _day(session, LedgerEntry.created_at),
+        literal("all"),
         _day(session, KeyLedgerEntry.created_at),
         join_jobs=False,
+        ledger_rows=False,
     )
+    for day, onchain in (await totals.by_day(session, window.since, window.until)).items():
+        _add_onchain(sums, day.isoformat(), onchain)
     return [{"day": day} | sums[day].as_dict() for day in sorted(sums)]
 
 
@@ -182,6 +208,8 @@ async def report_by_payer(session: AsyncSession, window: Window) -> list[dict[st
 
 
 async def jobs_by_state(session: AsyncSession, window: Window) -> dict[str, int]:
-    """How many jobs created in the window are in each state."""
+    """How many jobs created in the window are in each state (all jobs: from the rollups)."""
+    if window.since is None and window.until is None:
+        return await totals.jobs_by_state(session)
     stmt = select(Job.state, func.count()).where(*window.on(Job.created_at)).group_by(Job.state)
     return {state: int(n) for state, n in (await session.execute(stmt)).all()}
