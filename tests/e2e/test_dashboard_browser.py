@@ -2,12 +2,12 @@
 
 A known mix is driven first: jobs paid by the SDK and served, one failed by the upstream and
 refunded (refund policy `full`), one whose payment the chain refused at settlement
-(`payment_failed`), and key-paid jobs. The key payment path is not on this branch: the key,
-its jobs and their key-ledger rows are written by `tests.operator_seed` as that path writes
-them (no on-chain rows), and so is one parked job (an unresolved settlement, nothing
-charged). The page is opened, logged in with the admin token, and every number it shows is
-compared with the ledger, the key ledger, the jobs table and the chain; no console error is
-allowed. The screenshot is kept as docs/dashboard.png.
+(`payment_failed`), and jobs bought with an API key made through the admin API (two served,
+one failed and credited back to the key). One parked job (an unresolved settlement, nothing
+charged) is written by `tests.operator_seed`: parking one for real takes a facilitator that
+fails a dozen times. The page is opened, logged in with the admin token, and every number it
+shows is compared with the ledger, the key ledger, the jobs table and the chain; no console
+error is allowed. The screenshot is kept as docs/dashboard.png.
 """
 
 from __future__ import annotations
@@ -40,11 +40,12 @@ from tests.helpers import (
     run_until_resolved,
     sign_payment,
 )
+from tests.key_helpers import key_post, new_key, poll_with_key
 from tests.ledger_audit import audit
 from tests.worlds import WorldMaker, pause_mining, resume_mining
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
-KEY_PAYER = "0x" + "5e" * 20
+PARKED_PAYER = "0x" + "5e" * 20
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)"
@@ -116,23 +117,35 @@ async def _drive(world: World) -> None:
     nonce = await _refused_at_settlement(world)
     refused = await run_until_resolved(world.database_url, nonce)
     assert refused.state == "payment_failed", (refused.state, refused.error_code)
+    await _key_paid(world)
     engine = create_async_engine(world.database_url)
     async with engine.begin() as conn:
-        key = await seed.api_key(conn, "research", budget=2_000_000, spent=2 * PRICE)
-        for _ in range(2):
-            await seed.key_paid_job(conn, key, JobState.COMPLETED, payer=KEY_PAYER, amount=PRICE)
-        await seed.key_paid_job(
-            conn, key, JobState.FAILED, payer=KEY_PAYER, amount=PRICE, credited=True
-        )
         await seed.job(
             conn,
             JobState.NEEDS_ATTENTION,
-            payer=KEY_PAYER,
+            payer=PARKED_PAYER,
             charged=False,
             error_code="settlement_unresolved",
             error_message="settlement outcome still unknown after 12 attempts",
         )
     await engine.dispose()
+
+
+async def _key_paid(world: World) -> None:
+    """Two jobs bought with the key "research" and served, one failed and credited back."""
+    _, secret = await new_key(world, name="research", budget=2_000_000)
+    async with httpx.AsyncClient(timeout=60) as http:
+        for i in range(2):
+            answer = await key_post(http, world, secret, body={**EDIT_BODY, "prompt": f"key {i}"})
+            assert answer.status_code == 200, answer.text
+            await poll_with_key(http, answer.json()["statusUrl"], secret)
+        world.set_faults({"job_fails": "content policy violation"})
+        try:
+            failed = await key_post(http, world, secret, body={**EDIT_BODY, "prompt": "key fails"})
+            assert failed.status_code == 200, failed.text
+            await poll_with_key(http, failed.json()["statusUrl"], secret)
+        finally:
+            world.reset_upstream()
 
 
 async def _truth(world: World) -> dict[str, Any]:
@@ -270,13 +283,14 @@ async def test_the_dashboard_shows_the_ledger(dashboard_world: World, tmp_path: 
                  "onchainRefunds", "keyCredits", "margin"):  # fmt: skip
         atomic, text = shown["cards"][name]
         assert int(atomic) == truth[name], name
-        assert text == f"{truth[name] // 10**6}.{truth[name] % 10**6:06d}", name
+        sign, amount = ("-" if truth[name] < 0 else ""), abs(truth[name])
+        assert text == f"{sign}{amount // 10**6}.{amount % 10**6:06d}", name
     assert truth["charges"] == 4 * PRICE  # 2 served, 1 refunded, 1 race winner
     assert truth["keyDebits"] == 3 * PRICE
     assert truth["onchainRefunds"] == truth["keyCredits"] == PRICE
     assert shown["states"] == truth["states"]
     assert truth["states"]["payment_failed"] == 1
-    assert truth["states"]["refunded"] == 1
+    assert truth["states"]["refunded"] == 2  # one on chain, one credited to the key
     assert sorted(job for job, _, _ in shown["parked"]) == truth["parked"]
     assert all((retry, refund) == (False, True) for _, retry, refund in shown["parked"])
     assert shown["keys"] == [["research", str(3 * PRICE), str(2_000_000 - 2 * PRICE)]]
