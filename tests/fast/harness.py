@@ -1,0 +1,182 @@
+"""A real `Gateway` and its ASGI app on a given database, with the outside world faked: a
+scripted facilitator, a MockTransport upstream and (optionally) a chain reader, all over one
+fake token ledger. Payments are signed by the SDK client and parsed and checked for real."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from eth_account import Account
+from fastapi import FastAPI
+from sqlalchemy import func, select, update
+from x402.http import decode_payment_required_header, encode_payment_signature_header
+
+from app.api.edits import EDIT_PATH, current_offer
+from app.api.job_reads import close_job_reads
+from app.context import Gateway
+from app.jobs.models import Job, JobState, LedgerEntry, SpendHour
+from app.jobs.polling import Poller
+from app.jobs.repository import JobRepository, load_job, utcnow
+from app.jobs.workers import ACTIVE, advance
+from app.main import _upstream_client, build_gateway, create_app
+from app.payments.incoming import IncomingPayment, parse_payment
+from app.upstream.status_fetch import StatusReader
+from sandbox.pay import EDIT_BODY, payer_client
+from sandbox.world import UPSTREAM_PAYEE, address
+from tests.fast.chain import FakeChain, Ledger
+from tests.fast.facilitator import ScriptedFacilitator
+from tests.fast.upstream import URL, FakeUpstream
+from tests.settings_factory import make_settings
+
+MAX_WORKER_STEPS = 40  # more than any retry budget the policy allows (12 settle attempts)
+
+
+@dataclass
+class World:
+    """Everything outside the gateway; it outlives a gateway (a crash and a restart)."""
+
+    ledger: Ledger
+    facilitator: ScriptedFacilitator
+    upstream: FakeUpstream
+    chain: FakeChain | None
+
+
+def new_world(hot_wallet: str, *, chain: bool) -> World:
+    """A fresh ledger, facilitator and upstream; a chain reader over them when `chain`."""
+    ledger = Ledger()
+    return World(
+        ledger=ledger,
+        facilitator=ScriptedFacilitator(ledger, hot_wallet),
+        upstream=FakeUpstream(ledger, address(UPSTREAM_PAYEE)),
+        chain=FakeChain(ledger) if chain else None,
+    )
+
+
+def fast_settings(database_url: str, **overrides: Any) -> Any:
+    """Settings for a gateway on an already migrated database, workers driven by the test."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "upstream_url": URL,
+        "auto_migrate": False,
+        "workers_enabled": False,
+        "upstream_allow_private_addresses": True,  # the fake upstream is on 127.0.0.1
+        "upstream_status_max_bytes": 1024,
+        "verify_rate_per_payer": "off",
+        "verify_rate_per_client": "off",
+        "db_pool_size": 2,
+        **overrides,
+    }
+    return make_settings(**values)
+
+
+async def install_world(gw: Gateway, world: World) -> httpx.AsyncClient:
+    """Point the gateway's facilitator, chain and upstream at `world`; the upstream's HTTP
+    client is returned (the caller closes it: the gateway closes only its own)."""
+    gw.facilitator = world.facilitator
+    gw.chain = world.chain  # type: ignore[assignment]  # the ChainReader surface, faked
+    upstream_http = httpx.AsyncClient(transport=world.upstream.transport)
+    policy = gw.upstream.statuses.policy
+    await gw.upstream.statuses.aclose()
+    gw.upstream = _upstream_client(gw.settings, gw.hot_wallet, upstream_http)
+    await gw.upstream.statuses.aclose()
+    gw.upstream.statuses = StatusReader(policy, world.upstream.transport)
+    return upstream_http
+
+
+class FastGateway:
+    """One gateway process, in-process; a new payer per instance."""
+
+    def __init__(self, gw: Gateway, app: FastAPI, world: World) -> None:
+        self.gw, self.app, self.world = gw, app, world
+        self.poller: Poller = app.state.poller
+        self.payer = Account.create()
+        self.payment: IncomingPayment | None = None
+        self.http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://internal:8080"
+        )
+
+    async def sign(self) -> str:
+        """A payment header for our offer, signed by the SDK client with this payer's key."""
+        offer = current_offer(self.gw, EDIT_PATH)
+        required = decode_payment_required_header(offer.unpaid_header)
+        payload = await payer_client("0x" + bytes(self.payer.key).hex()).create_payment_payload(
+            required
+        )
+        header = encode_payment_signature_header(payload)
+        self.payment = parse_payment(header, offer)  # for looking the job up by its nonce
+        return header
+
+    async def pay(self, header: str | None = None) -> httpx.Response:
+        """POST the edit with a (new, unless given) signed payment."""
+        header = header or await self.sign()
+        return await self.http.post(EDIT_PATH, json=EDIT_BODY, headers={"PAYMENT-SIGNATURE": header})
+
+    async def job(self) -> Job | None:
+        """The job the last signed payment bought, if any."""
+        assert self.payment is not None
+        p = self.payment
+        async with self.gw.sessions() as session:
+            return await JobRepository(session).by_payment(p.network, p.payer, p.nonce)
+
+    async def the_job(self) -> Job:
+        """The job the last payment bought (there must be one)."""
+        job = await self.job()
+        assert job is not None, "the payment bought no job"
+        return job
+
+    async def make_due(self, job_id: str) -> None:
+        """Time passes: the job's lease or backoff is over and its poll interval too (a test's
+        clock, written directly: no state changes)."""
+        async with self.gw.engine.begin() as conn:
+            await conn.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(next_check_at=utcnow(), last_polled_at=None)
+            )
+
+    async def work(self, job_id: str, max_steps: int = MAX_WORKER_STEPS) -> Job:
+        """Let the recovery worker advance the job until it leaves the worker's states."""
+        for _ in range(max_steps):
+            job = await load_job(self.gw.sessions, job_id)
+            if JobState(job.state) not in ACTIVE:
+                return job
+            await self.make_due(job_id)
+            await advance(self.gw, self.poller, await load_job(self.gw.sessions, job_id))
+        raise AssertionError(f"job still {job.state} after {max_steps} worker steps")
+
+    async def ledger_rows(self, job_id: str) -> list[LedgerEntry]:
+        """The job's ledger rows, oldest first."""
+        async with self.gw.sessions() as session:
+            stmt = select(LedgerEntry).where(LedgerEntry.job_id == job_id).order_by(LedgerEntry.id)
+            return list((await session.execute(stmt)).scalars())
+
+    async def spent(self) -> int:
+        """The upstream spend counted in the database (every hour)."""
+        async with self.gw.sessions() as session:
+            total = await session.scalar(select(func.coalesce(func.sum(SpendHour.amount), 0)))
+        return int(total or 0)
+
+
+@asynccontextmanager
+async def fast_gateway(
+    database_url: str, world: World | None = None, *, chain: bool = True, **overrides: Any
+) -> AsyncIterator[FastGateway]:
+    """A gateway on `database_url` whose outside world is `world` (a new one by default)."""
+    settings = fast_settings(database_url, **overrides)
+    gw = build_gateway(settings)
+    world = world or new_world(settings.hot_wallet_address, chain=chain)
+    upstream_http = await install_world(gw, world)
+    app = create_app(settings)
+    app.state.gateway, app.state.poller = gw, Poller(gw)
+    fast = FastGateway(gw, app, world)
+    try:
+        yield fast
+    finally:
+        await fast.http.aclose()
+        await close_job_reads(app)
+        await upstream_http.aclose()
+        await gw.close()
