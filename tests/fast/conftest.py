@@ -3,13 +3,15 @@ recording of the arcs taken; the arc coverage test runs after every other fast t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from app.core.migrate import upgrade_to_head
 from tests.fast import arcs
+from tests.fast.harness import GatewayPool, Opener
 
 COVERAGE_TEST = "test_every_arc_is_taken"
 
@@ -45,3 +47,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The arc coverage test goes last: it reads what every other fast test recorded."""
     last = [item for item in items if item.name == COVERAGE_TEST]
     items[:] = [item for item in items if item.name != COVERAGE_TEST] + last
+
+
+@pytest.fixture(scope="session")
+async def gateway_pool() -> AsyncIterator[GatewayPool]:
+    """Gateways reused across the session's fast tests."""
+    pool = GatewayPool()
+    yield pool
+    await pool.aclose()
+
+
+@pytest.fixture
+def gateways(gateway_pool: GatewayPool, database_url: str) -> Opener:
+    """Open a gateway on this test's database: `async with gateways(**settings) as h`."""
+    return partial(gateway_pool.open, database_url)

@@ -107,9 +107,13 @@ class ScriptedFacilitator:
         if outcome is Settle.RAISES:
             raise RuntimeError("facilitator answered garbage")
         if outcome is Settle.REFUSED:
-            return SettleResponse(success=False, error_reason=REFUSAL, network=network)
+            return SettleResponse(
+                success=False, error_reason=REFUSAL, transaction="", network=network
+            )
         if outcome is Settle.LIES:
             return SettleResponse(success=True, transaction="0x" + "ab" * 32, network=network)
         if tx is None:  # SETTLED on a used nonce, FRONTRUN: what a real facilitator says
-            return SettleResponse(success=False, error_reason=NONCE_USED, network=network)
+            return SettleResponse(
+                success=False, error_reason=NONCE_USED, transaction="", network=network
+            )
         return SettleResponse(success=True, transaction=tx, network=network)

@@ -4,8 +4,8 @@ fake token ledger. Payments are signed by the SDK client and parsed and checked 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +95,7 @@ class FastGateway:
         self.poller: Poller = app.state.poller
         self.payer = Account.create()
         self.payment: IncomingPayment | None = None
+        self.header = ""  # the last payment signed
         self.http = httpx.AsyncClient(
             transport=httpx.ASGITransport(app), base_url="http://internal:8080"
         )
@@ -106,9 +107,9 @@ class FastGateway:
         payload = await payer_client("0x" + bytes(self.payer.key).hex()).create_payment_payload(
             required
         )
-        header = encode_payment_signature_header(payload)
-        self.payment = parse_payment(header, offer)  # for looking the job up by its nonce
-        return header
+        self.header = encode_payment_signature_header(payload)
+        self.payment = parse_payment(self.header, offer)  # for looking the job up by its nonce
+        return self.header
 
     async def pay(self, header: str | None = None) -> httpx.Response:
         """POST the edit with a (new, unless given) signed payment."""
@@ -161,22 +162,51 @@ class FastGateway:
         return int(total or 0)
 
 
-@asynccontextmanager
-async def fast_gateway(
-    database_url: str, world: World | None = None, *, chain: bool = True, **overrides: Any
-) -> AsyncIterator[FastGateway]:
-    """A gateway on `database_url` whose outside world is `world` (a new one by default)."""
-    settings = fast_settings(database_url, **overrides)
-    gw = build_gateway(settings)
-    world = world or new_world(settings.hot_wallet_address, chain=chain)
-    upstream_http = await install_world(gw, world)
-    app = create_app(settings)
-    app.state.gateway, app.state.poller = gw, Poller(gw)
-    fast = FastGateway(gw, app, world)
-    try:
-        yield fast
-    finally:
-        await fast.http.aclose()
-        await close_job_reads(app)
-        await upstream_http.aclose()
-        await gw.close()
+Opener = Callable[..., AbstractAsyncContextManager[FastGateway]]
+
+
+class GatewayPool:
+    """Gateways kept open for the session, one per database and settings: building one
+    costs more than a paid request (TLS contexts, connections). Each test gets a new world."""
+
+    def __init__(self) -> None:
+        self._gateways: dict[tuple[str, tuple[tuple[str, Any], ...]], Gateway] = {}
+
+    @asynccontextmanager
+    async def open(
+        self,
+        database_url: str,
+        world: World | None = None,
+        *,
+        chain: bool = True,
+        restarted: bool = False,
+        **overrides: Any,
+    ) -> AsyncIterator[FastGateway]:
+        """A gateway on `database_url` whose outside world is `world` (a new one by default);
+        `restarted`: a new process (a gateway of its own, closed at the end)."""
+        key = (database_url, tuple(sorted(overrides.items())))
+        gw = None if restarted else self._gateways.get(key)
+        if gw is None:
+            gw = build_gateway(fast_settings(database_url, **overrides))
+            if not restarted:
+                self._gateways[key] = gw
+        world = world or new_world(gw.settings.hot_wallet_address, chain=chain)
+        upstream_http = await install_world(gw, world)
+        app = create_app(gw.settings)
+        app.state.gateway, app.state.poller = gw, Poller(gw)
+        fast = FastGateway(gw, app, world)
+        try:
+            yield fast
+        finally:
+            await fast.http.aclose()
+            await close_job_reads(app)
+            await upstream_http.aclose()
+            await gw.upstream.statuses.aclose()
+            if restarted:
+                await gw.close()
+
+    async def aclose(self) -> None:
+        """Close every gateway kept open."""
+        for gw in self._gateways.values():
+            await gw.close()
+        self._gateways.clear()
