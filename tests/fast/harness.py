@@ -18,6 +18,7 @@ from x402.http import decode_payment_required_header, encode_payment_signature_h
 from app.api.edits import EDIT_PATH, current_offer
 from app.api.job_reads import close_job_reads
 from app.context import Gateway
+from app.core.settings import Settings
 from app.jobs.models import Job, JobState, LedgerEntry, SpendHour
 from app.jobs.polling import Poller
 from app.jobs.repository import JobRepository, load_job, utcnow
@@ -56,7 +57,7 @@ def new_world(hot_wallet: str, *, chain: bool) -> World:
     )
 
 
-def fast_settings(database_url: str, **overrides: Any) -> Any:
+def fast_settings(database_url: str, **overrides: Any) -> Settings:
     """Settings for a gateway on an already migrated database, workers driven by the test."""
     values: dict[str, Any] = {
         "database_url": database_url,
@@ -73,18 +74,56 @@ def fast_settings(database_url: str, **overrides: Any) -> Any:
     return make_settings(**values)
 
 
-async def install_world(gw: Gateway, world: World) -> httpx.AsyncClient:
-    """Point the gateway's facilitator, chain and upstream at `world`; the upstream's HTTP
-    client is returned (the caller closes it: the gateway closes only its own)."""
-    gw.facilitator = world.facilitator
-    gw.chain = world.chain  # type: ignore[assignment]  # the ChainReader surface, faked
-    upstream_http = httpx.AsyncClient(transport=world.upstream.transport)
+class Relay:
+    """The upstream transport of a pooled gateway: hands each request to the current test's
+    fake upstream (the client and its TLS-free transports are built once per gateway)."""
+
+    def __init__(self) -> None:
+        self.upstream: FakeUpstream | None = None
+        self.transport = httpx.MockTransport(self._handle)
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
+        assert self.upstream is not None, "no fake upstream installed"
+        return self.upstream.handle(request)
+
+
+@dataclass
+class Built:
+    """A gateway, its app, and what talks to its fake upstream."""
+
+    gw: Gateway
+    app: FastAPI
+    relay: Relay
+    upstream_http: httpx.AsyncClient  # the upstream client's (the gateway closes only its own)
+
+    async def aclose(self) -> None:
+        """Stop it as the lifespan would."""
+        await close_job_reads(self.app)
+        await self.upstream_http.aclose()
+        await self.gw.close()
+
+
+async def build_fast_gateway(settings: Settings) -> Built:
+    """A gateway and its app from settings; its upstream client talks to a `Relay`."""
+    gw = build_gateway(settings)
+    relay = Relay()
+    upstream_http = httpx.AsyncClient(transport=relay.transport)
     policy = gw.upstream.statuses.policy
     await gw.upstream.statuses.aclose()
-    gw.upstream = _upstream_client(gw.settings, gw.hot_wallet, upstream_http)
+    gw.upstream = _upstream_client(settings, gw.hot_wallet, upstream_http)
     await gw.upstream.statuses.aclose()
-    gw.upstream.statuses = StatusReader(policy, world.upstream.transport)
-    return upstream_http
+    gw.upstream.statuses = StatusReader(policy, relay.transport)
+    app = create_app(settings)
+    app.state.gateway, app.state.poller = gw, Poller(gw)
+    return Built(gw, app, relay, upstream_http)
+
+
+def install_world(gw: Gateway, relay: Relay, world: World) -> None:
+    """Point the gateway's facilitator, chain and upstream at `world`."""
+    gw.facilitator = world.facilitator
+    gw.chain = world.chain  # type: ignore[assignment]  # the ChainReader surface, faked
+    relay.upstream = world.upstream
+    gw.upstream.forget_quote()  # a quote is the last world's
 
 
 class FastGateway:
@@ -170,7 +209,7 @@ class GatewayPool:
     costs more than a paid request (TLS contexts, connections). Each test gets a new world."""
 
     def __init__(self) -> None:
-        self._gateways: dict[tuple[str, tuple[tuple[str, Any], ...]], Gateway] = {}
+        self._open: dict[tuple[str, tuple[tuple[str, Any], ...]], Built] = {}
 
     @asynccontextmanager
     async def open(
@@ -185,28 +224,24 @@ class GatewayPool:
         """A gateway on `database_url` whose outside world is `world` (a new one by default);
         `restarted`: a new process (a gateway of its own, closed at the end)."""
         key = (database_url, tuple(sorted(overrides.items())))
-        gw = None if restarted else self._gateways.get(key)
-        if gw is None:
-            gw = build_gateway(fast_settings(database_url, **overrides))
+        built = None if restarted else self._open.get(key)
+        if built is None:
+            built = await build_fast_gateway(fast_settings(database_url, **overrides))
             if not restarted:
-                self._gateways[key] = gw
-        world = world or new_world(gw.settings.hot_wallet_address, chain=chain)
-        upstream_http = await install_world(gw, world)
-        app = create_app(gw.settings)
-        app.state.gateway, app.state.poller = gw, Poller(gw)
-        fast = FastGateway(gw, app, world)
+                self._open[key] = built
+        world = world or new_world(built.gw.settings.hot_wallet_address, chain=chain)
+        install_world(built.gw, built.relay, world)
+        fast = FastGateway(built.gw, built.app, world)
         try:
             yield fast
         finally:
             await fast.http.aclose()
-            await close_job_reads(app)
-            await upstream_http.aclose()
-            await gw.upstream.statuses.aclose()
             if restarted:
-                await gw.close()
+                await built.aclose()
 
     async def aclose(self) -> None:
         """Close every gateway kept open."""
-        for gw in self._gateways.values():
-            await gw.close()
-        self._gateways.clear()
+        for built in self._open.values():
+            await built.aclose()
+        self._open.clear()
+

@@ -83,16 +83,12 @@ class FakeUpstream:
         self.submits.extend(submit or [])
         self.statuses.extend(status or [])
 
-    @property
-    def transport(self) -> httpx.MockTransport:
-        """The transport the gateway's upstream client and status reader use."""
-        return httpx.MockTransport(self._handle)
-
     def count(self, kind: str) -> int:
         """How many requests of `kind` (quote, submit, status) arrived."""
         return sum(1 for seen, _ in self.seen if seen == kind)
 
-    def _handle(self, request: httpx.Request) -> httpx.Response:
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        """Answer one request (the handler of the gateway's `httpx.MockTransport`)."""
         if request.method == "POST" and request.url.path == EDIT_PATH:
             if X_PAYMENT_HEADER not in request.headers:
                 return self._quote(request)
