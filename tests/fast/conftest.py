@@ -5,30 +5,40 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
+import tempfile
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from app.core.migrate import upgrade_to_head
+from tests import pgadmin as admin
+from tests.conftest import PG_HOST, PG_USER
 from tests.fast import arcs
 from tests.fast.harness import GatewayPool, Opener
 
 COVERAGE_TEST = "test_every_arc_is_taken"
 
 
+SHARED_MEMORY = Path("/dev/shm")  # no fsync cost where there is one
+
+
 @pytest.fixture(scope="session")
-def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def sqlite_url() -> Iterator[str]:
     """One migrated SQLite file for the session (each test's payer is new)."""
-    path: Path = tmp_path_factory.mktemp("fast") / "gateway.db"
-    url = f"sqlite+aiosqlite:///{path}"
-    upgrade_to_head(url)
-    return url
+    where = SHARED_MEMORY if SHARED_MEMORY.is_dir() else None
+    with tempfile.TemporaryDirectory(prefix="x402r-fast-", dir=where) as folder:
+        url = f"sqlite+aiosqlite:///{Path(folder) / 'gateway.db'}"
+        upgrade_to_head(url)
+        yield url
 
 
 @pytest.fixture(scope="session")
 def postgres_url(new_database: Callable[[], str]) -> str:
-    """One migrated Postgres database for the session."""
-    return new_database()
+    """One migrated Postgres database for the session, its commits not waiting for flushes."""
+    url = new_database()
+    admin.skip_commit_flush(PG_HOST, PG_USER, make_url(url).database or "")
+    return url
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
