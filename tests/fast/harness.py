@@ -209,7 +209,7 @@ class GatewayPool:
     costs more than a paid request (TLS contexts, connections). Each test gets a new world."""
 
     def __init__(self) -> None:
-        self._open: dict[tuple[str, tuple[tuple[str, Any], ...]], Built] = {}
+        self._open: dict[tuple[str, bool, tuple[tuple[str, Any], ...]], Built] = {}
 
     @asynccontextmanager
     async def open(
@@ -222,13 +222,14 @@ class GatewayPool:
         **overrides: Any,
     ) -> AsyncIterator[FastGateway]:
         """A gateway on `database_url` whose outside world is `world` (a new one by default);
-        `restarted`: a new process (a gateway of its own, closed at the end)."""
-        key = (database_url, tuple(sorted(overrides.items())))
-        built = None if restarted else self._open.get(key)
+        `restarted`: another process than the one a test opened first (its in-memory state,
+        caches and pollers, is that of a fresh start)."""
+        key = (database_url, restarted, tuple(sorted(overrides.items())))
+        built = self._open.get(key)
         if built is None:
-            built = await build_fast_gateway(fast_settings(database_url, **overrides))
-            if not restarted:
-                self._open[key] = built
+            built = self._open[key] = await build_fast_gateway(
+                fast_settings(database_url, **overrides)
+            )
         world = world or new_world(built.gw.settings.hot_wallet_address, chain=chain)
         install_world(built.gw, built.relay, world)
         fast = FastGateway(built.gw, built.app, world)
@@ -236,8 +237,6 @@ class GatewayPool:
             yield fast
         finally:
             await fast.http.aclose()
-            if restarted:
-                await built.aclose()
 
     async def aclose(self) -> None:
         """Close every gateway kept open."""
