@@ -205,11 +205,13 @@ Opener = Callable[..., AbstractAsyncContextManager[FastGateway]]
 
 
 class GatewayPool:
-    """Gateways kept open for the session, one per database and settings: building one
-    costs more than a paid request (TLS contexts, connections). Each test gets a new world."""
+    """Gateways kept open for the session, two per database (a first process and a restarted
+    one): building one costs more than a paid request (TLS contexts, connections). Each test
+    gets a new world and its own settings (every part that reads a setting reads it from
+    `gw.settings` when it acts, except what the harness fixes: URLs, pools, timeouts)."""
 
     def __init__(self) -> None:
-        self._open: dict[tuple[str, bool, tuple[tuple[str, Any], ...]], Built] = {}
+        self._open: dict[tuple[str, bool], Built] = {}
 
     @asynccontextmanager
     async def open(
@@ -222,15 +224,13 @@ class GatewayPool:
         **overrides: Any,
     ) -> AsyncIterator[FastGateway]:
         """A gateway on `database_url` whose outside world is `world` (a new one by default);
-        `restarted`: another process than the one a test opened first (its in-memory state,
-        caches and pollers, is that of a fresh start)."""
-        key = (database_url, restarted, tuple(sorted(overrides.items())))
-        built = self._open.get(key)
+        `restarted`: another process than the one a test opened first."""
+        settings = fast_settings(database_url, **overrides)
+        built = self._open.get((database_url, restarted))
         if built is None:
-            built = self._open[key] = await build_fast_gateway(
-                fast_settings(database_url, **overrides)
-            )
-        world = world or new_world(built.gw.settings.hot_wallet_address, chain=chain)
+            built = self._open[database_url, restarted] = await build_fast_gateway(settings)
+        built.gw.settings = settings
+        world = world or new_world(settings.hot_wallet_address, chain=chain)
         install_world(built.gw, built.relay, world)
         fast = FastGateway(built.gw, built.app, world)
         try:

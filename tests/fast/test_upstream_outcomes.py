@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from app.core.settings import RefundPolicy
+from app.core.settings import RefundPolicy, SettlementOrder
 from app.jobs.models import JobState
 from app.jobs.polling import MAX_BAD_STATUS_READS
 from app.jobs.policy import MAX_UPSTREAM_ATTEMPTS
@@ -137,3 +137,37 @@ async def test_no_sale_above_the_daily_spend_cap(gateways: Opener) -> None:
         assert h.world.facilitator.settles("client") == []
         assert h.world.upstream.count("submit") == 0
         assert await h.spent() == spent
+
+
+# Settling after the upstream: the client is charged only once the upstream accepted the job
+# readably (on an allowed origin); a job that fails before that charged nobody but us.
+CHARGES_THE_CLIENT = {Submit.ACCEPT}
+
+
+@pytest.mark.parametrize("chain", [True, False], ids=["chain", "no_chain"])
+@pytest.mark.parametrize("name", list(SCENARIOS))
+async def test_upstream_outcome_settling_after(gateways: Opener, name: str, chain: bool) -> None:
+    upstream = SCENARIOS[name]
+    charged = known_upstream_charge(paid=upstream.paid, tx_in_answer=upstream.receipt, chain=chain)
+    client_charged = upstream.submits[-1] in CHARGES_THE_CLIENT
+    if upstream.failure is None:
+        end = JobState.COMPLETED
+    else:  # the full policy refunds every charged client; an uncharged one has nothing back
+        end = JobState.REFUNDED if client_charged else JobState.FAILED
+    order = SettlementOrder.SETTLE_AFTER
+    async with gateways(chain=chain, refund_policy=RefundPolicy.FULL, settlement_order=order) as h:
+        h.world.upstream.script(submit=list(upstream.submits), status=list(upstream.statuses))
+        spent = await h.spent()
+        answer = await h.pay()
+        if upstream.fails_in_request:
+            assert (answer.status_code, error_of(answer)) == (502, upstream.failure)
+        else:
+            assert answer.status_code == 200, answer.text
+        job = await h.work((await h.the_job()).id)
+        assert (job.state, job.error_code) == (end, upstream.failure)
+        expected_rows = {"upstream"} if charged else set()
+        expected_rows |= {"charge"} if client_charged else set()
+        expected_rows |= {"refund"} if end is JobState.REFUNDED else set()
+        assert sorted(kinds(await h.ledger_rows(job.id))) == sorted(expected_rows)
+        assert len(h.world.facilitator.settles("client")) == (1 if client_charged else 0)
+        await money_is_consistent(h, job, spent)
