@@ -39,7 +39,9 @@ class Ledger:
             return None
         tx = "0x" + secrets.token_hex(32)
         self.used[key(authorizer, nonce)] = tx
-        self.transfers[tx] = Transfer(transfer.sender.lower(), transfer.recipient.lower(), transfer.amount)
+        self.transfers[tx] = Transfer(
+            transfer.sender.lower(), transfer.recipient.lower(), transfer.amount
+        )
         return tx
 
     def execute_payload(self, payload: Any) -> str | None:

@@ -6,7 +6,7 @@ from collections import Counter
 
 import httpx
 
-from app.jobs.models import FINAL_STATES, Job, JobState
+from app.jobs.models import FINAL_STATES, Job, JobState, LedgerEntry
 from tests.fast.facilitator import Call, Settle
 from tests.fast.harness import FastGateway
 
@@ -61,6 +61,6 @@ def error_of(answer: httpx.Response) -> str | None:
     return str(answer.json()["error"])
 
 
-def kinds(rows: list[object]) -> list[str]:
+def kinds(rows: list[LedgerEntry]) -> list[str]:
     """The kinds of ledger rows, in order."""
-    return [str(getattr(r, "kind")) for r in rows]
+    return [str(row.kind) for row in rows]

@@ -3,9 +3,9 @@ recording of the arcs taken; the arc coverage test runs after every other fast t
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
-import tempfile
 from pathlib import Path
 
 import pytest

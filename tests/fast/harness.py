@@ -153,7 +153,9 @@ class FastGateway:
     async def pay(self, header: str | None = None) -> httpx.Response:
         """POST the edit with a (new, unless given) signed payment."""
         header = header or await self.sign()
-        return await self.http.post(EDIT_PATH, json=EDIT_BODY, headers={"PAYMENT-SIGNATURE": header})
+        return await self.http.post(
+            EDIT_PATH, json=EDIT_BODY, headers={"PAYMENT-SIGNATURE": header}
+        )
 
     async def job(self) -> Job | None:
         """The job the last signed payment bought, if any."""
@@ -243,4 +245,3 @@ class GatewayPool:
         for built in self._open.values():
             await built.aclose()
         self._open.clear()
-

@@ -4,10 +4,10 @@ resumes the job from its row: the right end, nothing charged, bought or refunded
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 
 import pytest
 
+from app.api.edits import EDIT_PATH
 from app.core import crashpoints
 from app.core.settings import RefundPolicy, SettlementOrder
 from app.jobs.models import JobState
@@ -27,8 +27,8 @@ class Crash(BaseException):
 
 
 @pytest.fixture
-def crash_at(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Every module's `crash_point` dies at the point named in the list it yields."""
+def crash_at(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every module's `crash_point` dies at the point named in the list returned."""
     target: list[str] = []
 
     def crash_point(name: str) -> None:
@@ -40,7 +40,7 @@ def crash_at(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     for name, module in list(sys.modules.items()):
         if name.startswith("app.") and getattr(module, "crash_point", None) is dies:
             monkeypatch.setattr(module, "crash_point", crash_point)
-    yield target
+    return target
 
 
 def _ends(point: str, order: SettlementOrder, chain: bool, policy: RefundPolicy) -> JobState:
@@ -100,9 +100,11 @@ async def test_resumed_after_a_crash(
         await h.sign()
         assert h.payment is not None
         crash_at.append(point)
+        paid = purchase(
+            h.gw, route=EDIT_PATH, body=EDIT_BODY, payment=h.payment, idempotency_key=None
+        )
         with pytest.raises(Crash):
-            route = "/v1/images/edit"
-            await purchase(h.gw, route=route, body=EDIT_BODY, payment=h.payment, idempotency_key=None)
+            await paid
         crash_at.clear()
         job_id = (await h.the_job()).id
         world = h.world

@@ -9,8 +9,8 @@ import pytest
 
 from app.core.settings import RefundPolicy, SettlementOrder
 from app.jobs.models import JobState
-from app.jobs.polling import MAX_BAD_STATUS_READS
 from app.jobs.policy import MAX_UPSTREAM_ATTEMPTS
+from app.jobs.polling import MAX_BAD_STATUS_READS
 from tests.fast.checks import error_of, kinds, money_is_consistent
 from tests.fast.harness import Opener
 from tests.fast.rules import failed_job_end, known_upstream_charge
@@ -113,7 +113,10 @@ async def test_upstream_outcome(
 
 @pytest.mark.parametrize(
     ("quote", "code"),
-    [(Quote.UNREACHABLE, "upstream_unavailable"), (Quote.TOO_EXPENSIVE, "upstream_price_above_ceiling")],
+    [
+        (Quote.UNREACHABLE, "upstream_unavailable"),
+        (Quote.TOO_EXPENSIVE, "upstream_price_above_ceiling"),
+    ],
 )
 async def test_no_sale_when_the_upstream_does_not_quote_a_price_we_pay(
     gateways: Opener, quote: Quote, code: str

@@ -107,7 +107,9 @@ class FakeUpstream:
         self.seen.append(("quote", outcome))
         if outcome is Quote.UNREACHABLE:
             raise httpx.ConnectError("connection refused", request=request)
-        return self._offer(TOO_EXPENSIVE if outcome is Quote.TOO_EXPENSIVE else LISTING_PRICE_ATOMIC)
+        return self._offer(
+            TOO_EXPENSIVE if outcome is Quote.TOO_EXPENSIVE else LISTING_PRICE_ATOMIC
+        )
 
     def _submit(self, request: httpx.Request) -> httpx.Response:
         outcome = self.submits.popleft() if self.submits else Submit.ACCEPT
