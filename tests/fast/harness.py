@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
 from x402.http import decode_payment_required_header, encode_payment_signature_header
@@ -129,10 +130,12 @@ def install_world(gw: Gateway, relay: Relay, world: World) -> None:
 class FastGateway:
     """One gateway process, in-process; a new payer per instance."""
 
-    def __init__(self, gw: Gateway, app: FastAPI, world: World) -> None:
+    def __init__(
+        self, gw: Gateway, app: FastAPI, world: World, payer: LocalAccount | None = None
+    ) -> None:
         self.gw, self.app, self.world = gw, app, world
         self.poller: Poller = app.state.poller
-        self.payer = Account.create()
+        self.payer: LocalAccount = payer or Account.create()
         self.payment: IncomingPayment | None = None
         self.header = ""  # the last payment signed
         self.http = httpx.AsyncClient(
@@ -150,12 +153,12 @@ class FastGateway:
         self.payment = parse_payment(self.header, offer)  # for looking the job up by its nonce
         return self.header
 
-    async def pay(self, header: str | None = None) -> httpx.Response:
-        """POST the edit with a (new, unless given) signed payment."""
-        header = header or await self.sign()
-        return await self.http.post(
-            EDIT_PATH, json=EDIT_BODY, headers={"PAYMENT-SIGNATURE": header}
-        )
+    async def pay(self, header: str | None = None, *, key: str | None = None) -> httpx.Response:
+        """POST the edit with a (new, unless given) signed payment, and an idempotency key."""
+        headers = {"PAYMENT-SIGNATURE": header or await self.sign()}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        return await self.http.post(EDIT_PATH, json=EDIT_BODY, headers=headers)
 
     async def job(self) -> Job | None:
         """The job the last signed payment bought, if any."""
@@ -223,10 +226,12 @@ class GatewayPool:
         *,
         chain: bool = True,
         restarted: bool = False,
+        payer: LocalAccount | None = None,
         **overrides: Any,
     ) -> AsyncIterator[FastGateway]:
         """A gateway on `database_url` whose outside world is `world` (a new one by default);
-        `restarted`: another process than the one a test opened first."""
+        `restarted`: another process than the one a test opened first; `payer`: who pays
+        (a new account by default)."""
         settings = fast_settings(database_url, **overrides)
         built = self._open.get((database_url, restarted))
         if built is None:
@@ -234,7 +239,7 @@ class GatewayPool:
         built.gw.settings = settings
         world = world or new_world(settings.hot_wallet_address, chain=chain)
         install_world(built.gw, built.relay, world)
-        fast = FastGateway(built.gw, built.app, world)
+        fast = FastGateway(built.gw, built.app, world, payer)
         try:
             yield fast
         finally:
