@@ -47,12 +47,19 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(f"{request.param}_url"))
 
 
-@pytest.fixture(scope="session", autouse=True)
-def record_arcs() -> Iterator[None]:
-    """Record the arcs the fast tests take (see tests/fast/test_arc_coverage.py)."""
+@pytest.fixture(scope="session")
+def arc_recorder() -> Iterator[None]:
+    """Every module's `transition`, wrapped for the session (see tests/fast/arcs.py)."""
     yield from arcs.recording()
 
 
+@pytest.fixture(autouse=True)
+def record_arcs(arc_recorder: None) -> Iterator[None]:
+    """Record the arcs each fast test takes (see tests/fast/test_arc_coverage.py)."""
+    yield from arcs.counting()
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The arc coverage test goes last: it reads what every other fast test recorded."""
     last = [item for item in items if item.name == COVERAGE_TEST]
