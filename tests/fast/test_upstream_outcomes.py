@@ -115,6 +115,7 @@ async def test_upstream_outcome(
     ("quote", "code"),
     [
         (Quote.UNREACHABLE, "upstream_unavailable"),
+        (Quote.ABOVE_PAID, "upstream_price_above_paid"),
         (Quote.TOO_EXPENSIVE, "upstream_price_above_ceiling"),
     ],
 )

@@ -25,14 +25,19 @@ from tests.fast.chain import Ledger
 
 ORIGIN = "http://127.0.0.1:9"
 URL = ORIGIN + EDIT_PATH
-TOO_EXPENSIVE = 1_000_000  # above the gateway's default max_upstream_price_atomic
+# Prices of a changed offer, against the listing's 52700, the 63240 a client pays for it and
+# our ceiling of 100000.
+PRICES = {"cheaper": 40_000, "dearer": 60_000, "above_paid": 70_000, "too_expensive": 1_000_000}
 
 
 class Quote(StrEnum):
     """What an unpaid request gets."""
 
     OFFER = "offer"  # the listing's 402
-    TOO_EXPENSIVE = "too_expensive"  # a 402 above our ceiling
+    CHEAPER = "cheaper"
+    DEARER = "dearer"  # still under what the client paid
+    ABOVE_PAID = "above_paid"
+    TOO_EXPENSIVE = "too_expensive"
     UNREACHABLE = "unreachable"
 
 
@@ -107,9 +112,7 @@ class FakeUpstream:
         self.seen.append(("quote", outcome))
         if outcome is Quote.UNREACHABLE:
             raise httpx.ConnectError("connection refused", request=request)
-        return self._offer(
-            TOO_EXPENSIVE if outcome is Quote.TOO_EXPENSIVE else LISTING_PRICE_ATOMIC
-        )
+        return self._offer(PRICES.get(outcome, LISTING_PRICE_ATOMIC))
 
     def _submit(self, request: httpx.Request) -> httpx.Response:
         outcome = self.submits.popleft() if self.submits else Submit.ACCEPT
