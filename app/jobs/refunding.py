@@ -19,6 +19,7 @@ from app.payments.chain import Transfer
 from app.payments.facilitator import SettleOutcome, SettleResult, settle_payment
 from app.payments.refunds import load_refund, refund_requirements, sign_refund
 
+SETTLEMENT_UNRESOLVED = "settlement_unresolved"  # as `app.jobs.settlement` parks one
 # States from which a job may be failed (in a fixed order: one statement shape).
 FAILABLE = [s for s in JobState if s in machine.FAILABLE]
 
@@ -65,6 +66,13 @@ async def fail_job(
     decision = (
         _should_refund(gw.settings.refund_policy, upstream_charged) if client_charged else False
     )
+    if not client_charged and job.settle_attempts:
+        # Settling after the upstream, an attempt whose outcome is unknown may have charged
+        # the client: never closed as uncharged, the settlement goes to the operator.
+        decision = None
+        message = f"{message}; the client's settlement is unknown after {job.settle_attempts} "
+        message += "attempt(s)"
+        code = SETTLEMENT_UNRESOLVED
     async with transaction(gw.sessions) as session:
         repo = JobRepository(session)
         # Guarded by upstream_tx IS NULL: two actors failing one job record the spend once.

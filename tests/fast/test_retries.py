@@ -3,10 +3,12 @@ idempotency key buys once, and a payer's refunds the operator pays for are limit
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from eth_account import Account
 
-from app.core.settings import RefundPolicy
+from app.core.settings import RefundPolicy, SettlementOrder
 from app.jobs.models import JobState
 from app.jobs.policy import MAX_SETTLE_ATTEMPTS
 from tests.fast.checks import error_of, money_is_consistent
@@ -93,3 +95,31 @@ async def test_refunds_the_operator_pays_for_are_limited_per_payer(gateways: Ope
         (JobState.REFUNDED, "upstream_job_failed"),
         (JobState.FAILED, "refund_limit_reached"),
     ]
+
+
+async def test_one_payment_sent_twice_at_once_is_charged_once(gateways: Opener) -> None:
+    async with gateways() as h:
+        header = await h.sign()
+        spent = await h.spent()
+        answers = await asyncio.gather(h.pay(header), h.pay(header))
+        assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+        assert answers[0].json()["jobId"] == answers[1].json()["jobId"]
+        assert len(h.world.facilitator.settles("client")) == 1
+        assert h.world.upstream.count("submit") == 1
+        await money_is_consistent(h, await h.the_job(), spent)
+
+
+async def test_settling_after_a_payer_waits_for_its_unsettled_job(gateways: Opener) -> None:
+    """One unsettled job per payer: a second payment meanwhile buys nothing."""
+    async with gateways(settlement_order=SettlementOrder.SETTLE_AFTER) as h:
+        h.world.facilitator.script(settle=[Settle.TIMEOUT])
+        first = await h.pay()
+        assert error_of(first) == "payment_outcome_unknown"
+        job = await h.the_job()
+        second = await h.pay()
+        assert (second.status_code, error_of(second)) == (409, "unsettled_payment_in_flight")
+        assert await h.job() is None
+        assert h.world.upstream.count("submit") == 1
+        assert (await h.work(job.id)).state == JobState.COMPLETED
+        third = await h.pay()
+        assert third.status_code == 200, third.text
