@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -23,7 +24,7 @@ from app.core.settings import Settings
 from app.jobs.models import Job, JobState, LedgerEntry, SpendHour
 from app.jobs.polling import Poller
 from app.jobs.repository import JobRepository, load_job, utcnow
-from app.jobs.workers import ACTIVE, advance
+from app.jobs.workers import ACTIVE, advance, run_once
 from app.main import _upstream_client, build_gateway, create_app
 from app.payments.incoming import IncomingPayment, parse_payment
 from app.upstream.status_fetch import StatusReader
@@ -183,15 +184,35 @@ class FastGateway:
                 .values(next_check_at=utcnow(), last_polled_at=None)
             )
 
-    async def work(self, job_id: str, max_steps: int = MAX_WORKER_STEPS) -> Job:
-        """Let the recovery worker advance the job until it leaves the worker's states."""
+    async def work(
+        self, job_id: str, max_steps: int = MAX_WORKER_STEPS, *, claimed: bool = False
+    ) -> Job:
+        """Let the recovery worker advance the job until it leaves the worker's states.
+
+        `claimed`: through the worker's own batch (`run_once`: claim, lease, advance); the
+        other tests' jobs in this database are put off meanwhile, so only this one is due.
+        """
         for _ in range(max_steps):
             job = await load_job(self.gw.sessions, job_id)
             if JobState(job.state) not in ACTIVE:
                 return job
             await self.make_due(job_id)
-            await advance(self.gw, self.poller, await load_job(self.gw.sessions, job_id))
+            if claimed:
+                await self._put_off_others(job_id)
+                assert await run_once(self.gw, self.poller) == 1
+            else:
+                await advance(self.gw, self.poller, await load_job(self.gw.sessions, job_id))
         raise AssertionError(f"job still {job.state} after {max_steps} worker steps")
+
+    async def _put_off_others(self, job_id: str) -> None:
+        """Other tests' unfinished jobs are not due today (their worlds are gone)."""
+        later = utcnow() + timedelta(days=1)
+        async with self.gw.engine.begin() as conn:
+            await conn.execute(
+                update(Job)
+                .where(Job.id != job_id, Job.state.in_([s.value for s in ACTIVE]))
+                .values(next_check_at=later)
+            )
 
     async def ledger_rows(self, job_id: str) -> list[LedgerEntry]:
         """The job's ledger rows, oldest first."""
@@ -209,14 +230,18 @@ class FastGateway:
 Opener = Callable[..., AbstractAsyncContextManager[FastGateway]]
 
 
+# Settings read once, when the gateway is built (by its upstream client).
+BUILT_IN = frozenset({"upstream_requirements_ttl_s", "upstream_timeout_s"})
+
+
 class GatewayPool:
     """Gateways kept open for the session, two per database (a first process and a restarted
     one): building one costs more than a paid request (TLS contexts, connections). Each test
-    gets a new world and its own settings (every part that reads a setting reads it from
-    `gw.settings` when it acts, except what the harness fixes: URLs, pools, timeouts)."""
+    gets a new world and its own settings: every part reads `gw.settings` when it acts,
+    except the settings in BUILT_IN (a gateway of their own) and those the harness fixes."""
 
     def __init__(self) -> None:
-        self._open: dict[tuple[str, bool], Built] = {}
+        self._open: dict[tuple[str, bool, tuple[tuple[str, Any], ...]], Built] = {}
 
     @asynccontextmanager
     async def open(
@@ -233,9 +258,11 @@ class GatewayPool:
         `restarted`: another process than the one a test opened first; `payer`: who pays
         (a new account by default)."""
         settings = fast_settings(database_url, **overrides)
-        built = self._open.get((database_url, restarted))
+        fixed = tuple((name, overrides[name]) for name in sorted(BUILT_IN & set(overrides)))
+        key = (database_url, restarted, fixed)
+        built = self._open.get(key)
         if built is None:
-            built = self._open[database_url, restarted] = await build_fast_gateway(settings)
+            built = self._open[key] = await build_fast_gateway(settings)
         built.gw.settings = settings
         world = world or new_world(settings.hot_wallet_address, chain=chain)
         install_world(built.gw, built.relay, world)

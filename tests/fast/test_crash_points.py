@@ -109,7 +109,7 @@ async def test_resumed_after_a_crash(
         job_id = (await h.the_job()).id
         world = h.world
     async with gateways(world, restarted=True, **settings) as restarted:
-        job = await restarted.work(job_id)
+        job = await restarted.work(job_id, claimed=True)  # the worker's own batch
         assert job.state == _ends(point, order, chain, policy), job.error_code
         client_settled = [c for c in world.facilitator.settles("client") if c.tx]
         assert len(client_settled) == (0 if job.settle_tx is None else 1)
