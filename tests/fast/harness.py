@@ -15,7 +15,13 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
-from x402.http import decode_payment_required_header, encode_payment_signature_header
+from x402.http import (
+    PAYMENT_SIGNATURE_HEADER,
+    X_PAYMENT_HEADER,
+    decode_payment_required_header,
+    encode_payment_signature_header,
+)
+from x402.schemas import PaymentRequiredV1
 
 from app.api.edits import EDIT_PATH, current_offer
 from app.api.job_reads import close_job_reads
@@ -138,25 +144,33 @@ class FastGateway:
         self.poller: Poller = app.state.poller
         self.payer: LocalAccount = payer or Account.create()
         self.payment: IncomingPayment | None = None
-        self.header = ""  # the last payment signed
+        self.header = ""  # the last payment signed, and the header it goes in
+        self.header_name = PAYMENT_SIGNATURE_HEADER
         self.http = httpx.AsyncClient(
             transport=httpx.ASGITransport(app), base_url="http://internal:8080"
         )
 
-    async def sign(self) -> str:
-        """A payment header for our offer, signed by the SDK client with this payer's key."""
+    async def sign(self, *, v1: bool = False) -> str:
+        """A payment header for our offer, signed by the SDK client with this payer's key:
+        v2 from our PAYMENT-REQUIRED header, or v1 from our 402 body (a v1-only client)."""
         offer = current_offer(self.gw, EDIT_PATH)
-        required = decode_payment_required_header(offer.unpaid_header)
-        payload = await payer_client("0x" + bytes(self.payer.key).hex()).create_payment_payload(
-            required
-        )
+        client = payer_client("0x" + bytes(self.payer.key).hex(), v1_only=v1)
+        if v1:
+            required: Any = PaymentRequiredV1.model_validate_json(offer.unpaid_body)
+        else:
+            required = decode_payment_required_header(offer.unpaid_header)
+        payload = await client.create_payment_payload(required)
         self.header = encode_payment_signature_header(payload)
+        self.header_name = X_PAYMENT_HEADER if v1 else PAYMENT_SIGNATURE_HEADER
         self.payment = parse_payment(self.header, offer)  # for looking the job up by its nonce
         return self.header
 
-    async def pay(self, header: str | None = None, *, key: str | None = None) -> httpx.Response:
+    async def pay(
+        self, header: str | None = None, *, key: str | None = None, v1: bool = False
+    ) -> httpx.Response:
         """POST the edit with a (new, unless given) signed payment, and an idempotency key."""
-        headers = {"PAYMENT-SIGNATURE": header or await self.sign()}
+        header = header or await self.sign(v1=v1)
+        headers = {self.header_name: header}
         if key is not None:
             headers["Idempotency-Key"] = key
         return await self.http.post(EDIT_PATH, json=EDIT_BODY, headers=headers)
