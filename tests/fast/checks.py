@@ -50,8 +50,11 @@ async def money_is_consistent(h: FastGateway, job: Job, spent_before: int) -> No
 
 
 def _definite(call: Call) -> bool:
-    """The gateway got a definite answer: "settled" (and it moved money), or "refused"."""
-    return call.outcome is Settle.REFUSED or (call.outcome is Settle.SETTLED and bool(call.tx))
+    """The gateway got a definite answer: "refused", or "settled" (it moved the money) that
+    the chain, if there is one, could confirm (unconfirmed, the same authorization is sent
+    again: it cannot move money twice)."""
+    settled = call.outcome is Settle.SETTLED and bool(call.tx) and call.confirmable
+    return call.outcome is Settle.REFUSED or settled
 
 
 def error_of(answer: httpx.Response) -> str | None:

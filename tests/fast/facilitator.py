@@ -10,7 +10,7 @@ from enum import StrEnum
 from x402.schemas import SettleResponse, VerifyResponse
 
 from app.payments.facilitator import Payload, Requirements
-from tests.fast.chain import Ledger, authorization_of, key
+from tests.fast.chain import FakeChain, Ledger, authorization_of, key
 
 NONCE_USED = "invalid_exact_evm_nonce_already_used"
 REFUSAL = "insufficient_funds"
@@ -44,6 +44,7 @@ class Call:
     party: str  # "client" or "refund"
     outcome: str
     tx: str | None = None  # what the call executed on the ledger
+    confirmable: bool = True  # the chain (if any) could be read to confirm the answer
 
 
 @dataclass
@@ -56,6 +57,7 @@ class ScriptedFacilitator:
     client_script: deque[Settle] = field(default_factory=deque)
     refund_script: deque[Settle] = field(default_factory=deque)
     calls: list[Call] = field(default_factory=list)
+    chain: FakeChain | None = None  # the gateway's, when it has one
 
     def script(
         self,
@@ -100,7 +102,8 @@ class ScriptedFacilitator:
             tx = self.ledger.execute_payload(payload)
         elif outcome is Settle.FRONTRUN:
             self.ledger.spend_elsewhere(payload)
-        self.calls.append(Call("settle", party, outcome, tx))
+        confirmable = self.chain is None or not self.chain.down
+        self.calls.append(Call("settle", party, outcome, tx, confirmable))
         network = str(requirements.network)
         if outcome in (Settle.TIMEOUT, Settle.TIMEOUT_LANDED):
             raise TimeoutError

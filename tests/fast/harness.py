@@ -57,11 +57,12 @@ class World:
 def new_world(hot_wallet: str, *, chain: bool) -> World:
     """A fresh ledger, facilitator and upstream; a chain reader over them when `chain`."""
     ledger = Ledger()
+    reader = FakeChain(ledger) if chain else None
     return World(
         ledger=ledger,
-        facilitator=ScriptedFacilitator(ledger, hot_wallet),
+        facilitator=ScriptedFacilitator(ledger, hot_wallet, chain=reader),
         upstream=FakeUpstream(ledger, address(UPSTREAM_PAYEE)),
-        chain=FakeChain(ledger) if chain else None,
+        chain=reader,
     )
 
 
@@ -210,13 +211,18 @@ class FastGateway:
             job = await load_job(self.gw.sessions, job_id)
             if JobState(job.state) not in ACTIVE:
                 return job
-            await self.make_due(job_id)
-            if claimed:
-                await self._put_off_others(job_id)
-                assert await run_once(self.gw, self.poller) == 1
-            else:
-                await advance(self.gw, self.poller, await load_job(self.gw.sessions, job_id))
+            await self.step(job_id, claimed=claimed)
         raise AssertionError(f"job still {job.state} after {max_steps} worker steps")
+
+    async def step(self, job_id: str, *, claimed: bool = False) -> Job:
+        """One step of the recovery worker for the job, once its lease or backoff is over."""
+        await self.make_due(job_id)
+        if claimed:
+            await self._put_off_others(job_id)
+            assert await run_once(self.gw, self.poller) == 1
+        else:
+            await advance(self.gw, self.poller, await load_job(self.gw.sessions, job_id))
+        return await load_job(self.gw.sessions, job_id)
 
     async def _put_off_others(self, job_id: str) -> None:
         """Other tests' unfinished jobs are not due today (their worlds are gone)."""
