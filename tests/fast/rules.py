@@ -9,7 +9,7 @@ from enum import StrEnum
 
 from app.core.settings import RefundPolicy
 from app.jobs.models import JobState
-from tests.fast.facilitator import NONCE_USED, REFUSAL, Settle
+from tests.fast.facilitator import REFUSAL, Settle
 
 
 class Verdict(StrEnum):
@@ -89,15 +89,3 @@ def known_upstream_charge(*, paid: bool, tx_in_answer: bool, chain: bool) -> boo
     if chain:
         return paid
     return None
-
-
-__all__ = [
-    "NONCE_USED",
-    "SettleRule",
-    "Verdict",
-    "failed_job_end",
-    "known_upstream_charge",
-    "refund_end",
-    "settle_rule",
-    "should_refund",
-]

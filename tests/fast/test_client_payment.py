@@ -9,7 +9,7 @@ from app.core.settings import SettlementOrder
 from app.jobs.models import JobState
 from tests.fast.checks import error_of, kinds, money_is_consistent
 from tests.fast.facilitator import Settle, Verify
-from tests.fast.harness import Opener
+from tests.fast.pool import Opener
 from tests.fast.rules import Verdict, settle_rule
 
 ORDERS = list(SettlementOrder)

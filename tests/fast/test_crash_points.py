@@ -14,7 +14,7 @@ from app.jobs.models import JobState
 from app.jobs.purchase import purchase
 from sandbox.pay import EDIT_BODY
 from tests.fast.checks import kinds, money_is_consistent
-from tests.fast.harness import Opener
+from tests.fast.pool import Opener
 from tests.fast.rules import failed_job_end, known_upstream_charge
 from tests.fast.upstream import Submit
 

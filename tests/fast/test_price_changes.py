@@ -9,7 +9,7 @@ import pytest
 from app.core.settings import RefundPolicy, SettlementOrder
 from app.jobs.models import JobState
 from tests.fast.checks import error_of, kinds, money_is_consistent
-from tests.fast.harness import Opener
+from tests.fast.pool import Opener
 from tests.fast.rules import failed_job_end
 from tests.fast.upstream import PRICES, Quote
 

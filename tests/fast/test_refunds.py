@@ -11,7 +11,7 @@ from app.jobs.models import JobState
 from tests.fast.chain import authorization_of
 from tests.fast.checks import error_of, kinds, money_is_consistent
 from tests.fast.facilitator import Settle
-from tests.fast.harness import Opener
+from tests.fast.pool import Opener
 from tests.fast.rules import Verdict, refund_end, settle_rule
 from tests.fast.upstream import Submit
 

@@ -13,7 +13,7 @@ from app.jobs.models import JobState
 from app.jobs.policy import MAX_SETTLE_ATTEMPTS
 from tests.fast.checks import error_of, money_is_consistent
 from tests.fast.facilitator import Settle
-from tests.fast.harness import Opener
+from tests.fast.pool import Opener
 from tests.fast.rules import Verdict, settle_rule
 from tests.fast.upstream import Status
 

@@ -10,7 +10,7 @@ from app.core.settings import RefundPolicy, SettlementOrder
 from app.jobs.models import JobState
 from tests.fast.checks import error_of, money_is_consistent
 from tests.fast.facilitator import Settle
-from tests.fast.harness import Opener
+from tests.fast.pool import Opener
 from tests.fast.upstream import Status
 
 AFTER = SettlementOrder.SETTLE_AFTER

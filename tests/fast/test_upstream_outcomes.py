@@ -12,7 +12,7 @@ from app.jobs.models import JobState
 from app.jobs.policy import MAX_UPSTREAM_ATTEMPTS
 from app.jobs.polling import MAX_BAD_STATUS_READS
 from tests.fast.checks import error_of, kinds, money_is_consistent
-from tests.fast.harness import Opener
+from tests.fast.pool import Opener
 from tests.fast.rules import failed_job_end, known_upstream_charge
 from tests.fast.upstream import Quote, Status, Submit
 

@@ -12,7 +12,7 @@ from x402.http import (
 from app.core.settings import RefundPolicy
 from app.jobs.models import JobState
 from tests.fast.checks import kinds, money_is_consistent
-from tests.fast.harness import Opener
+from tests.fast.pool import Opener
 from tests.fast.upstream import Status
 
 RECEIPT_HEADER = {True: X_PAYMENT_RESPONSE_HEADER, False: PAYMENT_RESPONSE_HEADER}
