@@ -123,3 +123,18 @@ async def test_settling_after_a_payer_waits_for_its_unsettled_job(gateways: Open
         assert (await h.work(job.id)).state == JobState.COMPLETED
         third = await h.pay()
         assert third.status_code == 200, third.text
+
+
+async def test_one_key_with_two_payments_at_once_buys_once(gateways: Opener) -> None:
+    async with gateways() as h:
+        first, second = await h.sign(), await h.sign()
+        spent = await h.spent()
+        answers = await asyncio.gather(h.pay(first, key="edit-3"), h.pay(second, key="edit-3"))
+        assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+        assert answers[0].json()["jobId"] == answers[1].json()["jobId"]
+        assert len(h.world.facilitator.settles("client")) == 1
+        assert h.world.upstream.count("submit") == 1
+        job_id = answers[0].json()["jobId"]
+        job = await h.work(job_id)
+        assert job.state == JobState.COMPLETED
+        await money_is_consistent(h, job, spent)
