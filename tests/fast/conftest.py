@@ -18,14 +18,15 @@ from tests.fast import arcs
 from tests.fast.pool import GatewayPool, Opener
 
 COVERAGE_TEST = "test_every_arc_is_taken"
+FAST_DIR = Path(__file__).parent
 
 
 SHARED_MEMORY = Path("/dev/shm")  # no fsync cost where there is one
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def sqlite_url() -> Iterator[str]:
-    """One migrated SQLite file for the session (each test's payer is new)."""
+    """One migrated SQLite file for the fast tests (each test's payer is new)."""
     where = SHARED_MEMORY if SHARED_MEMORY.is_dir() else None
     with tempfile.TemporaryDirectory(prefix="x402r-fast-", dir=where) as folder:
         url = f"sqlite+aiosqlite:///{Path(folder) / 'gateway.db'}"
@@ -33,15 +34,15 @@ def sqlite_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def postgres_url(new_database: Callable[[], str]) -> str:
-    """One migrated Postgres database for the session, its commits not waiting for flushes."""
+    """One migrated Postgres database for the fast tests, commits not waiting for flushes."""
     url = new_database()
     admin.skip_commit_flush(PG_HOST, PG_USER, make_url(url).database or "")
     return url
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+@pytest.fixture(scope="package", params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest) -> str:
     """Every fast test runs on both databases."""
     return str(request.getfixturevalue(f"{request.param}_url"))
@@ -61,14 +62,18 @@ def record_arcs(arc_recorder: None) -> Iterator[None]:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The arc coverage test goes last: it reads what every other fast test recorded."""
+    """The arc coverage test goes right after the other fast tests: it reads what they
+    recorded."""
     last = [item for item in items if item.name == COVERAGE_TEST]
-    items[:] = [item for item in items if item.name != COVERAGE_TEST] + last
+    rest = [item for item in items if item.name != COVERAGE_TEST]
+    fast = [i for i, item in enumerate(rest) if FAST_DIR in Path(str(item.path)).parents]
+    at = fast[-1] + 1 if fast else len(rest)
+    items[:] = rest[:at] + last + rest[at:]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def gateway_pool() -> AsyncIterator[GatewayPool]:
-    """Gateways reused across the session's fast tests."""
+    """Gateways reused across the fast tests, closed after them."""
     pool = GatewayPool()
     yield pool
     await pool.aclose()
