@@ -148,18 +148,38 @@ async def test_no_sale_above_the_daily_spend_cap(gateways: Opener) -> None:
 CHARGES_THE_CLIENT = {Submit.ACCEPT}
 
 
-@pytest.mark.parametrize("chain", [True, False], ids=["chain", "no_chain"])
-@pytest.mark.parametrize("name", list(SCENARIOS))
-async def test_upstream_outcome_settling_after(gateways: Opener, name: str, chain: bool) -> None:
+def _charges_the_client(upstream: Upstream) -> bool:
+    return upstream.submits[-1] in CHARGES_THE_CLIENT
+
+
+# The refund policy matters only for a charged client whose job failed.
+CASES_AFTER = [
+    pytest.param(name, policy, chain, id=f"{name}-{policy}-{'chain' if chain else 'no_chain'}")
+    for name, upstream in SCENARIOS.items()
+    for policy in (
+        RefundPolicy
+        if upstream.failure and _charges_the_client(upstream)
+        else [RefundPolicy.IF_UPSTREAM_NOT_CHARGED]
+    )
+    for chain in (True, False)
+]
+
+
+@pytest.mark.parametrize(("name", "policy", "chain"), CASES_AFTER)
+async def test_upstream_outcome_settling_after(
+    gateways: Opener, name: str, policy: RefundPolicy, chain: bool
+) -> None:
     upstream = SCENARIOS[name]
     charged = known_upstream_charge(paid=upstream.paid, tx_in_answer=upstream.receipt, chain=chain)
-    client_charged = upstream.submits[-1] in CHARGES_THE_CLIENT
+    client_charged = _charges_the_client(upstream)
     if upstream.failure is None:
         end = JobState.COMPLETED
-    else:  # the full policy refunds every charged client; an uncharged one has nothing back
-        end = JobState.REFUNDED if client_charged else JobState.FAILED
+    elif client_charged:
+        end = failed_job_end(policy, charged)
+    else:  # an uncharged client has nothing to get back
+        end = JobState.FAILED
     order = SettlementOrder.SETTLE_AFTER
-    async with gateways(chain=chain, refund_policy=RefundPolicy.FULL, settlement_order=order) as h:
+    async with gateways(chain=chain, refund_policy=policy, settlement_order=order) as h:
         h.world.upstream.script(submit=list(upstream.submits), status=list(upstream.statuses))
         spent = await h.spent()
         answer = await h.pay()
