@@ -14,7 +14,8 @@ RESERVATION_RETURNED = {*FINAL_STATES, JobState.REFUNDING}
 
 
 async def money_is_consistent(h: FastGateway, job: Job, spent_before: int) -> None:
-    """The ledger tells the truth, nothing is paid twice, the reservation is right."""
+    """The ledger tells the truth, nothing is paid twice, the reservation is right (for a
+    world in which `job` is the one payment, and `spent_before` the spend before it)."""
     world = h.world
     rows = await h.ledger_rows(job.id)
     # Every ledger row is a transfer that happened, exactly as recorded; none twice.
