@@ -153,8 +153,10 @@ async def _refund_tx(gw: Gateway, job: Job, result: SettleResult) -> tuple[str |
     """
     # Only a settled answer's transaction counts: an unknown one may carry a reverted tx.
     tx = result.tx if result.outcome is SettleOutcome.SETTLED else None
-    if gw.chain is None or result.outcome is SettleOutcome.REFUSED:
+    if gw.chain is None:
         return tx, None
+    # A refusal too is judged by the chain: it proves nothing about an earlier attempt whose
+    # outcome was unknown, and which may have refunded the client.
     assert job.refund_amount is not None
     expected = Transfer(gw.settings.hot_wallet_address, job.payer, job.refund_amount)
     try:
@@ -213,7 +215,7 @@ async def refund(gw: Gateway, job_id: str) -> Job:
     tx, unpaid = await _refund_tx(gw, job, result)
     attempts = job.refund_attempts + 1  # this one
     async with transaction(gw.sessions) as session:
-        if tx is not None and result.outcome is not SettleOutcome.REFUSED:
+        if tx is not None:
             if await transition(
                 session,
                 job_id,

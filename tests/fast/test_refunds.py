@@ -102,3 +102,27 @@ class _Clock:
 
     def time(self) -> float:
         return self._now
+
+
+async def test_a_refusal_after_a_refund_that_landed_unseen_is_not_a_refusal(
+    gateways: Opener,
+) -> None:
+    """The first attempt landed but a lagging node did not show it; the retry is refused
+    (e.g. its authorization expired meanwhile). That refusal proves nothing about the first
+    attempt: the chain shows the client refunded, so the job is refunded, not parked as
+    "refund refused" for an operator who might refund again."""
+    async with gateways(refund_policy=FULL) as h:
+        assert h.world.chain is not None
+        h.world.upstream.script(submit=[Submit.REFUSE])
+        h.world.facilitator.script(refund=[Settle.TIMEOUT_LANDED, Settle.REFUSED])
+        h.world.chain.hidden.add(h.gw.settings.hot_wallet_address.lower())
+        spent = await h.spent()
+        await h.pay()
+        job = await h.the_job()
+        assert job.state == JobState.REFUNDING  # unknown: retried
+        h.world.chain.hidden.clear()
+        job = await h.work(job.id)
+        landed = next(c.tx for c in h.world.facilitator.settles("refund") if c.tx)
+        assert (job.state, job.refund_tx) == (JobState.REFUNDED, landed)
+        assert kinds(await h.ledger_rows(job.id)) == ["charge", "refund"]
+        await money_is_consistent(h, job, spent)
