@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.settings import RefundPolicy
+from app.core.settings import RefundPolicy, SettlementOrder
 from app.jobs.models import JobState
 from tests.fast.checks import error_of, money_is_consistent
 from tests.fast.facilitator import Settle
@@ -68,4 +68,30 @@ async def test_an_unreadable_upstream_charge_is_unknown(
             failed_job_end(policy, upstream_charged=None),
             "upstream_unreachable",
         )
+        await money_is_consistent(h, job, spent)
+
+
+@pytest.mark.parametrize("order", list(SettlementOrder))
+async def test_a_refusal_after_an_unknown_settlement_waits_for_the_chain(
+    gateways: Opener, order: SettlementOrder
+) -> None:
+    """The first attempt landed but its answer was lost; the retry, made while the RPC is
+    down, is refused (e.g. the authorization expired meanwhile). That refusal proves nothing
+    about the first attempt: the client is never told to pay again for a payment the chain
+    shows made."""
+    async with gateways(settlement_order=order) as h:
+        assert h.world.chain is not None
+        h.world.facilitator.script(settle=[Settle.TIMEOUT_LANDED, Settle.REFUSED])
+        h.world.chain.down = True
+        spent = await h.spent()
+        assert error_of(await h.pay()) == "payment_outcome_unknown"
+        job = await h.step((await h.the_job()).id)  # refused, and the chain unreadable
+        assert (job.state, job.settle_tx) in {
+            (JobState.VERIFIED, None),
+            (JobState.SUBMITTED, None),
+        }
+        h.world.chain.down = False
+        job = await h.work(job.id)
+        assert job.state == JobState.COMPLETED
+        assert len(h.world.ledger.moved(job.payer, job.pay_to)) == 1
         await money_is_consistent(h, job, spent)
