@@ -23,3 +23,9 @@ def create_database(host: str, user: str, name: str) -> None:
 def drop_database(host: str, user: str, name: str) -> None:
     """DROP DATABASE `name`, disconnecting leftovers."""
     asyncio.run(_admin(host, user, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def skip_commit_flush(host: str, user: str, name: str) -> None:
+    """New sessions on `name` commit without waiting for the WAL flush: a crash may lose the
+    last commits, which a throwaway test database never needs."""
+    asyncio.run(_admin(host, user, f'ALTER DATABASE "{name}" SET synchronous_commit = off'))

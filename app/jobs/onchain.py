@@ -160,6 +160,25 @@ async def confirm_settlement(gw: Gateway, job: Job, result: SettleResult) -> Set
             f"the facilitator reported transaction {result.tx}, which the chain does not show "
             "paying us (yet)",
         )
+    if result.outcome is SettleOutcome.REFUSED and job.settle_attempts > 1:
+        return await _judge_refusal(gw, job, result)
     if result.outcome is SettleOutcome.UNKNOWN:
         return await reconcile_settlement(gw, job, result)
     return result
+
+
+async def _judge_refusal(gw: Gateway, job: Job, refusal: SettleResult) -> SettleResult:
+    """A refusal after an attempt whose outcome was unknown: it says nothing about that
+    attempt, which may have charged the client (a retry after the authorization expired is
+    refused whatever happened before). It stands only if the chain shows the authorization
+    unused; used, the chain decides; unreadable, the outcome stays unknown."""
+    assert gw.chain is not None
+    unknown = SettleResult(SettleOutcome.UNKNOWN, None, refusal.reason, refusal.message)
+    try:
+        use = await client_payment(gw, job)
+    except Exception as exc:
+        unreadable(job, "the client's payment", exc)
+        return unknown
+    if not use.used:
+        return refusal
+    return await reconcile_settlement(gw, job, unknown)

@@ -20,6 +20,7 @@ from app.payments.chain import Transfer
 from app.payments.facilitator import SettleOutcome, SettleResult, settle_payment
 from app.payments.refunds import load_refund, refund_requirements, sign_refund
 
+SETTLEMENT_UNRESOLVED = "settlement_unresolved"  # as `app.jobs.settlement` parks one
 # States from which a job may be failed (in a fixed order: one statement shape).
 FAILABLE = [s for s in JobState if s in machine.FAILABLE]
 
@@ -66,6 +67,13 @@ async def fail_job(
     decision = (
         _should_refund(gw.settings.refund_policy, upstream_charged) if client_charged else False
     )
+    if not client_charged and job.settle_attempts:
+        # Settling after the upstream, an attempt whose outcome is unknown may have charged
+        # the client: never closed as uncharged, the settlement goes to the operator.
+        decision = None
+        message = f"{message}; the client's settlement is unknown after {job.settle_attempts} "
+        message += "attempt(s)"
+        code = SETTLEMENT_UNRESOLVED
     async with transaction(gw.sessions) as session:
         repo = JobRepository(session)
         # Guarded by upstream_tx IS NULL: two actors failing one job record the spend once.
@@ -149,8 +157,10 @@ async def _refund_tx(gw: Gateway, job: Job, result: SettleResult) -> tuple[str |
     """
     # Only a settled answer's transaction counts: an unknown one may carry a reverted tx.
     tx = result.tx if result.outcome is SettleOutcome.SETTLED else None
-    if gw.chain is None or result.outcome is SettleOutcome.REFUSED:
+    if gw.chain is None:
         return tx, None
+    # A refusal too is judged by the chain: it proves nothing about an earlier attempt whose
+    # outcome was unknown, and which may have refunded the client.
     assert job.refund_amount is not None
     expected = Transfer(gw.settings.hot_wallet_address, job.payer, job.refund_amount)
     try:
@@ -217,7 +227,7 @@ async def refund(gw: Gateway, job_id: str) -> Job:
     tx, unpaid = await _refund_tx(gw, job, result)
     attempts = job.refund_attempts + 1  # this one
     async with transaction(gw.sessions) as session:
-        if tx is not None and result.outcome is not SettleOutcome.REFUSED:
+        if tx is not None:
             if await transition(
                 session,
                 job_id,

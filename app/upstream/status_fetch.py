@@ -88,10 +88,13 @@ async def resolve_checked(host: str, port: int, policy: StatusPolicy) -> list[st
 class StatusReader:
     """Guarded status reads over a client of their own (no redirects, no proxy from env)."""
 
-    def __init__(self, policy: StatusPolicy) -> None:
+    def __init__(
+        self, policy: StatusPolicy, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        """`transport`: where reads go (tests play the upstream with one; default: network)."""
         self.policy = policy
         self._http = httpx.AsyncClient(
-            follow_redirects=False, trust_env=False, timeout=policy.timeout_s
+            follow_redirects=False, trust_env=False, timeout=policy.timeout_s, transport=transport
         )
 
     def origin_allowed(self, url: str) -> bool:

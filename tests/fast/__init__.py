@@ -1,0 +1,1 @@
+"""Fast money-path tests: a real gateway in-process, the outside world faked (no processes)."""
