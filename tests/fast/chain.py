@@ -81,6 +81,10 @@ class FakeChain:
         if self.down:
             raise RpcDown("connection refused")
 
+    def at(self, network: str, token: str) -> FakeChain:
+        """As `ChainReader.at`: the fake world has one chain and one token."""
+        return self
+
     async def authorization_used(self, authorizer: str, nonce: str) -> bool:
         """Whether the authorization was executed."""
         self._read()

@@ -54,7 +54,7 @@ class FastGateway:
         offer = current_offer(self.gw, EDIT_PATH)
         client = payer_client("0x" + bytes(self.payer.key).hex(), v1_only=v1)
         if v1:
-            required: Any = PaymentRequiredV1.model_validate_json(offer.unpaid_body)
+            required: Any = PaymentRequiredV1.model_validate_json(offer.unpaid.body)
         else:
             required = decode_payment_required_header(offer.unpaid_header)
         payload = await client.create_payment_payload(required)
