@@ -20,7 +20,7 @@ from app.jobs import refund_limit
 from app.jobs.models import Job, JobState
 from app.jobs.repository import JobRepository
 from app.jobs.status_reads import StatusReads
-from app.jobs.workers import ACTIVE, BATCH
+from app.jobs.workers import ACTIVE, BATCH, LEASE_S
 from app.payments.pricing import format_usdc
 from bench.growth_db import SizedDatabase
 
@@ -91,11 +91,12 @@ class Probe:
         return elapsed
 
     async def claim(self) -> float:
-        """The worker's due-job claim (`SELECT … FOR UPDATE SKIP LOCKED`), rolled back; ms."""
+        """The worker's due-job claim (one `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP
+        LOCKED) RETURNING`), rolled back; ms."""
         async with self.sessions() as session:
             await session.begin()
             started = time.perf_counter()
-            jobs = await JobRepository(session).claim_due(ACTIVE, BATCH)
+            jobs = await JobRepository(session).claim_due(ACTIVE, BATCH, LEASE_S)
             elapsed = _ms(time.perf_counter() - started)
             await session.rollback()
         assert jobs, "the seeded due jobs were not claimed"

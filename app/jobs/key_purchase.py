@@ -23,7 +23,7 @@ KEY_PAID_VERSION = 0  # x402_version of a job no x402 payment bought
 
 
 async def _by_key(gw: Gateway, scoped_key: str) -> Job | None:
-    async with gw.sessions() as session:
+    async with gw.autocommit.connect() as session:
         return await JobRepository(session).by_idempotency_key(scoped_key)
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, timedelta
 from typing import Any
 
 from app.context import Gateway
-from app.core.db import transaction
+from app.core.db import core_transaction
 from app.jobs.models import Job, JobState
 from app.jobs.policy import after
 from app.jobs.refunding import fail_job
@@ -40,7 +40,7 @@ async def count_bad_read(gw: Gateway, job: Job, exc: UpstreamMalformed) -> None:
         message = f"{count} unreadable status answers in a row; last: {exc.message}"
         await fail_job(gw, job.id, exc.code, message, upstream_charged=True)
         return
-    async with transaction(gw.sessions) as session:
+    async with core_transaction(gw.engine) as session:
         await transition(
             session,
             job.id,
@@ -75,7 +75,7 @@ async def _fail_upstream_job(gw: Gateway, job_id: str, answer: dict[str, Any]) -
 
 async def hand_to_worker(gw: Gateway, job: Job) -> None:
     """Make the job due now and give up this poll's claim, so a worker polls and acts on it."""
-    async with transaction(gw.sessions) as session:
+    async with core_transaction(gw.engine) as session:
         await transition(
             session,
             job.id,
@@ -108,7 +108,7 @@ class Poller:
 
     async def _refresh(self, job_id: str, may_move_money: bool) -> None:
         gw = self._gw
-        async with transaction(gw.sessions) as session:
+        async with core_transaction(gw.engine) as session:
             job = await JobRepository(session).claim_poll(job_id, gw.settings.poll_interval_s)
         if job is None:
             return
@@ -156,7 +156,7 @@ async def apply_status(
         # settlement step schedules the next check (and its outcome completes or parks it).
         return
     if status == "completed":
-        async with transaction(gw.sessions) as session:
+        async with core_transaction(gw.engine) as session:
             await transition(
                 session,
                 job.id,
@@ -168,7 +168,7 @@ async def apply_status(
                 next_check_at=None,
             )
     elif status == "failed":
-        async with transaction(gw.sessions) as session:
+        async with core_transaction(gw.engine) as session:
             handover: dict[str, Any] = (
                 {} if may_move_money else {"last_polled_at": None, "next_check_at": utcnow()}
             )
@@ -183,7 +183,7 @@ async def apply_status(
         if may_move_money:
             await _fail_upstream_job(gw, job.id, data)
     else:
-        async with transaction(gw.sessions) as session:
+        async with core_transaction(gw.engine) as session:
             await transition(
                 session,
                 job.id,

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.context import Gateway
 from app.core.crashpoints import crash_point
-from app.core.db import transaction
+from app.core.db import core_transaction
 from app.core.errors import (
     Conflict,
     PaymentOutcomeUnknown,
@@ -66,10 +66,10 @@ async def existing(gw: Gateway, job: Job, fp: str) -> Job:
             code="idempotency_conflict",
         )
     if job.state not in ANSWERED_STATES:
-        async with transaction(gw.sessions) as session:
+        async with core_transaction(gw.engine) as session:
             claimed = await JobRepository(session).try_lease(job.id, request_lease_s(gw.settings))
         if claimed:  # nobody is working on it (e.g. an unknown settlement): resume it here
-            return await drive(gw, await load_job(gw.sessions, job.id))
+            return await drive(gw, await load_job(gw.autocommit, job.id))
     return await answer_soon(gw, job.id)
 
 
@@ -109,7 +109,7 @@ async def _known(gw: Gateway, payment: IncomingPayment, scoped_key: str | None) 
 
     Pass `scoped_key` only for a payment the facilitator verified: a key is the payer's.
     """
-    async with gw.sessions() as session:
+    async with gw.autocommit.connect() as session:
         repo = JobRepository(session)
         job = await repo.by_payment(payment.network, payment.payer, payment.nonce)
         if job is None and scoped_key:
@@ -194,7 +194,7 @@ async def purchase(
             raise
         return await existing(gw, _same_payment(known, payment), fp)
     if scoped_key:
-        async with transaction(gw.sessions) as session:
+        async with core_transaction(gw.engine) as session:
             repo = JobRepository(session)
             # A key whose payment was refused bought nothing: free it for this new payment.
             await repo.release_failed_key(scoped_key)

@@ -7,7 +7,7 @@ from typing import Any
 
 from app.context import Gateway
 from app.core.crashpoints import crash_point
-from app.core.db import transaction
+from app.core.db import core_transaction
 from app.core.settings import RefundPolicy
 from app.jobs import machine, onchain, refund_limit
 from app.jobs.key_refund import refund_to_key
@@ -59,7 +59,7 @@ async def fail_job(
     gw: Gateway, job_id: str, code: str, message: str, *, upstream_charged: bool | None
 ) -> Job:
     """Move a job to failed, refunding the client when policy says so."""
-    job = await load_job(gw.sessions, job_id)
+    job = await load_job(gw.autocommit, job_id)
     upstream_tx = None
     if upstream_charged is not False:
         upstream_charged, upstream_tx = await upstream_was_charged(gw, job)
@@ -74,7 +74,7 @@ async def fail_job(
         message = f"{message}; the client's settlement is unknown after {job.settle_attempts} "
         message += "attempt(s)"
         code = SETTLEMENT_UNRESOLVED
-    async with transaction(gw.sessions) as session:
+    async with core_transaction(gw.engine) as session:
         repo = JobRepository(session)
         # Guarded by upstream_tx IS NULL: two actors failing one job record the spend once.
         if (
@@ -133,7 +133,7 @@ async def fail_job(
         await release_unspent(session, job_id)
     if decision and not job.paid_with_key:
         return await refund(gw, job_id)
-    return await load_job(gw.sessions, job_id)
+    return await load_job(gw.autocommit, job_id)
 
 
 async def _refund_expired_unused(gw: Gateway, job: Job) -> bool:
@@ -178,16 +178,16 @@ async def _refund_tx(gw: Gateway, job: Job, result: SettleResult) -> tuple[str |
 
 async def refund(gw: Gateway, job_id: str) -> Job:
     """Sign (once) and settle the refund of a REFUNDING job."""
-    job = await load_job(gw.sessions, job_id)
+    job = await load_job(gw.autocommit, job_id)
     if job.state != JobState.REFUNDING.value or job.refund_amount is None:
         return job
     if job.paid_with_key:  # never an on-chain transfer: the key's budget is credited
-        async with transaction(gw.sessions) as session:
+        async with core_transaction(gw.engine) as session:
             await refund_to_key(session, job, {})
-        return await load_job(gw.sessions, job_id)
+        return await load_job(gw.autocommit, job_id)
     if job.refund_payload is not None and await _refund_expired_unused(gw, job):
         # Nobody can execute it any more: replacing it cannot pay the client twice.
-        async with transaction(gw.sessions) as session:
+        async with core_transaction(gw.engine) as session:
             await transition(
                 session,
                 job_id,
@@ -196,7 +196,7 @@ async def refund(gw: Gateway, job_id: str) -> Job:
                 refund_payload=None,
                 refund_nonce=None,
             )
-        job = await load_job(gw.sessions, job_id)
+        job = await load_job(gw.autocommit, job_id)
     if job.refund_payload is None:
         requirements = refund_requirements(
             payer=job.payer,
@@ -207,7 +207,7 @@ async def refund(gw: Gateway, job_id: str) -> Job:
         )
         signed = await sign_refund(gw.hot_wallet, requirements)
         nonce = str(signed["payload"]["authorization"]["nonce"]).lower()
-        async with transaction(gw.sessions) as session:
+        async with core_transaction(gw.engine) as session:
             await transition(
                 session,
                 job_id,
@@ -217,7 +217,7 @@ async def refund(gw: Gateway, job_id: str) -> Job:
                 refund_nonce=nonce,
             )
         crash_point("after_refund_signed")
-        job = await load_job(gw.sessions, job_id)
+        job = await load_job(gw.autocommit, job_id)
     assert job.refund_payload is not None
     assert job.refund_nonce is not None
     payload, requirements = load_refund(job.refund_payload)
@@ -226,7 +226,7 @@ async def refund(gw: Gateway, job_id: str) -> Job:
     )
     tx, unpaid = await _refund_tx(gw, job, result)
     attempts = job.refund_attempts + 1  # this one
-    async with transaction(gw.sessions) as session:
+    async with core_transaction(gw.engine) as session:
         if tx is not None:
             if await transition(
                 session,
@@ -288,4 +288,4 @@ async def refund(gw: Gateway, job_id: str) -> Job:
                 refund_attempts=attempts,
                 next_check_at=after(refund_backoff_s(attempts)),
             )
-    return await load_job(gw.sessions, job_id)
+    return await load_job(gw.autocommit, job_id)

@@ -1,4 +1,10 @@
-"""All job and ledger queries; callers own the transaction."""
+"""All job and ledger queries; callers own the transaction.
+
+Every query is a Core statement; rows come back as detached `Job` objects (`job_from_row`),
+so the repository runs the same on a bare connection (the money path: `core_transaction`)
+as on an ORM session (the operator's read-only pages), and nothing is written behind the
+caller's back by a session's unit of work.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Row, Table, bindparam, func, insert, literal_column, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import configure_mappers
 from sqlalchemy.orm.attributes import manager_of_class
 
 from app.core.db import Executor
@@ -27,6 +34,8 @@ _PAYMENT_IDENTITY = (
     JOBS.c.pay_nonce == bindparam("nonce"),
 )
 _BY_PAYMENT = select(JOBS).where(*_PAYMENT_IDENTITY)
+_BY_ID = select(JOBS).where(JOBS.c.id == bindparam("job_id"))
+_BY_KEY = select(JOBS).where(JOBS.c.idempotency_key == bindparam("key"))
 # The id of the job a payment bought, as a scalar subquery (read with other values at once).
 JOB_ID_BY_PAYMENT = select(JOBS.c.id).where(*_PAYMENT_IDENTITY).scalar_subquery()
 _CLAIM_POLL = (
@@ -40,7 +49,11 @@ _CLAIM_POLL = (
     .returning(*JOBS.c)
 )
 
+# Rows become detached instances without an ORM query, which is what would otherwise set up
+# the mappers' attribute access first: set it up now.
+configure_mappers()
 _NEW_JOB = manager_of_class(Job).new_instance
+_NEW_ENTRY = manager_of_class(LedgerEntry).new_instance
 
 
 def job_from_row(row: Row[Any]) -> Job:
@@ -54,34 +67,35 @@ def job_from_row(row: Row[Any]) -> Job:
     return job
 
 
+def _entry_from_row(row: Row[Any]) -> LedgerEntry:
+    """A detached `LedgerEntry` from a full `ledger` row (as `job_from_row`)."""
+    entry = _NEW_ENTRY()
+    entry.__dict__.update(row._mapping)
+    return entry
+
+
 def utcnow() -> datetime:
     """Timezone-aware now (stored as UTC everywhere)."""
     return datetime.now(UTC)
 
 
-async def load_job(sessions: async_sessionmaker[AsyncSession], job_id: str) -> Job:
-    """A fresh copy of a job that must exist, read in its own short session."""
-    async with sessions() as session:
-        job = await session.get(Job, job_id)
+async def load_job(engine: AsyncEngine, job_id: str) -> Job:
+    """A fresh copy of a job that must exist, read on a connection of its own."""
+    async with engine.connect() as conn:
+        job = await JobRepository(conn).get(job_id)
     assert job is not None, job_id
     return job
 
 
 class JobRepository:
-    """Queries over `jobs` and `ledger` inside one session or Core connection.
-
-    The methods that load ORM objects need a session (`orm`); the rest run on either.
-    """
+    """Queries over `jobs` and `ledger` inside the caller's connection (or session)."""
 
     def __init__(self, session: Executor) -> None:
         self.session = session
 
-    @property
-    def orm(self) -> AsyncSession:
-        """The session, for the queries that load ORM objects."""
-        if not isinstance(self.session, AsyncSession):
-            raise TypeError("this query loads ORM objects: it needs a session, not a connection")
-        return self.session
+    async def _one(self, stmt: Any, params: dict[str, Any]) -> Job | None:
+        row = (await self.session.execute(stmt, params)).one_or_none()
+        return None if row is None else job_from_row(row)
 
     async def add(self, job: Job) -> None:
         """Insert a new (transient) job with a plain INSERT, sent now; `job` stays detached.
@@ -94,18 +108,16 @@ class JobRepository:
 
     async def get(self, job_id: str) -> Job | None:
         """A job by id."""
-        return await self.orm.get(Job, job_id)
+        return await self._one(_BY_ID, {"job_id": job_id})
 
     async def by_payment(self, network: str, payer: str, nonce: str) -> Job | None:
         """The job bought by this payment identity, if any."""
         params = {"network": network, "payer": payer, "nonce": nonce}
-        row = (await self.session.execute(_BY_PAYMENT, params)).one_or_none()
-        return None if row is None else job_from_row(row)
+        return await self._one(_BY_PAYMENT, params)
 
     async def by_idempotency_key(self, key: str) -> Job | None:
         """The job created under this idempotency key, if any."""
-        stmt = select(Job).where(Job.idempotency_key == key)
-        return (await self.orm.execute(stmt)).scalar_one_or_none()
+        return await self._one(_BY_KEY, {"key": key})
 
     async def release_failed_key(self, key: str) -> None:
         """Detach an idempotency key from a job whose payment was refused (nothing bought)."""
@@ -115,25 +127,31 @@ class JobRepository:
             .values(idempotency_key=None)
         )
 
-    async def claim_due(self, states: list[JobState], limit: int) -> list[Job]:
-        """Rows due for background work, locked so other replicas skip them.
+    async def claim_due(self, states: list[JobState], limit: int, lease_s: float) -> list[Job]:
+        """Lease up to `limit` rows due for background work for `lease_s` seconds, in one
+        statement; the rows as leased. Rows another replica holds locked are skipped.
 
         The states are literals in the SQL, so the planner can prove the partial index of
         unfinished jobs (`ix_jobs_due`) applies: its cost stays flat with the finished jobs.
         """
         now = utcnow()
-        stmt = (
-            select(Job)
+        due = (
+            select(JOBS.c.id)
             .where(
-                Job.state.in_([literal_column(f"'{s.value}'") for s in states]),
-                or_(Job.next_check_at.is_(None), Job.next_check_at <= now),
+                JOBS.c.state.in_([literal_column(f"'{s.value}'") for s in states]),
+                or_(JOBS.c.next_check_at.is_(None), JOBS.c.next_check_at <= now),
             )
-            .order_by(Job.next_check_at)
+            .order_by(JOBS.c.next_check_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
-            .execution_options(populate_existing=True)
         )
-        return list((await self.orm.execute(stmt)).scalars())
+        stmt = (
+            update(JOBS)
+            .where(JOBS.c.id.in_(due.scalar_subquery()))
+            .values(next_check_at=now + timedelta(seconds=lease_s))
+            .returning(*JOBS.c)
+        )
+        return [job_from_row(row) for row in (await self.session.execute(stmt)).all()]
 
     async def try_lease(self, job_id: str, seconds: float) -> bool:
         """Take a job whose lease has expired (nobody is working on it) for `seconds`."""
@@ -228,8 +246,8 @@ class JobRepository:
 
     async def ledger_for(self, job_id: str) -> list[LedgerEntry]:
         """A job's transfers in order."""
-        stmt = select(LedgerEntry).where(LedgerEntry.job_id == job_id).order_by(LedgerEntry.id)
-        return list((await self.orm.execute(stmt)).scalars())
+        stmt = select(LEDGER).where(LEDGER.c.job_id == job_id).order_by(LEDGER.c.id)
+        return [_entry_from_row(row) for row in (await self.session.execute(stmt)).all()]
 
     async def count_by_state(self) -> dict[str, int]:
         """How many jobs are in each state."""
@@ -239,12 +257,12 @@ class JobRepository:
     async def needing_attention(self, limit: int = 100) -> list[Job]:
         """Jobs parked for the operator, newest first."""
         stmt = (
-            select(Job)
-            .where(Job.state == JobState.NEEDS_ATTENTION.value)
-            .order_by(Job.updated_at.desc())
+            select(JOBS)
+            .where(JOBS.c.state == JobState.NEEDS_ATTENTION.value)
+            .order_by(JOBS.c.updated_at.desc())
             .limit(limit)
         )
-        return list((await self.orm.execute(stmt)).scalars())
+        return [job_from_row(row) for row in (await self.session.execute(stmt)).all()]
 
     async def ledger_totals(self) -> dict[str, Any]:
         """Sum per ledger kind, and the margin they imply."""

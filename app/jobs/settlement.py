@@ -121,7 +121,7 @@ async def record_settlement(
                 written = await _record_unknown(session, job, result)
             await reservation.release_unspent(session, job.id)
     if written is None:
-        return Settlement(result, await load_job(gw.sessions, job.id), recorded=False)
+        return Settlement(result, await load_job(gw.autocommit, job.id), recorded=False)
     if refusal is not None and written.state == JobState.PAID.value:
         failed = await fail_job(gw, job.id, refusal.code, refusal.message, upstream_charged=False)
         return Settlement(result, failed, recorded=True)

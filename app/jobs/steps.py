@@ -84,7 +84,7 @@ async def buy_upstream(gw: Gateway, job: Job, *, charge_first: bool = True) -> J
                 if written is None:
                     await reservation.undo(session, reserved)
         if written is None:
-            current = await load_job(gw.sessions, job.id)
+            current = await load_job(gw.autocommit, job.id)
             if reserved is None and current.state == ready.value:
                 code, message = CAP_REACHED.code, CAP_REACHED.message
                 return await fail_job(gw, job.id, code, message, upstream_charged=False)
@@ -127,7 +127,7 @@ async def submit_upstream(gw: Gateway, job: Job, *, attempt_counted: bool = Fals
                 next_check_at=after(upstream_lease_s(gw.settings)),
             )
         if counted is None:
-            return await load_job(gw.sessions, job.id)  # somebody else moved it meanwhile
+            return await load_job(gw.autocommit, job.id)  # somebody else moved it meanwhile
         job = counted
     header = job.upstream_payment_header
     assert header is not None
@@ -146,7 +146,7 @@ async def submit_upstream(gw: Gateway, job: Job, *, attempt_counted: bool = Fals
                     error_message=exc.message,
                     next_check_at=after(upstream_retry_s(attempts)),
                 )
-            return written or await load_job(gw.sessions, job.id)
+            return written or await load_job(gw.autocommit, job.id)
         return await fail_job(gw, job.id, exc.code, exc.message, upstream_charged=None)
     except UpstreamError as exc:
         return await fail_job(gw, job.id, exc.code, exc.message, upstream_charged=None)
@@ -184,4 +184,4 @@ async def submit_upstream(gw: Gateway, job: Job, *, attempt_counted: bool = Fals
         message = "the upstream's status URL is not on an allowed origin; it is never read"
         code = "upstream_status_url_refused"
         return await fail_job(gw, job.id, code, message, upstream_charged=True)
-    return written or await load_job(gw.sessions, job.id)
+    return written or await load_job(gw.autocommit, job.id)

@@ -27,7 +27,7 @@ async def wait_until_answered(gw: Gateway, job_id: str, within_s: float | None =
     deadline = asyncio.get_running_loop().time() + within_s
     delay = 0.05
     while True:
-        async with gw.sessions() as session:
+        async with gw.autocommit.connect() as session:
             job = await JobRepository(session).get(job_id)
         assert job is not None
         # error_code on an unfinished job: its last attempt failed and a retry is scheduled.

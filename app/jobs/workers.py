@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
 
 from app.context import Gateway
-from app.core.db import transaction
+from app.core.db import core_transaction
 from app.core.settings import SettlementOrder
 from app.jobs.models import Job, JobState
 from app.jobs.polling import Poller, fail_recorded, failed_upstream
 from app.jobs.purchase_errors import guarded
 from app.jobs.refunding import fail_job, refund
-from app.jobs.repository import JobRepository, utcnow
+from app.jobs.repository import JobRepository
 from app.jobs.settlement import settle_client_payment
 from app.jobs.steps import buy_upstream, submit_upstream
 from app.payments.facilitator import SettleOutcome
@@ -37,12 +36,8 @@ BATCH = 50
 
 async def claim(gw: Gateway, limit: int = BATCH) -> list[Job]:
     """Lease up to `limit` due jobs to this process; the jobs as claimed."""
-    async with transaction(gw.sessions) as session:
-        jobs = await JobRepository(session).claim_due(ACTIVE, limit)
-        lease = utcnow() + timedelta(seconds=LEASE_S)
-        for job in jobs:
-            job.next_check_at = lease
-        return jobs
+    async with core_transaction(gw.engine) as conn:
+        return await JobRepository(conn).claim_due(ACTIVE, limit, LEASE_S)
 
 
 async def advance(gw: Gateway, poller: Poller, job: Job) -> None:

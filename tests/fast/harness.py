@@ -105,7 +105,7 @@ class FastGateway:
         other tests' jobs in this database are put off meanwhile, so only this one is due.
         """
         for _ in range(max_steps):
-            job = await load_job(self.gw.sessions, job_id)
+            job = await load_job(self.gw.autocommit, job_id)
             if JobState(job.state) not in ACTIVE:
                 return job
             await self.step(job_id, claimed=claimed)
@@ -118,8 +118,8 @@ class FastGateway:
             await self._put_off_others(job_id)
             assert await run_once(self.gw, self.poller) == 1
         else:
-            await advance(self.gw, self.poller, await load_job(self.gw.sessions, job_id))
-        return await load_job(self.gw.sessions, job_id)
+            await advance(self.gw, self.poller, await load_job(self.gw.autocommit, job_id))
+        return await load_job(self.gw.autocommit, job_id)
 
     async def _put_off_others(self, job_id: str) -> None:
         """Other tests' unfinished jobs are not due today (their worlds are gone)."""
