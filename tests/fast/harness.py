@@ -89,9 +89,9 @@ class FastGateway:
         return str(view["id"]), secret
 
     async def key_jobs(self, key_id: str) -> list[Job]:
-        """The jobs the key bought, oldest first."""
+        """The jobs the key bought."""
         async with self.gw.sessions() as session:
-            stmt = select(Job).where(Job.api_key_id == key_id).order_by(Job.created_at)
+            stmt = select(Job).where(Job.api_key_id == key_id)
             return list((await session.execute(stmt)).scalars())
 
     async def key_spent(self, key_id: str) -> int:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from app.api.edits import EDIT_PATH, current_offer
-from app.core.settings import RefundPolicy
+from app.core.settings import RefundPolicy, SettlementOrder
 from app.jobs.key_purchase import purchase_with_key
 from app.jobs.models import JobState
 from app.jobs.repository import utcnow
@@ -22,6 +22,8 @@ from tests.fast.rules import failed_job_end, known_upstream_charge
 from tests.fast.upstream import Status, Submit
 
 FULL = RefundPolicy.FULL
+# A key-paid job has no x402 payment: the settlement order must change nothing for it.
+ORDERS = pytest.mark.parametrize("order", list(SettlementOrder))
 
 
 def price_of(h: FastGateway) -> int:
@@ -40,8 +42,9 @@ async def key_money_is_consistent(h: FastGateway, key_id: str, job_id: str) -> N
     assert "refund" not in kinds(await h.ledger_rows(job_id))
 
 
-async def test_a_key_paid_job_is_served(gateways: Opener) -> None:
-    async with gateways() as h:
+@ORDERS
+async def test_a_key_paid_job_is_served(gateways: Opener, order: SettlementOrder) -> None:
+    async with gateways(settlement_order=order) as h:
         price = price_of(h)
         key_id, secret = await h.new_key(budget_atomic=3 * price)
         spent = await h.spent()
@@ -83,14 +86,15 @@ FAILURE_CASES = [
 ]
 
 
+@ORDERS
 @pytest.mark.parametrize(("name", "policy", "chain"), FAILURE_CASES)
 async def test_a_failed_key_paid_job_is_credited_by_policy(
-    gateways: Opener, name: str, policy: RefundPolicy, chain: bool
+    gateways: Opener, name: str, policy: RefundPolicy, chain: bool, order: SettlementOrder
 ) -> None:
     failure = FAILURES[name]
     charged = known_upstream_charge(paid=failure.paid, tx_in_answer=failure.paid, chain=chain)
     end = failed_job_end(policy, charged)
-    async with gateways(chain=chain, refund_policy=policy) as h:
+    async with gateways(chain=chain, refund_policy=policy, settlement_order=order) as h:
         price = price_of(h)
         h.world.upstream.script(
             submit=[failure.submit], status=[failure.status] if failure.status else []
@@ -170,3 +174,33 @@ async def test_resumed_after_a_crash_past_the_debit(
         assert world.upstream.count("submit") == 1
         await key_money_is_consistent(restarted, key_id, job.id)
         await money_is_consistent(restarted, job, spent)
+
+
+async def test_a_repeated_idempotency_key_debits_once(gateways: Opener) -> None:
+    async with gateways() as h:
+        price = price_of(h)
+        key_id, secret = await h.new_key(budget_atomic=3 * price)
+        first = await h.pay_with_key(secret, key="order-1")
+        again = await h.pay_with_key(secret, key="order-1")
+        assert (first.status_code, again.status_code) == (200, 200), again.text
+        assert first.json()["jobId"] == again.json()["jobId"]
+        [job] = await h.key_jobs(key_id)
+        assert await h.key_ledger(key_id) == [("debit", job.id, price)]
+        assert h.world.upstream.count("submit") == 1
+        await key_money_is_consistent(h, key_id, job.id)
+
+
+async def test_a_credited_job_gives_its_day_back(gateways: Opener) -> None:
+    """The credit lowers the day's spend too: the day's budget pays for the next job."""
+    async with gateways(refund_policy=FULL) as h:
+        price = price_of(h)
+        h.world.upstream.script(submit=[Submit.REFUSE])
+        key_id, secret = await h.new_key(daily_budget_atomic=price)
+        assert error_of(await h.pay_with_key(secret)) == "upstream_payment_refused"
+        served = await h.pay_with_key(secret)
+        assert served.status_code == 200, served.text
+        jobs = {job.state: job for job in await h.key_jobs(key_id)}
+        failed, bought = jobs[JobState.REFUNDED], jobs[JobState.SUBMITTED]
+        debit, credit = ("debit", failed.id, price), ("credit", failed.id, price)
+        assert await h.key_ledger(key_id) == [debit, credit, ("debit", bought.id, price)]
+        assert await h.key_spent(key_id) == price

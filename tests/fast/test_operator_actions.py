@@ -11,7 +11,7 @@ from app.api.edits import EDIT_PATH, current_offer
 from app.core.db import transaction
 from app.core.settings import RefundPolicy
 from app.jobs.models import Job, JobState, OperatorAction
-from app.jobs.policy import MAX_SETTLE_ATTEMPTS
+from app.jobs.policy import MAX_REFUND_ATTEMPTS, MAX_SETTLE_ATTEMPTS
 from app.operator import actions
 from app.operator.actions import ActionRefused
 from tests.fast.chain import authorization_of
@@ -79,31 +79,67 @@ async def test_retry_an_unresolved_settlement(gateways: Opener, chain: bool) -> 
         await money_is_consistent(h, job, spent)
 
 
-@CHAIN
-async def test_retry_a_refused_refund(gateways: Opener, chain: bool) -> None:
-    """Parked: the facilitator refused the refund. Retried: the same stored authorization."""
+# How a refund gets parked: refused (with or without a chain), or unknown on every attempt
+# (without a chain: nothing could tell whether it moved; here nothing did).
+REFUND_PARKINGS = {
+    "refused-chain": (True, [Settle.REFUSED], "refund_refused"),
+    "refused-no_chain": (False, [Settle.REFUSED], "refund_refused"),
+    "unresolved-no_chain": (False, [Settle.TIMEOUT] * MAX_REFUND_ATTEMPTS, "refund_unresolved"),
+}
+
+
+@pytest.mark.parametrize("parking", list(REFUND_PARKINGS))
+async def test_retry_a_parked_refund(gateways: Opener, parking: str) -> None:
+    """Retried: the same stored authorization is sent again, and refunds the client once."""
+    chain, script, code = REFUND_PARKINGS[parking]
     async with gateways(chain=chain, refund_policy=FULL) as h:
         h.world.upstream.script(submit=[Submit.REFUSE])
-        h.world.facilitator.script(refund=[Settle.REFUSED])
+        h.world.facilitator.script(refund=script)
         await h.pay()
         job = await h.work((await h.the_job()).id)
-        assert (job.state, job.error_code) == (PARKED, "refund_refused")
+        assert (job.state, job.error_code) == (PARKED, code)
         assert refunds_to(h, job) == []
         assert job.refund_payload is not None
         nonce = authorization_of(job.refund_payload)["nonce"]
         with pytest.raises(ActionRefused) as refused:
             await act(h, "refund", job.id)  # the stored authorization may still pay
         assert refused.value.code == "job_not_refundable"
+        h.world.facilitator.refund_script.clear()
+        sent_before = len(h.world.facilitator.settles("refund"))
         assert (await act(h, "retry", job.id)).state == JobState.REFUNDING
         job = await h.work(job.id)
         assert job.state == JobState.REFUNDED, job.error_code
         assert job.refund_payload is not None
         assert authorization_of(job.refund_payload)["nonce"] == nonce
         assert refunds_to(h, job) == [job.pay_amount]
-        assert len(h.world.facilitator.settles("refund")) == 2  # refused, then once more
+        assert len(h.world.facilitator.settles("refund")) == sent_before + 1
         assert len(h.world.facilitator.settles("client")) == 1
         assert kinds(await h.ledger_rows(job.id)) == ["charge", "refund"]
         assert await recorded(h, job.id) == [("retry", "ops")]
+
+
+async def test_refund_a_refund_the_chain_shows_not_made(gateways: Opener) -> None:
+    """Parked: the refund's authorization was used by a transfer that did not pay the client.
+    Refunded by the operator: a fresh authorization, and exactly one refund to the client."""
+    async with gateways(refund_policy=FULL) as h:
+        h.world.upstream.script(submit=[Submit.REFUSE])
+        h.world.facilitator.script(refund=[Settle.FRONTRUN])
+        await h.pay()
+        job = await h.work((await h.the_job()).id)
+        assert (job.state, job.error_code) == (PARKED, "refund_not_made")
+        assert job.refund_payload is not None
+        used = authorization_of(job.refund_payload)["nonce"]
+        with pytest.raises(ActionRefused) as refused:
+            await act(h, "retry", job.id)
+        assert refused.value.code == "job_not_retryable"
+        assert (await act(h, "refund", job.id)).state == JobState.REFUNDING
+        job = await h.work(job.id)
+        assert job.state == JobState.REFUNDED, job.error_code
+        assert job.refund_payload is not None
+        assert authorization_of(job.refund_payload)["nonce"] != used
+        assert refunds_to(h, job) == [job.pay_amount]
+        assert kinds(await h.ledger_rows(job.id)) == ["charge", "refund"]
+        assert await recorded(h, job.id) == [("refund", "ops")]
 
 
 async def test_refund_a_job_the_upstream_may_have_charged(gateways: Opener) -> None:
