@@ -79,6 +79,25 @@ async def test_retry_an_unresolved_settlement(gateways: Opener, chain: bool) -> 
         await money_is_consistent(h, job, spent)
 
 
+async def test_a_retried_settlement_that_had_landed_unseen_charges_once(gateways: Opener) -> None:
+    """Without a chain, the first attempt landed but nothing can show it: the retry sends the
+    same authorization (answered "nonce used", still unknown) and parks the job again, the
+    client charged exactly once."""
+    async with gateways(chain=False) as h:
+        h.world.facilitator.script(settle=[Settle.TIMEOUT_LANDED])
+        spent = await h.spent()
+        assert error_of(await h.pay()) == "payment_outcome_unknown"
+        job = await h.work((await h.the_job()).id)
+        assert (job.state, job.error_code) == (PARKED, "settlement_unresolved")
+        await act(h, "retry", job.id)
+        job = await h.work(job.id)
+        assert (job.state, job.error_code, job.settle_tx) == (PARKED, "settlement_unresolved", None)
+        assert h.world.ledger.moved(job.payer, job.pay_to) == [job.pay_amount]
+        assert h.world.upstream.count("submit") == 0  # nothing bought for an unknown charge
+        assert await recorded(h, job.id) == [("retry", "ops")]
+        await money_is_consistent(h, job, spent)
+
+
 # How a refund gets parked: refused (with or without a chain), or unknown on every attempt
 # (without a chain: nothing could tell whether it moved; here nothing did).
 REFUND_PARKINGS = {
