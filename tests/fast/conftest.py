@@ -15,6 +15,7 @@ from app.core.migrate import upgrade_to_head
 from tests import pgadmin as admin
 from tests.conftest import PG_HOST, PG_USER
 from tests.fast import arcs
+from tests.fast.crashes import crash_at  # noqa: F401  # a fixture of every fast test
 from tests.fast.pool import GatewayPool, Opener
 
 COVERAGE_TEST = "test_every_arc_is_taken"

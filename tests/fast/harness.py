@@ -25,9 +25,11 @@ from app.jobs.models import Job, JobState, LedgerEntry, SpendHour
 from app.jobs.polling import Poller
 from app.jobs.repository import JobRepository, load_job, utcnow
 from app.jobs.workers import ACTIVE, advance, run_once
+from app.keys.models import ApiKey, KeyLedgerEntry
 from app.payments.incoming import IncomingPayment, parse_payment
 from sandbox.pay import EDIT_BODY, payer_client
 from tests.fast.world import World
+from tests.key_helpers import create_key_in
 
 MAX_WORKER_STEPS = 40  # more than any retry budget the policy allows (12 settle attempts)
 
@@ -72,6 +74,42 @@ class FastGateway:
         if key is not None:
             headers["Idempotency-Key"] = key
         return await self.http.post(EDIT_PATH, json=EDIT_BODY, headers=headers)
+
+    async def pay_with_key(self, secret: str, *, key: str | None = None) -> httpx.Response:
+        """POST the edit paid with the API key `secret` (no x402 payment), and an
+        idempotency key."""
+        headers = {"Authorization": f"Bearer {secret}"}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        return await self.http.post(EDIT_PATH, json=EDIT_BODY, headers=headers)
+
+    async def new_key(self, **limits: Any) -> tuple[str, str]:
+        """(id, secret) of a key made by the service, as the CLI and the admin API do."""
+        view, secret = await create_key_in(self.gw.engine, **limits)
+        return str(view["id"]), secret
+
+    async def key_jobs(self, key_id: str) -> list[Job]:
+        """The jobs the key bought."""
+        async with self.gw.sessions() as session:
+            stmt = select(Job).where(Job.api_key_id == key_id)
+            return list((await session.execute(stmt)).scalars())
+
+    async def key_spent(self, key_id: str) -> int:
+        """What the key's row says it spent."""
+        async with self.gw.sessions() as session:
+            spent = await session.scalar(select(ApiKey.spent_atomic).where(ApiKey.id == key_id))
+        return int(spent or 0)
+
+    async def key_ledger(self, key_id: str) -> list[tuple[str, str | None, int]]:
+        """The key's budget movements, oldest first: (kind, job id, amount)."""
+        async with self.gw.sessions() as session:
+            stmt = (
+                select(KeyLedgerEntry)
+                .where(KeyLedgerEntry.key_id == key_id)
+                .order_by(KeyLedgerEntry.id)
+            )
+            rows = (await session.execute(stmt)).scalars()
+            return [(str(r.kind), r.job_id, int(r.amount)) for r in rows]
 
     async def job(self) -> Job | None:
         """The job the last signed payment bought, if any."""

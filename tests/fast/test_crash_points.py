@@ -3,44 +3,21 @@ resumes the job from its row: the right end, nothing charged, bought or refunded
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
 from app.api.edits import EDIT_PATH
-from app.core import crashpoints
 from app.core.settings import RefundPolicy, SettlementOrder
 from app.jobs.models import JobState
 from app.jobs.purchase import purchase
 from sandbox.pay import EDIT_BODY
 from tests.fast.checks import kinds, money_is_consistent
+from tests.fast.crashes import Crash
 from tests.fast.pool import Opener
 from tests.fast.rules import failed_job_end, known_upstream_charge
 from tests.fast.upstream import Submit
 
 FIRST, AFTER = SettlementOrder.SETTLE_FIRST, SettlementOrder.SETTLE_AFTER
 FULL = RefundPolicy.FULL
-
-
-class Crash(BaseException):
-    """The process died here (a BaseException: no `except Exception` in the app stops it)."""
-
-
-@pytest.fixture
-def crash_at(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every module's `crash_point` dies at the point named in the list returned."""
-    target: list[str] = []
-
-    def crash_point(name: str) -> None:
-        assert name in crashpoints.POINTS, name
-        if name in target:
-            raise Crash(name)
-
-    dies = crashpoints.crash_point
-    for name, module in list(sys.modules.items()):
-        if name.startswith("app.") and getattr(module, "crash_point", None) is dies:
-            monkeypatch.setattr(module, "crash_point", crash_point)
-    return target
 
 
 def _ends(point: str, order: SettlementOrder, chain: bool, policy: RefundPolicy) -> JobState:
