@@ -4,7 +4,8 @@ Rows look like the gateway's own: the same JSON payload shapes, creation times s
 the last year in insertion order, about 93 % completed, the rest failed (most refunded, some
 withheld by the refund limit), refused at settlement or parked for the operator; a charge
 for every settled job, an upstream payment for every job the upstream was bought for, a
-refund for every refunded one. A few jobs stay in progress, half of them due for the worker.
+refund for every refunded one; one job in 20 paid with an API key (`bench.bulk_keys`) instead.
+A few jobs stay in progress, half of them due for the worker.
 Foreign keys and triggers are skipped while copying (`session_replication_role`): the rows
 are consistent by construction, and the rollups are built afterwards like the migration does.
 """
@@ -23,6 +24,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from app.jobs.models import FINAL_STATES, Job
+from bench import bulk_keys
 
 COLUMNS = [c.key for c in Job.__table__.columns]
 LEDGER_COLUMNS = ["job_id", "kind", "amount", "asset", "network", "from_address", "to_address"]
@@ -117,8 +119,11 @@ def _outcome(rng: random.Random, index: int) -> tuple[str, bool, bool, str | Non
     return "completed", True, False, None
 
 
-def make_job(rng: random.Random, i: int, count: int, now: datetime) -> tuple[Any, list[Any]]:
-    """Job `i` of `count` (created in order over the last year) and its ledger rows."""
+def make_job(
+    rng: random.Random, i: int, count: int, now: datetime
+) -> tuple[Any, list[Any], list[Any]]:
+    """Job `i` of `count` (created in order over the last year), its ledger rows and, when
+    an API key paid for it, its key-ledger rows."""
     job_id = f"job_{i:08d}{rng.randbytes(6).hex()}"
     payer = "0x" + f"{rng.randrange(5000):040x}"
     amount = rng.choice(PRICES)
@@ -130,7 +135,10 @@ def make_job(rng: random.Random, i: int, count: int, now: datetime) -> tuple[Any
         state, bought, refunded, code = "submitted", True, False, None
     else:
         state, bought, refunded, code = _outcome(rng, i)
-    settled = state != "payment_failed"
+    key = None if unfinished else bulk_keys.key_of(i)
+    if key is not None and state == "payment_failed":  # a key-paid job is never settled
+        state, bought, refunded, code = "completed", True, False, None
+    settled = state != "payment_failed" and key is None
     up_amount = UPSTREAM_PRICE[amount] if bought else None
     finished = None if unfinished else created + timedelta(seconds=rng.uniform(5, 90))
     due = now - timedelta(seconds=5) if i % 2 else now + timedelta(minutes=2)
@@ -179,17 +187,20 @@ def make_job(rng: random.Random, i: int, count: int, now: datetime) -> tuple[Any
             "upstream_request_id": job_id,
             "upstream_status_url": f"https://upstream.example/jobs/{job_id}",
         }
+    if key is not None:
+        values |= bulk_keys.key_paid_columns(job_id, key)
+    keyed = bulk_keys.key_ledger_rows(key, job_id, amount, created, finished if refunded else None)
     transfers: list[tuple[str, int | None, str, str, datetime]] = []  # kind, amount, from, to
     if settled:
         transfers.append(("charge", amount, payer, PAY_TO, created))
     if bought:
         transfers.append(("upstream", up_amount, HOT, UPSTREAM, created + timedelta(seconds=2)))
-    if refunded and finished is not None:
+    if refunded and finished is not None and key is None:  # a key is credited instead
         transfers.append(("refund", amount, HOT, payer, finished))
     ledger = [
         (job_id, k, a, ASSET, NETWORK, f, t, _hex(rng, 32), at) for k, a, f, t, at in transfers
     ]
-    return tuple(values.get(c) for c in COLUMNS), ledger
+    return tuple(values.get(c) for c in COLUMNS), ledger, keyed
 
 
 async def _copy_range(dsn: str, count: int, low: int, high: int, now: datetime) -> int:
@@ -200,13 +211,17 @@ async def _copy_range(dsn: str, count: int, low: int, high: int, now: datetime) 
     try:
         await conn.execute("SET session_replication_role = replica")
         for start in range(low, high, CHUNK):
-            jobs, ledger = [], []
+            jobs, ledger, keyed = [], [], []
             for i in range(start, min(start + CHUNK, high)):
-                job, entries = make_job(rng, i, count, now)
+                job, entries, key_entries = make_job(rng, i, count, now)
                 jobs.append(job)
                 ledger += entries
+                keyed += key_entries
             await conn.copy_records_to_table("jobs", records=jobs, columns=COLUMNS)
             await conn.copy_records_to_table("ledger", records=ledger, columns=LEDGER_COLUMNS)
+            await conn.copy_records_to_table(
+                "key_ledger", records=keyed, columns=bulk_keys.KEY_LEDGER_COLUMNS
+            )
             written += len(ledger)
     finally:
         await conn.close()
@@ -253,6 +268,7 @@ async def seed(dsn: str, count: int, now: datetime | None = None) -> SeedStats:
     now = now or datetime.now(UTC)
     conn = await asyncpg.connect(dsn)
     try:
+        await bulk_keys.insert_keys(conn, now - timedelta(days=366))
         indexes = await conn.fetch(_SECONDARY)
         for name, _ in indexes:
             await conn.execute(f"DROP INDEX {name}")
@@ -270,11 +286,13 @@ async def seed(dsn: str, count: int, now: datetime | None = None) -> SeedStats:
         for _, definition in indexes:
             await conn.execute(definition)
         await _rebuild_rollups(conn)
+        await bulk_keys.settle_keys(conn)
         indexed = time.perf_counter() - started
         started = time.perf_counter()
         # What autovacuum would have done over a year: statistics and the visibility map.
         await conn.execute("VACUUM (ANALYZE) jobs")
         await conn.execute("VACUUM (ANALYZE) ledger")
+        await conn.execute("VACUUM (ANALYZE) key_ledger")
         return SeedStats(count, ledger_rows, copied, indexed, time.perf_counter() - started)
     finally:
         await conn.close()

@@ -18,6 +18,7 @@ from bench.bulk_seed import seed
 from bench.growth_db import SizedDatabase
 from bench.growth_measure import Probe, percentile
 from bench.growth_migration import migrate_under_writes
+from bench.growth_money import LABELS, REPORTS, reports_agree, time_report
 from bench.measure import expect
 
 
@@ -32,11 +33,14 @@ class GrowthProfile:
     claims: int  # worker claims per size and round
     fast_summaries: int  # summaries from the rollups per size and round
     direct_summaries: int  # summaries from full aggregates per size and round
+    report_rounds: int  # the first rounds also time the operator's reports
+    fast_reports: int  # each report as the endpoint computes it, per size and round
+    direct_reports: int  # each report as it was before the rollups, per size and round
 
 
 # Many short rounds: whatever else runs on the machine falls on every size alike.
-FULL = GrowthProfile("full", (10_000, 100_000, 1_000_000), 20, 100, 5, 3, 1)
-SMOKE = GrowthProfile("smoke", (500, 2_000), 2, 50, 3, 3, 1)
+FULL = GrowthProfile("full", (10_000, 100_000, 1_000_000), 20, 100, 5, 3, 1, 10, 2, 1)
+SMOKE = GrowthProfile("smoke", (500, 2_000), 2, 50, 3, 3, 1, 2, 2, 1)
 
 
 def _step(name: str) -> None:
@@ -52,12 +56,27 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
+async def _reports(
+    probes: list[Probe], got: list[dict[str, list[float]]], p: GrowthProfile
+) -> None:
+    """One round of the operator's reports, each name in turn over the sizes."""
+    for name in REPORTS:
+        for probe, samples in zip(probes, got, strict=True):
+            for fast, count, label in (
+                (True, p.fast_reports, ""),
+                (False, p.direct_reports, "direct_"),
+            ):
+                for _ in range(count):
+                    took = await time_report(probe.sessions, name, probe.now, fast=fast)
+                    samples.setdefault(f"report_{label}{name}", []).append(took)
+
+
 async def _measure(dbs: list[SizedDatabase], profile: GrowthProfile, migrated: bool) -> list[Any]:
     """Every measurement of one phase, interleaved over the sizes; one dict per size."""
     probes = [await Probe(db).open() for db in dbs]
     samples: list[dict[str, list[float]]] = [{} for _ in probes]
     try:
-        for _ in range(profile.rounds):
+        for round_ in range(profile.rounds):
             # One read, one claim per size in turn: a disturbance falls on all sizes alike.
             for i in range(profile.reads):
                 for probe, got in zip(probes, samples, strict=True):
@@ -71,6 +90,8 @@ async def _measure(dbs: list[SizedDatabase], profile: GrowthProfile, migrated: b
                 if migrated:
                     fast = await probe.summaries(profile.fast_summaries, fast=True)
                     got.setdefault("summary_fast", []).extend(fast)
+            if migrated and round_ < profile.report_rounds:
+                await _reports(probes, samples, profile)
         phase = []
         for probe, got in zip(probes, samples, strict=True):
             result: dict[str, Any] = {k: _summary(v) for k, v in got.items()}
@@ -78,6 +99,8 @@ async def _measure(dbs: list[SizedDatabase], profile: GrowthProfile, migrated: b
             if migrated:
                 result["summaries_agree"] = await probe.summaries_agree()
                 expect(result["summaries_agree"], f"fast summary differs at {probe.db.size}")
+                result["reports_agree"] = await reports_agree(probe.sessions, probe.now)
+                expect(result["reports_agree"], f"a report differs at {probe.db.size}")
             phase.append(result)
         return phase
     finally:
@@ -111,6 +134,7 @@ def run(profile: GrowthProfile) -> dict[str, Any]:
         for db in dbs:
             db.drop()
     about = {"date": date, "elapsed_s": round(time.monotonic() - started), "load_at_start": load}
+    about["report_rounds"] = profile.report_rounds
     return {"profile": profile.name, **about, "sizes": sizes, "checks": checks(sizes)}
 
 
@@ -138,6 +162,22 @@ def checks(sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
             f"{fast:.1f} ms ({gain:.0f}x the full aggregates)",
             "< 50 ms",
             fast < 50,
+        ),
+        *(
+            _check(
+                f"growth: report {LABELS[name]} p50 at {large['size']:,} jobs",
+                f"{b['report_' + name]['p50_ms']:.1f} ms "
+                f"(direct: {b['report_direct_' + name]['p50_ms']:.0f} ms)",
+                "< 50 ms",
+                b["report_" + name]["p50_ms"] < 50,
+            )
+            for name in REPORTS
+        ),
+        _check(
+            "growth: reports from the rollups equal the direct GROUP BYs, every size",
+            "yes" if all(x["after"]["reports_agree"] for x in sizes) else "no",
+            "same",
+            all(x["after"]["reports_agree"] for x in sizes),
         ),
         _check(
             "growth: writer's worst write during the migrations",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event, select
@@ -59,6 +60,7 @@ class Probe:
     reads: StatusReads = field(init=False)
     in_progress: list[str] = field(default_factory=list)
     claim_sql: tuple[str, Any] | None = None
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))  # the reports' "now"
 
     async def open(self) -> Probe:
         """Connect, find the jobs in progress, warm the read pool."""

@@ -58,7 +58,7 @@ class Writer:
         rng = random.Random(self.db.size)
         try:
             while not self.stop.is_set():
-                job, ledger = make_job(rng, self.count, self.count + 1, datetime.now(UTC))
+                job, ledger, _ = make_job(rng, self.count, self.count + 1, datetime.now(UTC))
                 self.count += 1
                 charge, upstream = ledger[0], ledger[1]
                 await self._timed(conn, [(_INSERT_JOB, job), (_INSERT_LEDGER, charge)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.growth_report_money import report_chart, report_section
 from bench.svg import line_chart
 
 BEGIN, END = "<!-- growth:begin -->", "<!-- growth:end -->"
@@ -121,6 +122,7 @@ def charts(results: dict[str, Any], out_dir: Path) -> dict[str, str]:
         },
         log_y=True,
     )
+    files["report"] = report_chart(results, out_dir)
     return files
 
 
@@ -276,10 +278,13 @@ the migrated database, interleaved; every size checks both answer the same.
 
 {img["summary"]}
 
+{report_section(results, chart_dir)}
+
 ### The migration under writes
 
-`alembic upgrade head` (46513efdb051) in its own process while a writer commits, every 5 ms,
-a new job with its charge, then that job finished with its upstream payment. Writer latency
+`alembic upgrade head` (46513efdb051, then 242dfc8df8a8: an index on `jobs.created_at`, built
+concurrently) in its own process while a writer commits, every 5 ms, a new job with its
+charge, then that job finished with its upstream payment. Writer latency
 p50 / p99 / max in ms, for 3 s alone just before, then during the migration. Afterwards the
 totals from the rollups equal the full aggregates (the writer's rows included).
 

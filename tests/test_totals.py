@@ -92,6 +92,16 @@ async def _direct_range(engine: AsyncEngine, since: datetime, until: datetime) -
     return Totals(sums.get("charge", 0), sums.get("refund", 0), sums.get("upstream", 0))
 
 
+async def _direct_states(engine: AsyncEngine, since: datetime, until: datetime) -> dict[str, int]:
+    stmt = (
+        select(Job.state, func.count())
+        .where(Job.created_at >= since, Job.created_at < until)
+        .group_by(Job.state)
+    )
+    async with engine.connect() as conn:
+        return dict(sorted((s, int(n)) for s, n in (await conn.execute(stmt)).all()))
+
+
 async def _assert_agree(engine: AsyncEngine) -> None:
     ledger, states = await _direct(engine)
     async with engine.connect() as conn:
@@ -103,10 +113,13 @@ async def _assert_agree(engine: AsyncEngine) -> None:
             (DAY0 + timedelta(hours=1), DAY0 + timedelta(hours=13)),  # inside one day
             (DAY0 + timedelta(days=1, hours=23), DAY0 + timedelta(days=2, hours=1)),
             (DAY0 - timedelta(days=9), DAY0 + timedelta(days=90)),
+            (DAY0 + timedelta(days=2, hours=3), datetime(2100, 1, 1, tzinfo=UTC)),  # to "now"
         ]
         for since, until in ranges:
             fast = await totals.totals(conn, since, until)
             assert fast == await _direct_range(engine, since, until), (since, until)
+            states_in = await totals.jobs_by_state(conn, since, until)
+            assert states_in == await _direct_states(engine, since, until), (since, until)
             days = await totals.by_day(conn, since, until)
             assert sum(days.values(), Totals()) == fast
             for day, part in days.items():

@@ -83,6 +83,8 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("pay_network", "payer", "pay_nonce", name="uq_jobs_payment_identity"),
         Index("ix_jobs_state_next_check_at", "state", "next_check_at"),
+        # Windowed counts by state and job lists by creation time (state: index-only counts).
+        Index("ix_jobs_created_at", "created_at", "state"),
         # The worker's due rows and the unfinished jobs' counts, flat with the finished ones.
         Index(
             "ix_jobs_due",

@@ -3,7 +3,8 @@
 Whole UTC days come from `ledger_days`; a range that starts or ends inside a day adds that
 part of the day from the ledger itself (an index range on `created_at`), so any range is
 exact. Jobs by state: the unfinished ones counted from the partial index `ix_jobs_due`,
-the finished ones from `job_state_days`.
+the finished ones from `job_state_days`, and in the same way for a part of a day from the
+jobs themselves (an index range on `created_at`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy import func, literal_column, select
 
 from app.core.db import Executor
-from app.jobs.models import UNFINISHED_STATES, Job, LedgerEntry, LedgerKind
+from app.jobs.models import FINAL_STATES, UNFINISHED_STATES, Job, LedgerEntry, LedgerKind
 from app.jobs.rollup_tables import JobStateDay, LedgerDay
 
 # Literal states, so the planner can prove the partial index's predicate.
 _UNFINISHED = Job.state.in_([literal_column(f"'{s.value}'") for s in UNFINISHED_STATES])
+_FINAL = sorted(s.value for s in FINAL_STATES)
 
 
 @dataclass(frozen=True)
@@ -92,16 +94,16 @@ async def _ledger_slice(db: Executor, since: datetime, until: datetime) -> Total
     return _from_sums({k: int(n) for k, n in (await db.execute(stmt)).all()})
 
 
-async def by_day(
-    db: Executor, since: datetime | None = None, until: datetime | None = None
-) -> dict[date, Totals]:
-    """Totals per UTC day for ledger rows with `since <= created_at < until`.
+Span = tuple[datetime, datetime]
+Days = tuple[date | None, date | None] | None  # whole UTC days [first, end); None: no day
 
-    Days with no ledger row are absent. A partial first or last day holds only its part.
-    """
+
+def _split(since: datetime | None, until: datetime | None) -> tuple[Days, list[Span]]:
+    """[since, until) as whole UTC days (either end None: unbounded) and the parts of days
+    around them, which are read from the tables themselves."""
     since = None if since is None else _utc(since)
     until = None if until is None else _utc(until)
-    edges: list[tuple[datetime, datetime]] = []  # parts of days, read from the ledger
+    edges: list[Span] = []
     first = None  # first whole day
     if since is not None:
         first = since.date()
@@ -115,8 +117,19 @@ async def by_day(
         if first > end:  # both ends inside one day
             edges = [(since, until)] if since < until else []
         if first >= end:
-            return await _add_edges(db, {}, edges)
-    return await _add_edges(db, await _days(db, first, end), edges)
+            return None, edges
+    return (first, end), edges
+
+
+async def by_day(
+    db: Executor, since: datetime | None = None, until: datetime | None = None
+) -> dict[date, Totals]:
+    """Totals per UTC day for ledger rows with `since <= created_at < until`.
+
+    Days with no ledger row are absent. A partial first or last day holds only its part.
+    """
+    days, edges = _split(since, until)
+    return await _add_edges(db, {} if days is None else await _days(db, *days), edges)
 
 
 async def _add_edges(
@@ -142,13 +155,30 @@ async def totals(
     return result
 
 
-async def jobs_by_state(db: Executor) -> dict[str, int]:
-    """How many jobs are in each state (states with none are absent)."""
-    unfinished = select(Job.state, func.count()).where(_UNFINISHED).group_by(Job.state)
-    finished = select(JobStateDay.state, func.sum(JobStateDay.jobs)).group_by(JobStateDay.state)
+async def jobs_by_state(
+    db: Executor, since: datetime | None = None, until: datetime | None = None
+) -> dict[str, int]:
+    """How many jobs created in [since, until) (None: unbounded) are in each state (states
+    with none are absent). The unfinished ones are counted from `ix_jobs_due`, the finished
+    ones from `job_state_days` for whole days and from the jobs (an index range on
+    `created_at`) for parts of days."""
+    days, edges = _split(since, until)
+    window = [] if since is None else [Job.created_at >= _utc(since)]
+    window += [] if until is None else [Job.created_at < _utc(until)]
+    stmts = [select(Job.state, func.count()).where(_UNFINISHED, *window).group_by(Job.state)]
+    if days is not None:
+        first, end = days
+        stmt = select(JobStateDay.state, func.sum(JobStateDay.jobs)).group_by(JobStateDay.state)
+        if first is not None:
+            stmt = stmt.where(JobStateDay.day >= first)
+        if end is not None:
+            stmt = stmt.where(JobStateDay.day < end)
+        stmts.append(stmt)
+    for low, high in edges:  # finished jobs created in a part of a day
+        part = (Job.state.in_(_FINAL), Job.created_at >= low, Job.created_at < high)
+        stmts.append(select(Job.state, func.count()).where(*part).group_by(Job.state))
     counts: dict[str, int] = {}
-    for stmt in (unfinished, finished):
+    for stmt in stmts:
         for state, n in (await db.execute(stmt)).all():
-            if int(n):
-                counts[state] = int(n)
-    return dict(sorted(counts.items()))
+            counts[state] = counts.get(state, 0) + int(n)
+    return dict(sorted((state, n) for state, n in counts.items() if n))

@@ -12,6 +12,7 @@ from app.jobs.views import rfc3339
 from app.operator.report import (
     GROUPINGS,
     Window,
+    days_total,
     jobs_by_state,
     report_by_day,
     report_by_key,
@@ -32,7 +33,13 @@ async def report_document(
     """Totals, jobs by state and (with `by`) one row per day, key or payer; atomic units."""
     if by is not None and by not in GROUPINGS:
         raise InvalidRequest(f"by must be one of {', '.join(GROUPINGS)}", code="invalid_grouping")
-    totals = await report_totals(session, window)
+    rows = None if by is None else await ROWS[by](session, window)
+    # Every money row falls on exactly one day: the days add up to the totals, and reading
+    # the key ledger once instead of twice is most of what is left of the report's time.
+    if by == "day" and rows is not None:
+        totals = days_total(rows)
+    else:
+        totals = await report_totals(session, window)
     document: dict[str, Any] = {
         "since": rfc3339(window.since),
         "until": rfc3339(window.until),
@@ -41,5 +48,5 @@ async def report_document(
     }
     if by is not None:
         document["by"] = by
-        document["rows"] = await ROWS[by](session, window)
+        document["rows"] = rows
     return document

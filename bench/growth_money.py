@@ -1,0 +1,110 @@
+"""The operator report, timed as `GET /v1/admin/report` computes it, against the report as it
+was before the rollups (the same GROUP BYs over the whole `ledger` and `jobs`).
+
+The endpoint calls `app.operator.reporting.report_document`; so does this. The baseline is
+that function's code before the rollups, written with the report module's own helpers.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, literal, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.jobs.models import Job, LedgerEntry
+from app.jobs.views import rfc3339
+from app.keys.models import ApiKey, KeyLedgerEntry
+from app.operator.report import Money, Window, _key_row, _sums
+from app.operator.reporting import report_document
+
+# name -> (grouping, days back from now; None: all time). The dashboard's default is all time.
+REPORTS: dict[str, tuple[str, int | None]] = {
+    "day_all": ("day", None),
+    "day_30d": ("day", 30),
+    "key_all": ("key", None),
+    "payer_30d": ("payer", 30),
+    "payer_all": ("payer", None),
+}
+LABELS = {
+    "day_all": "all time by day",
+    "day_30d": "last 30 days by day",
+    "key_all": "all time by key",
+    "payer_30d": "last 30 days by payer",
+    "payer_all": "all time by payer",
+}
+
+
+def window_of(name: str, now: datetime) -> Window:
+    """The report's window, as the dashboard asks for it (since = now - days)."""
+    days = REPORTS[name][1]
+    return Window(None if days is None else now - timedelta(days=days), None)
+
+
+def _old_day(column: Any) -> Any:
+    """The UTC day as the report grouped by it before: text, formatted on every row."""
+    return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+
+
+async def _direct_rows(session: AsyncSession, window: Window, by: str) -> list[dict[str, Any]]:
+    if by == "day":
+        day, key_day = (
+            _old_day(LedgerEntry.created_at),
+            _old_day(KeyLedgerEntry.created_at),
+        )
+        sums = await _sums(session, window, day, key_day, join_jobs=False)
+        return [{"day": d} | sums[d].as_dict() for d in sorted(sums)]
+    if by == "payer":
+        sums = await _sums(session, window, Job.payer, Job.payer, join_jobs=True)
+        rows = [{"payer": p} | m.as_dict() for p, m in sums.items()]
+        return sorted(rows, key=lambda r: (-r["revenue"], r["payer"]))
+    sums = await _sums(
+        session, window, Job.api_key_id, KeyLedgerEntry.key_id, join_jobs=True, key_join=False
+    )
+    ids = [k for k in sums if k]
+    keys = {
+        k.id: k for k in (await session.execute(select(ApiKey).where(ApiKey.id.in_(ids)))).scalars()
+    }
+    rows = [_key_row(k, keys.get(k)) | m.as_dict() for k, m in sums.items()]
+    return sorted(rows, key=lambda r: (-r["revenue"], r["key"]))
+
+
+async def direct_report(session: AsyncSession, window: Window, by: str) -> dict[str, Any]:
+    """`report_document` before the rollups: the ledger summed by kind (and day, key or
+    payer) over the window, the jobs created in it counted by state."""
+    whole = await _sums(session, window, literal("all"), literal("all"), join_jobs=False)
+    states = select(Job.state, func.count()).where(*window.on(Job.created_at)).group_by(Job.state)
+    return {
+        "since": rfc3339(window.since),
+        "until": rfc3339(window.until),
+        "totals": whole.get("all", Money()).as_dict(),
+        "jobsByState": {s: int(n) for s, n in (await session.execute(states)).all()},
+        "by": by,
+        "rows": await _direct_rows(session, window, by),
+    }
+
+
+async def time_report(
+    sessions: async_sessionmaker[AsyncSession], name: str, now: datetime, *, fast: bool
+) -> float:
+    """One report `name` (from the rollups as the endpoint serves it, or direct); ms."""
+    by, window = REPORTS[name][0], window_of(name, now)
+    async with sessions() as session:
+        started = time.perf_counter()
+        await (report_document(session, window, by) if fast else direct_report(session, window, by))
+        return (time.perf_counter() - started) * 1000.0
+
+
+async def reports_agree(sessions: async_sessionmaker[AsyncSession], now: datetime) -> bool:
+    """Every report from the rollups answers exactly what the direct GROUP BYs answer."""
+    async with sessions() as session:
+        for name, (by, _) in REPORTS.items():
+            window = window_of(name, now)
+            served = await report_document(session, window, by)
+            direct = await direct_report(session, window, by)
+            if served != direct:
+                print(f"[bench] growth: report {name} differs: {served} != {direct}"[:2000])
+                return False
+    return True

@@ -1,0 +1,79 @@
+"""The operator report's part of the growth section: its table and chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.growth_money import LABELS, REPORTS
+from bench.svg import line_chart
+
+CHART = "growth-report.svg"
+HEADER = ["jobs", "report", "endpoint p50 ms", "endpoint p99 ms", "direct p50 ms"]
+HEADER += ["direct / endpoint", "same answer"]
+TARGET_MS = 50.0
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def report_chart(results: dict[str, Any], out_dir: Path) -> str:
+    """Write the report chart (endpoint p50 by size, each report) into `out_dir`; its name."""
+    s = results["sizes"]
+    series = {
+        LABELS[name]: [(x["size"], x["after"]["report_" + name]["p50_ms"]) for x in s]
+        for name in REPORTS
+    }
+    series["target (50 ms)"] = [(x["size"], TARGET_MS) for x in s]
+    line_chart(
+        out_dir / CHART,
+        "GET /v1/admin/report body, p50 (log scale)",
+        "finished jobs in the database",
+        "ms",
+        series,
+        log_y=True,
+    )
+    return CHART
+
+
+def report_table(results: dict[str, Any]) -> str:
+    """Markdown: every report at every size, endpoint against direct."""
+    rows = []
+    for name in REPORTS:
+        for x in results["sizes"]:
+            a = x["after"]
+            fast, direct = a["report_" + name], a["report_direct_" + name]
+            rows.append(
+                [
+                    f"{x['size']:,}",
+                    LABELS[name],
+                    _ms(fast["p50_ms"])
+                    if fast["p50_ms"] < TARGET_MS
+                    else f"**{_ms(fast['p50_ms'])}**",
+                    _ms(fast["p99_ms"]),
+                    _ms(direct["p50_ms"]),
+                    f"{direct['p50_ms'] / fast['p50_ms']:.1f}x",
+                    "yes" if a["reports_agree"] else "**no**",
+                ]
+            )
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def report_section(results: dict[str, Any], chart_dir: str) -> str:
+    """The subsection on `GET /v1/admin/report`."""
+    return f"""### `/v1/admin/report`
+
+The endpoint's body (`app.operator.reporting.report_document`, the function the handler
+calls): totals, jobs by state and one row per day, key or payer, over all time or the 30
+days before the run's start (`since` = now - 30 days, as the dashboard asks). Whole-gateway
+and per-day on-chain sums come from the rollups; per key and per payer from the ledger
+joined to its jobs; key money from `key_ledger` (5 % of the seeded jobs are key-paid).
+"Direct" is the report as it was before the rollups: the same GROUP BYs over the whole
+`ledger` and `jobs` (`bench/growth_money.py`), timed alongside; every size checks both
+answer the same. Measured in the first {results.get("report_rounds", "few")} rounds.
+
+{report_table(results)}
+
+![report by size]({chart_dir}/{CHART})"""
