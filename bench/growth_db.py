@@ -6,21 +6,10 @@ import asyncio
 import secrets
 from dataclasses import dataclass, field
 
-import asyncpg  # type: ignore[import-untyped]
-
 from app.core.migrate import run_alembic
-from bench.stage import PG_HOST, PG_USER
+from bench.stage import PG_HOST, PG_USER, admin
 
 BEFORE = "c3f8a1d2e6b4"  # the revision before the rollups and the partial indexes
-
-
-async def admin(sql: str) -> None:
-    """One statement on the `postgres` database (CREATE / DROP DATABASE)."""
-    conn = await asyncpg.connect(host=PG_HOST, user=PG_USER, database="postgres")
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 @dataclass

@@ -37,7 +37,8 @@ def pin(pid: int, core: int | None) -> None:
     subprocess.run(["taskset", "-a", "-pc", cores, str(pid)], capture_output=True, check=False)
 
 
-async def _admin(sql: str) -> None:
+async def admin(sql: str) -> None:
+    """One statement on the `postgres` database (CREATE / DROP DATABASE)."""
     conn = await asyncpg.connect(host=PG_HOST, user=PG_USER, database="postgres")
     try:
         await conn.execute(sql)
@@ -68,7 +69,7 @@ class Stage:
 
     def start(self) -> Stage:
         """Create and migrate the database, start the world and gateway 0 behind relays."""
-        asyncio.run(_admin(f'CREATE DATABASE "{self.db_name}"'))
+        asyncio.run(admin(f'CREATE DATABASE "{self.db_name}"'))
         upgrade_to_head(self.database_url)
         self.world = World(
             database_url=self.database_url,
@@ -137,4 +138,4 @@ class Stage:
             self.world.stop()
         if self.relays is not None:
             self.relays.stop()
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'))
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'))

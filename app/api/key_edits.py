@@ -9,13 +9,13 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from x402.http import PAYMENT_REQUIRED_HEADER
 
+from app.api.paid_outcome import upstream_failed
 from app.context import Gateway
-from app.core.errors import UpstreamFailed
 from app.core.logs import get_logger
 from app.jobs.key_purchase import purchase_with_key
 from app.jobs.models import Job, JobState
 from app.jobs.repository import utcnow
-from app.jobs.views import accepted_view, failure_sentence, job_view, money_outcome, refund_details
+from app.jobs.views import accepted_view
 from app.keys.auth import authenticate, check_key_rate
 from app.keys.errors import BUDGET_EXHAUSTED, BudgetExhausted
 from app.payments.offer import Offer
@@ -44,17 +44,9 @@ def key_paid_answer(gw: Gateway, job: Job) -> Response:
     """Where a key-paid job stands after the request path, as an HTTP answer."""
     base = gw.settings.base_url
     if job.state in _FAILED:
-        raise UpstreamFailed(
-            f"{failure_sentence(job)}; {money_outcome(job)}",
-            code=job.error_code or "upstream_error",
-            details={
-                "jobId": job.id,
-                "statusUrl": job_view(job, base)["statusUrl"],
-                "reason": job.error_message,
-                "refund": refund_details(job),
-            },
-            headers=NO_STORE,
-        )
+        error = upstream_failed(job, base)
+        error.headers.update(NO_STORE)
+        raise error
     return JSONResponse(accepted_view(job, base), headers=NO_STORE)
 
 

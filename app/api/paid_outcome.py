@@ -68,6 +68,20 @@ def receipt(job: Job) -> SettleResponse | None:
     )
 
 
+def upstream_failed(job: Job, base_url: str) -> UpstreamFailed:
+    """The error for a paid job whose upstream failed: what happened, and to the money."""
+    return UpstreamFailed(
+        f"{failure_sentence(job)}; {money_outcome(job)}",
+        code=job.error_code or "upstream_error",
+        details={
+            "jobId": job.id,
+            "statusUrl": job_view(job, base_url)["statusUrl"],
+            "reason": job.error_message,
+            "refund": refund_details(job),
+        },
+    )
+
+
 def outcome(gw: Gateway, job: Job, payment: IncomingPayment) -> Outcome:
     """Map where the job stands after the request path to a transport-neutral answer."""
     base = gw.settings.base_url
@@ -99,15 +113,5 @@ def outcome(gw: Gateway, job: Job, payment: IncomingPayment) -> Outcome:
         JobState.REFUNDED.value,
         JobState.NEEDS_ATTENTION.value,
     ):
-        error = UpstreamFailed(
-            f"{failure_sentence(job)}; {money_outcome(job)}",
-            code=job.error_code or "upstream_error",
-            details={
-                "jobId": job.id,
-                "statusUrl": job_view(job, base)["statusUrl"],
-                "reason": job.error_message,
-                "refund": refund_details(job),
-            },
-        )
-        return Failed(error, settled)
+        return Failed(upstream_failed(job, base), settled)
     return Served(accepted_view(job, base), settled)
