@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import insert, update
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.types import Message
 
@@ -34,6 +32,7 @@ from app.main import create_app
 from app.upstream.client import Quote
 from app.upstream.schemas import MAX_BODY_BYTES
 from sandbox.pay import EDIT_BODY
+from tests.job_rows import ROW, complete, insert_job
 from tests.settings_factory import make_settings
 
 POLL_INTERVAL_S = 0.2
@@ -74,59 +73,6 @@ async def _send(app: FastAPI, method: str, path: str, **kwargs: Any) -> Answer:
         response = await http.request(method, path, **kwargs)
     headers = [(k.decode(), v.decode()) for k, v in response.headers.raw]
     return response.status_code, headers, response.content
-
-
-ROW: dict[str, Any] = {
-    "route": EDIT_PATH,
-    "request_body": EDIT_BODY,
-    "fingerprint": "f" * 64,
-    "x402_version": 2,
-    "payer": "0x" + "1" * 40,
-    "pay_network": "eip155:8453",
-    "pay_asset": "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",
-    "pay_amount": 63240,
-    "pay_to": "0x" + "3" * 40,
-    "pay_valid_before": 2**40,
-    "payment_payload": {"x402Version": 2},
-    "payment_requirements": {"scheme": "exact"},
-    "settle_tx": "0x" + "ab" * 32,
-    "settle_attempts": 1,
-    "upstream_attempts": 1,
-    "upstream_status_url": "http://127.0.0.1:9/api/ai/generations/jobs/up1",
-}
-
-
-async def insert_job(app: FastAPI, state: JobState) -> str:
-    """A job row as the purchase flow leaves it, in `state`."""
-    gw: Gateway = app.state.gateway
-    job_id = "job_" + secrets.token_urlsafe(18)
-    now = datetime.now(UTC)
-    # Polled "just now" and not due: nothing here may reach the (closed) upstream port.
-    later = now + timedelta(days=1)
-    job = Job(
-        **ROW,
-        id=job_id,
-        state=state.value,
-        pay_nonce="0x" + secrets.token_hex(32),
-        last_polled_at=later,
-        next_check_at=later,
-        created_at=now,
-    )
-    async with gw.sessions() as session, session.begin():
-        session.add(job)
-    return job_id
-
-
-async def complete(app: FastAPI, job_id: str) -> None:
-    """What the poller stores when the upstream says completed."""
-    gw: Gateway = app.state.gateway
-    result = {"status": "completed", "images": [{"url": "https://cdn.test/a.png"}]}
-    async with gw.sessions() as session, session.begin():
-        await session.execute(
-            update(Job)
-            .where(Job.id == job_id)
-            .values(state=JobState.COMPLETED.value, result=result, finished_at=datetime.now(UTC))
-        )
 
 
 async def test_completed_job_is_cached_with_a_strong_etag(apps: tuple[FastAPI, FastAPI]) -> None:

@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 
 from starlette.applications import Starlette
 
 from app.api.job_cache import DEFAULT_BUDGET_BYTES, ImmutableCache, Rendered, render
+from app.api.job_waits import JobWaits
 from app.context import Gateway
 from app.jobs.models import Job, JobState
 from app.jobs.polling import Poller
@@ -68,6 +70,8 @@ class JobReads:
         self.ttl = self.interval / 2
         self.db_reads = 0
         self.reading_ahead = 0
+        self.waits = JobWaits(self)
+        poller.listeners.append(self.waits.refreshed)
 
     def cached(self, job_id: str) -> Rendered | None:
         """What may be served right now without waiting for any I/O, if anything.
@@ -104,6 +108,20 @@ class JobReads:
                 self._live.popitem(last=False)
         return await asyncio.shield(self._loading(job_id, live))
 
+    async def reread(self, job_id: str) -> Rendered | None:
+        """Like `read`, from a database read that starts after this call, not from memory."""
+        hit = self.immutable.get(job_id)
+        if hit is not None:
+            return hit
+        live = self._live.get(job_id)
+        if live is None:
+            return await self.read(job_id)
+        earlier = live.task
+        if earlier is not None:  # it may have read the row before what we want to see
+            with suppress(Exception):
+                await asyncio.shield(earlier)
+        return await asyncio.shield(self._loading(job_id, live))
+
     def _loading(self, job_id: str, live: _Live) -> asyncio.Task[Rendered | None]:
         """The read of `job_id` in flight, started if there is none."""
         if live.task is None:
@@ -122,6 +140,7 @@ class JobReads:
             job = await self._select(job_id)
         if job is None:
             self._live.pop(job_id, None)
+            self.waits.seen(job_id, None)
             return None
         rendered = render(job, self.gateway.settings.base_url)
         if rendered.immutable:
@@ -129,6 +148,7 @@ class JobReads:
             self._live.pop(job_id, None)
         else:
             live.rendered, live.read_at = rendered, started
+        self.waits.seen(job_id, rendered)
         return rendered
 
     def _refresh_due(self, job: Job, live: _Live, now: float) -> bool:
