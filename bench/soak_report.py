@@ -73,13 +73,14 @@ def chart(r: dict[str, Any], out: Path) -> Path:
         ("jobs", "paid jobs made"),
     )
     for ax, (key, label) in zip(axes, panels, strict=True):
-        ax.plot(t, [s[key] for s in samples], linewidth=1.2)
+        values = [s[key] for s in samples]
+        ax.plot(t, values, linewidth=1.2, label="all")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         if key == "db_connections":
             ax.plot(t, [s["db_active"] for s in samples], linewidth=0.8, label="active")
             ax.legend(loc="upper left")
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, max(values) * 1.15 + 1)
     axes[-1].set_xlabel("minutes")
     fig.suptitle(f"Soak: {r['minutes']:g} min of mixed traffic")
     fig.tight_layout()

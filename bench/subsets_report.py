@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.soak_report import section as soak_section
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "docs" / "performance-waiting"
 DOC = ROOT / "docs" / "performance-waiting.md"
@@ -87,6 +89,9 @@ def write_report() -> Path:
     waiting = DATA / "waiting.json"
     if waiting.exists():
         parts.append(waiting_section(json.loads(waiting.read_text())))
+    soak = DATA / "soak.json"
+    if soak.exists():
+        parts.append(soak_section(json.loads(soak.read_text()), "performance-waiting/soak.svg"))
     notes = NOTES.read_text() if NOTES.exists() else ""
     head = (
         "# Performance: waiting clients, soak, paid-path CPU\n\n"
