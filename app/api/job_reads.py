@@ -33,6 +33,10 @@ from app.jobs.status_reads import StatusReads
 
 MAX_LIVE_ENTRIES = 10_000
 MAX_READS_AHEAD = 4  # background re-reads in flight per process; readers never wait on them
+# Upstream polls started by status reads in flight per process. Each takes database
+# connections: with many jobs read at once, unbounded, they spilled into the pool's overflow
+# (connections opened and closed per use). A job not polled here is polled by the worker.
+MAX_REFRESHES = 4
 _SUBMITTED = JobState.SUBMITTED.value
 
 
@@ -70,6 +74,7 @@ class JobReads:
         self.ttl = self.interval / 2
         self.db_reads = 0
         self.reading_ahead = 0
+        self.refreshing = 0
         self.waits = JobWaits(self)
         poller.listeners.append(self.waits.refreshed)
 
@@ -135,7 +140,11 @@ class JobReads:
         job = await self._select(job_id)
         if job is not None and self._refresh_due(job, live, started):
             live.refreshed_at = loop.time()
-            await self._poller.refresh(job_id, may_move_money=False)
+            self.refreshing += 1
+            try:
+                await self._poller.refresh(job_id, may_move_money=False)
+            finally:
+                self.refreshing -= 1
             started = loop.time()
             job = await self._select(job_id)
         if job is None:
@@ -155,6 +164,8 @@ class JobReads:
         # `claim_poll` admits one upstream poll per interval across replicas: asking when it
         # must refuse (polled recently, here or on any replica) only costs a database write.
         if job.state != _SUBMITTED or now - live.refreshed_at < self.interval:
+            return False
+        if self.refreshing >= MAX_REFRESHES:  # the worker polls it; the pool stays for others
             return False
         polled = job.last_polled_at
         if polled is None:
