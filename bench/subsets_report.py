@@ -74,6 +74,8 @@ jobs then complete one after the other over {size["spread_s"]:g} s. Poll interva
 
 {_table(HEADER, rows)}
 
+Long polls that ended (after 30 s) with the job still in progress and were asked again on
+the same connection, as a client does: {gw.get("asked_again", 0):,}.
 Gateway / bare app: **{ratio_mem:.2f}x** the memory per waiting connection, **{ratio_fan:.2f}x**
 the p99 fan-out latency. The second latency column adds the detection delay, up to one poll
 interval: the gateway asks the upstream about a job at most once per interval.

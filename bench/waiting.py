@@ -113,7 +113,7 @@ def _await_ready(clients: list[tuple[Any, Path]], limit_s: float = 180) -> float
 def _answers(clients: list[tuple[Any, Path]]) -> list[dict[str, Any]]:
     answers: list[dict[str, Any]] = []
     for proc, out in clients:
-        expect(proc.wait(WAIT_S + 120) == 0, "a waiting client failed")
+        expect(proc.wait(WAIT_S + 200) == 0, "a waiting client failed")
         answers += json.loads(out.read_text())
     return answers
 

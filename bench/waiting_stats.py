@@ -47,6 +47,7 @@ def summarise(
     end_to_end = [(a["at"] - completed[upstream_of[a["path"]]]) * 1000 for a in good]
     return {
         "answers": len(answers),
+        "asked_again": sum(a.get("polls", 1) - 1 for a in answers),
         "errors": len(errors),
         "error_samples": errors[:5],
         "fan_out_ms": _spread(fan_out),
