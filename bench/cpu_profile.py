@@ -23,6 +23,7 @@ from typing import Any
 from bench.paid import _paid_call
 from bench.seed import park_jobs
 from bench.stage import SERVER_CORE, Stage
+from bench.subsets_report import DATA, write_report
 from bench.waiting import py_spy
 from bench.world_jobs import cpu_seconds
 
@@ -99,15 +100,21 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--blocks", type=int, default=3)
     parser.add_argument("--profile", type=int, default=0, help="py-spy seconds")
+    parser.add_argument("--write", action="store_true", help="store and render the figures")
     options = parser.parse_args()
     started = time.monotonic()
     result = run(options.base, options.calls, options.blocks, options.profile)
     result["elapsed_s"] = round(time.monotonic() - started)
+    result["base"] = options.base
+    result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     for name, blocks in result["blocks"].items():
         cpu = [round(b["cpu_ms"], 2) for b in blocks]
         own = [round(b["gateway_p50_ms"], 2) for b in blocks]
         print(f"[bench] {name}: CPU ms per paid call {cpu}; gateway time p50 ms {own}")
-    print(json.dumps(result))
+    if options.write:
+        DATA.mkdir(parents=True, exist_ok=True)
+        (DATA / "cpu.json").write_text(json.dumps(result, indent=2))
+        print(f"[bench] wrote {DATA / 'cpu.json'} and {write_report()}")
 
 
 if __name__ == "__main__":

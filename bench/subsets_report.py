@@ -85,6 +85,31 @@ median gap between two polls of one job {polls["median_gap_s"] or 0:.2f} s, shor
 """
 
 
+def cpu_section(r: dict[str, Any]) -> str:
+    """Section 3: the paid path's own CPU, A/B."""
+    rows = []
+    for name, blocks in r["blocks"].items():
+        label = "this branch" if name == "current" else f"before (`{r['base']}`)"
+        cpu = " / ".join(f"{b['cpu_ms']:.1f}" for b in blocks)
+        own = " / ".join(f"{b['gateway_p50_ms']:.1f}" for b in blocks)
+        rows.append([label, cpu, own])
+    blocks = r["blocks"]
+    ratio = ""
+    if "base" in blocks:
+        mine = sum(b["cpu_ms"] for b in blocks["current"]) / len(blocks["current"])
+        base = sum(b["cpu_ms"] for b in blocks["base"]) / len(blocks["base"])
+        ratio = f"\n\nThis branch / before: **{mine / base:.2f}x** the CPU per paid call."
+    header = ["gateway", "CPU ms per paid call, per block", "gateway time p50 ms, per block"]
+    return f"""## 3. Paid path: the gateway's own CPU (`python -m bench.cpu_profile`, {r["date"]})
+
+{r["calls_per_block"]} sequential paid calls per block, blocks alternating between the two
+gateways (same world, same database), after 20 warm-up calls each. CPU = the gateway
+process's user + system time from /proc over each call (its background worker included).
+
+{_table(header, rows)}{ratio}
+"""
+
+
 def write_report() -> Path:
     """Render the document from every stored part; its path."""
     parts = []
@@ -94,6 +119,9 @@ def write_report() -> Path:
     soak = DATA / "soak.json"
     if soak.exists():
         parts.append(soak_section(json.loads(soak.read_text()), "performance-waiting/soak.svg"))
+    cpu = DATA / "cpu.json"
+    if cpu.exists():
+        parts.append(cpu_section(json.loads(cpu.read_text())))
     notes = NOTES.read_text() if NOTES.exists() else ""
     head = (
         "# Performance: waiting clients, soak, paid-path CPU\n\n"

@@ -115,3 +115,19 @@ async def test_long_poll_answers_are_the_routes_own(
     await complete(fast, done)
     url = path.format(done=done)
     assert await _get(fast, url) == await _get(slow, url)
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "https://app.example"}, {"If-None-Match": "*"}])
+async def test_long_poll_answers_with_cors_and_etags_are_the_routes_own(
+    apps: tuple[FastAPI, FastAPI], headers: dict[str, str]
+) -> None:
+    fast, slow = apps
+    done = await insert_job(fast, JobState.SUBMITTED)
+    await complete(fast, done)
+    answers = []
+    for app in (fast, slow):
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as http:
+            response = await http.get(f"/v1/jobs/{done}?wait=3", headers=headers)
+        answers.append((response.status_code, response.headers.raw, response.content))
+    assert answers[0] == answers[1]

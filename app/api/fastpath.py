@@ -20,17 +20,14 @@ The answers are the very bytes the routes would send: both render through the sa
 from __future__ import annotations
 
 import email.message
-import re
-from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.edits import EDIT_PATH, UPSTREAM_PATH, current_offer, payment_required
-from app.api.job_cache import Rendered, etag_matches
 from app.api.job_reads import job_reads
+from app.api.long_poll import long_poll, send_rendered, start_message, wait_seconds
 from app.context import Gateway
 from app.jobs.views import JOBS_PREFIX
 from app.upstream.client import Quote
@@ -39,10 +36,6 @@ from app.upstream.schemas import MAX_BODY_BYTES, EditRequest
 EDIT_PATHS = frozenset({EDIT_PATH, UPSTREAM_PATH})
 PAYMENT_HEADERS = frozenset({b"x-payment", b"payment-signature"})
 _JSON_TYPES: dict[bytes, bool] = {}
-# Other spellings FastAPI accepts ("1e1", "+3", several parameters) go through FastAPI.
-_WAIT_QUERY = re.compile(rb"wait=(\d{1,3}(?:\.\d{1,6})?)")
-_JOB_ID = re.compile(r"job_[A-Za-z0-9_-]{4,36}")  # the route's pattern and length (8-40)
-MAX_WAIT_QUERY_S = 120.0  # the route's own bound (a larger value is its 422)
 
 
 def is_json(content_type: bytes) -> bool:
@@ -143,9 +136,10 @@ class FastPath:
                 query = scope["query_string"]
                 if not query and await self._job(scope, send):
                     return None
-                wait = _WAIT_QUERY.fullmatch(query) if query else None
-                if wait is not None and float(wait[1]) <= MAX_WAIT_QUERY_S:
-                    if await self._wait(scope, receive, send, float(wait[1])):
+                wait_s = wait_seconds(query) if query else None
+                reads = job_reads(scope["app"]) if "app" in scope and wait_s is not None else None
+                if reads is not None and wait_s is not None:
+                    if await long_poll(reads, scope, receive, send, wait_s, self.app):
                         return None
         return await self.app(scope, receive, send)
 
@@ -155,7 +149,7 @@ class FastPath:
         if gw is None or not valid:
             return await self.app(scope, replaying(read, receive), send)
         unpaid = self._payment_required(gw, scope["path"])
-        await send(_start(402, unpaid.headers))
+        await send(start_message(402, unpaid.headers))
         await send({"type": "http.response.body", "body": unpaid.body})
         return None
 
@@ -177,49 +171,8 @@ class FastPath:
         rendered = reads.cached(scope["path"][len(JOBS_PREFIX) :])
         if rendered is None:
             return False
-        await _answer(scope, send, rendered)
+        await send_rendered(scope, send, rendered)
         return True
-
-    async def _wait(self, scope: Scope, receive: Receive, send: Send, wait_s: float) -> bool:
-        reads = job_reads(scope["app"]) if "app" in scope else None
-        if reads is None:
-            return False
-        job_id = scope["path"][len(JOBS_PREFIX) :]
-        if _JOB_ID.fullmatch(job_id) is None:
-            return False  # the route's 422
-        # A job others wait on is re-read by its watch: joining it needs no read of our own.
-        rendered = reads.cached(job_id) or reads.waits.watched(job_id)
-        if rendered is None:
-            with suppress(Exception):  # the route reads it again and answers the error
-                rendered = await reads.read(job_id)
-        if rendered is not None:
-            timeout = min(wait_s, reads.gateway.settings.max_wait_s)
-            rendered = await reads.waits.wait(job_id, rendered, timeout)
-        if rendered is None:  # no such job, or no read: the route reads it now and answers
-            await self.app({**scope, "query_string": b""}, receive, send)
-        else:
-            await _answer(scope, send, rendered)
-        return True
-
-
-async def _answer(scope: Scope, send: Send, rendered: Rendered) -> None:
-    """The route's answer: 304 when `If-None-Match` matches, else the rendered 200."""
-    if_none_match = None
-    for name, value in scope["headers"]:
-        if name == b"if-none-match":  # the first one, as `Request.headers.get` does
-            if_none_match = value.decode("latin-1")
-            break
-    if etag_matches(if_none_match, rendered.etag):
-        await send(_start(304, rendered.not_modified_headers))
-        await send({"type": "http.response.body", "body": b""})
-    else:
-        await send(_start(200, rendered.raw_headers))
-        await send({"type": "http.response.body", "body": rendered.body})
-
-
-def _start(status: int, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
-    # A copy: middleware outside (CORS) may add headers to the message's list.
-    return {"type": "http.response.start", "status": status, "headers": list(headers)}
 
 
 def _gateway(scope: Scope) -> Gateway | None:

@@ -18,10 +18,15 @@ from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
 from app.api.fastpath import EDIT_PATHS, PAYMENT_HEADERS, replaying, unpaid_valid_body
+from app.api.job_reads import job_reads
+from app.api.long_poll import long_poll, wait_seconds
 from app.context import Gateway
+from app.jobs.views import JOBS_PREFIX
 from app.upstream.client import Quote
 
 _NOT_OURS = PAYMENT_HEADERS | {b"origin"}
+# What CORS adds to an answer to a request without `Origin` (tests compare the bytes).
+_NO_ORIGIN = ((b"vary", b"Origin"),)
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,8 @@ class UnpaidFront:
 
 
 class FastPathApp(FastAPI):
-    """FastAPI with `UnpaidFront` ahead of its middleware stack (set `front = None` to skip)."""
+    """FastAPI with `UnpaidFront` and long polls (`app.api.long_poll`) ahead of its
+    middleware stack (set `front = None` to skip both)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -91,4 +97,26 @@ class FastPathApp(FastAPI):
             and not scope.get("root_path")
         ):
             return await front.answer(self, scope, receive, send)
+        if (
+            front is not None
+            and scope["type"] == "http"
+            and scope["method"] == "GET"
+            and scope["path"].startswith(JOBS_PREFIX)
+            and scope["query_string"]
+            and not scope.get("root_path")
+            and await self._long_poll(scope, receive, send)
+        ):
+            return None
         return await super().__call__(scope, receive, send)
+
+    async def _long_poll(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        wait_s = wait_seconds(scope["query_string"])
+        if wait_s is None or any(name == b"origin" for name, _ in scope["headers"]):
+            return False  # CORS answers depend on Origin: FastPath serves it inside CORS
+        reads = job_reads(self)
+        if reads is None:
+            return False
+        return await long_poll(reads, scope, receive, send, wait_s, self._stack, _NO_ORIGIN)
+
+    async def _stack(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await FastAPI.__call__(self, scope, receive, send)
