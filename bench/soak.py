@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import httpx
-from x402.http.clients import wrapHttpxWithPayment
+from x402.http.clients.httpx import x402AsyncTransport
 
 from bench.stage import PG_HOST, PG_USER, Stage
 from bench.world_jobs import cpu_seconds, job_states, rss_kib
@@ -34,6 +34,16 @@ JOB_DELAY_S = 3.0  # the simulated upstream's jobs take this long
 UNPAID_PER_S = 20
 STATUS_PER_S = 20
 PROBE_CONCURRENCY = 6
+
+
+KEEPALIVE_S = 2.0  # below uvicorn's 5 s (see `soak`)
+
+
+def paying_client() -> httpx.AsyncClient:
+    """The official SDK's paying transport, over connections kept alive `KEEPALIVE_S`."""
+    inner = httpx.AsyncHTTPTransport(limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S))
+    transport = x402AsyncTransport(payer_client(key_hex(PAYER)), inner)
+    return httpx.AsyncClient(transport=transport, timeout=60)
 
 
 @dataclass
@@ -72,7 +82,7 @@ async def probe_paid_rate(base: str, seconds: float) -> float:
     url = base + "/v1/images/edit"
     deadline = time.monotonic() + seconds
     counter = itertools.count()
-    async with wrapHttpxWithPayment(payer_client(key_hex(PAYER)), timeout=60) as http:
+    async with paying_client() as http:
 
         async def caller() -> None:
             while time.monotonic() < deadline:
@@ -86,12 +96,20 @@ async def probe_paid_rate(base: str, seconds: float) -> float:
     return len(tally.jobs) / elapsed
 
 
-async def _paced(per_s: float, until: float, action: Any) -> None:
-    """Start `action()` `per_s` times a second until `until`, never waiting for it."""
+async def _paced(per_s: float, until: float, action: Any, tally: Tally, kind: str) -> None:
+    """Start `action()` `per_s` times a second until `until`, never waiting for it; an
+    exception (a broken connection, a timeout) is one more error of `kind`."""
     tasks: set[asyncio.Task[Any]] = set()
     next_at = time.monotonic()
+
+    async def guarded() -> None:
+        try:
+            await action()
+        except Exception as exc:
+            tally.count(kind, False, f"{type(exc).__name__}: {exc}")
+
     while next_at < until:
-        task = asyncio.create_task(action())
+        task = asyncio.create_task(guarded())
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         next_at += 1 / per_s
@@ -101,6 +119,13 @@ async def _paced(per_s: float, until: float, action: Any) -> None:
 
 async def _follow(http: httpx.AsyncClient, job_id: str, tally: Tally) -> None:
     """Long-poll a job until it is final; it must end completed."""
+    try:
+        await _follow_once(http, job_id, tally)
+    except Exception as exc:
+        tally.count("long poll", False, f"{type(exc).__name__}: {exc}")
+
+
+async def _follow_once(http: httpx.AsyncClient, job_id: str, tally: Tally) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         response = await http.get(f"/v1/jobs/{job_id}", params={"wait": 20})
@@ -148,10 +173,12 @@ async def soak(stage: Stage, seconds: float, paid_per_s: float, sample_s: float)
     until = time.monotonic() + seconds
     followers: set[asyncio.Task[None]] = set()
     counter = itertools.count()
-    limits = httpx.Limits(max_connections=400)
+    # Idle connections are dropped before uvicorn's 5 s keep-alive ends: a request sent on a
+    # connection the server is closing at that moment fails, whoever the server is.
+    limits = httpx.Limits(max_connections=400, keepalive_expiry=KEEPALIVE_S)
     async with (
         httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http,
-        wrapHttpxWithPayment(payer_client(key_hex(PAYER)), timeout=60) as paying,
+        paying_client() as paying,
     ):
 
         async def unpaid() -> None:
@@ -171,9 +198,9 @@ async def soak(stage: Stage, seconds: float, paid_per_s: float, sample_s: float)
             tally.count("status", response.status_code == 200, f"{response.status_code}")
 
         await asyncio.gather(
-            _paced(UNPAID_PER_S, until, unpaid),
-            _paced(paid_per_s, until, paid),
-            _paced(STATUS_PER_S, until, status),
+            _paced(UNPAID_PER_S, until, unpaid, tally, "unpaid"),
+            _paced(paid_per_s, until, paid, tally, "paid"),
+            _paced(STATUS_PER_S, until, status, tally, "status"),
             _sampler(stage, until, tally, sample_s),
         )
         await asyncio.gather(*followers)
