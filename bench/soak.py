@@ -23,7 +23,7 @@ import asyncpg  # type: ignore[import-untyped]
 import httpx
 from x402.http.clients.httpx import x402AsyncTransport
 
-from bench.stage import PG_HOST, PG_USER, Stage
+from bench.stage import PG_HOST, PG_USER, SERVER_CORE, Stage
 from bench.world_jobs import cpu_seconds, job_states, rss_kib
 from sandbox.chain import usdc_balance
 from sandbox.pay import EDIT_BODY, payer_client
@@ -34,6 +34,7 @@ JOB_DELAY_S = 3.0  # the simulated upstream's jobs take this long
 UNPAID_PER_S = 20
 STATUS_PER_S = 20
 PROBE_CONCURRENCY = 6
+SOAK_CAP_ATOMIC = 10**12
 
 
 KEEPALIVE_S = 2.0  # below uvicorn's 5 s (see `soak`)
@@ -216,6 +217,11 @@ def run(stage: Stage, minutes: float, probe_s: float, sample_s: float) -> dict[s
     """Probe, soak, then check jobs and ledger; the figures and the samples."""
     w = stage.w
     httpx.post(f"{w.upstream_base}/_sim/config", json={"job_delay_s": JOB_DELAY_S}, timeout=10)
+    # The default daily cap on upstream spend (50 USDC) is about 950 jobs: a longer soak
+    # would be refused (rightly, before any charge) once it is reached.
+    w.gateways[0].stop()
+    w.start_gateway(0, extra_env={"X402R_DAILY_UPSTREAM_CAP_ATOMIC": str(SOAK_CAP_ATOMIC)})
+    stage.pin_gateway(0, SERVER_CORE)
     base = w.gateway_url(0)
     sustainable = asyncio.run(probe_paid_rate(base, probe_s))
     parties = (OPERATOR, UPSTREAM_PAYEE)
