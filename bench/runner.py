@@ -15,7 +15,7 @@ from types import FrameType
 from typing import Any
 
 from app.jobs.models import JobState
-from bench import amplify, machine, memory, paid, scaleout, status, unpaid
+from bench import amplify, machine, memory, paid, scaleout, status, subsets, unpaid
 from bench.growth_cli import render as render_growth
 from bench.growth_cli import run_growth
 from bench.measure import Broken
@@ -75,6 +75,8 @@ def run_all(stage: Stage, profile: Profile, only: set[str]) -> dict[str, Any]:
     if "memory" in only:
         _step("memory")
         results["memory"] = asyncio.run(memory.run(stage, profile, template=processing))
+    if profile.smoke:  # `python -m bench waiting | soak` run the full ones on their own
+        results.update(subsets.smoke(stage))
     return results
 
 

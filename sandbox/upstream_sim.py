@@ -26,6 +26,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -51,6 +52,7 @@ from x402.schemas import (
 )
 
 from sandbox.faults import FaultBoard
+from sandbox.sim_bench import install_bench_routes
 from sandbox.sim_hostile import EDIT_PATH, hostile_status, offer
 from sandbox.sim_images import (
     PNG_CONTENT_TYPE,
@@ -108,6 +110,8 @@ class SimStats:
     status_requests: int = 0
     status_requests_by_job: dict[str, int] = field(default_factory=dict)
     file_requests: int = 0
+    # When (epoch seconds) each job was first answered "completed": when a poller learned it.
+    first_completed_at: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -118,6 +122,7 @@ class SimState:
     faults: FaultBoard
     stats: SimStats = field(default_factory=SimStats)
     jobs: dict[str, Job] = field(default_factory=dict)
+    status_times: dict[str, list[float]] = field(default_factory=dict)  # per job, epoch s
 
 
 def _json(status: int, content: Any, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -218,6 +223,9 @@ def create_upstream_app(config: SimConfig) -> FastAPI:
         view = job.view(config.job_delay_s, config.base_url)
         if sim.faults.take("status_processing"):
             view |= {"status": "processing", "images": [], "description": None}
+        if view["status"] != "processing":
+            sim.stats.first_completed_at.setdefault(job_id, time.time())
+        sim.status_times.setdefault(job_id, []).append(time.time())
         return _json(200, view)
 
     @app.get("/files/{job_id}.png")
@@ -240,7 +248,10 @@ def create_upstream_app(config: SimConfig) -> FastAPI:
     @app.post("/_sim/reset")
     async def reset() -> dict[str, Any]:
         sim.faults, sim.stats = FaultBoard(), SimStats()
+        sim.status_times.clear()
         return {"faults": sim.faults.wire(), "stats": asdict(sim.stats)}
+
+    install_bench_routes(app, sim)
 
     @app.get("/_sim/stats")
     async def stats() -> dict[str, Any]:

@@ -69,6 +69,17 @@ async def challenge_of(app: FastAPI, job: str) -> dict[str, Any]:
     return details
 
 
+@pytest.mark.parametrize("query", ["wait=1", "wait=0.5"])
+async def test_a_long_poll_without_proof_is_a_401_too(
+    app: FastAPI, job_id: str, query: str
+) -> None:
+    """Long polls are served apart from the route: they are proven all the same."""
+    async with client_for(app) as http:
+        response = await http.get(f"{url(job_id)}?{query}")
+    assert response.status_code == 401, response.text
+    assert response.json()["error"] == "job_read_proof_required"
+
+
 async def test_a_read_without_proof_is_a_401_with_the_challenge(app: FastAPI, job_id: str) -> None:
     async with client_for(app) as http:
         response = await http.get(url(job_id))

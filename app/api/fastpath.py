@@ -8,6 +8,11 @@
 2. `GET /v1/jobs/{id}` (no query) when `JobReads.cached` has an answer that needs no I/O:
    an immutable job (or a 304 when `If-None-Match` matches), or a fresh job in progress.
    Never when reads are payer-bound (`X402R_JOB_READS=payer`): the route checks the proof.
+3. `GET /v1/jobs/{id}?wait=N` (that query alone, N plain decimal, a well-formed id): the
+   long poll waits on the job's shared watch (`app.api.job_waits`) without the rest of the
+   stack under it, which is most of what a waiting connection would hold in memory. A job
+   that does not exist, or a read that fails, goes to the route (without the wait), so
+   every 404, 422 and database error is still FastAPI's own answer.
 
 The answers are the very bytes the routes would send: the 402 is the offer's own rendering
 (`app.payments.offer.Http402`, which the route sends too), a job the route's `Rendered`.
@@ -17,14 +22,13 @@ from __future__ import annotations
 
 import email.message
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.edits import EDIT_PATH, UPSTREAM_PATH, current_offer
-from app.api.job_cache import etag_matches
 from app.api.job_reads import job_reads
+from app.api.long_poll import header_of, long_poll, send_rendered, wait_seconds
 from app.context import Gateway
 from app.jobs.views import JOBS_PREFIX
 from app.payments.offer import Http402
@@ -154,8 +158,14 @@ class FastPath:
             if scope["method"] == "POST" and path in EDIT_PATHS:
                 return await self._edit(scope, receive, send)
             if scope["method"] == "GET" and path.startswith(JOBS_PREFIX):
-                if not scope["query_string"] and await self._job(scope, send):
+                query = scope["query_string"]
+                if not query and await self._job(scope, send):
                     return None
+                wait_s = wait_seconds(query) if query else None
+                reads = job_reads(scope["app"]) if "app" in scope and wait_s is not None else None
+                if reads is not None and wait_s is not None:
+                    if await long_poll(reads, scope, receive, send, wait_s, self.app):
+                        return None
         return await self.app(scope, receive, send)
 
     async def _edit(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -172,27 +182,10 @@ class FastPath:
         rendered = reads.cached(scope["path"][len(JOBS_PREFIX) :])
         if rendered is None:
             return False
-        if_none_match = authorization = None
-        for name, value in scope["headers"]:
-            # The first of each, as `Request.headers.get` does.
-            if name == b"if-none-match" and if_none_match is None:
-                if_none_match = value.decode("latin-1")
-            elif name == b"authorization" and authorization is None:
-                authorization = value.decode("latin-1")
-        if not rendered.readable_with(authorization):
+        if not rendered.readable_with(header_of(scope, b"authorization")):
             return False  # the route answers 404, as for a job that does not exist
-        if etag_matches(if_none_match, rendered.etag):
-            await send(_start(304, rendered.not_modified_headers))
-            await send({"type": "http.response.body", "body": b""})
-        else:
-            await send(_start(200, rendered.raw_headers))
-            await send({"type": "http.response.body", "body": rendered.body})
+        await send_rendered(scope, send, rendered)
         return True
-
-
-def _start(status: int, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
-    # A copy: middleware outside (CORS) may add headers to the message's list.
-    return {"type": "http.response.start", "status": status, "headers": list(headers)}
 
 
 def _gateway(scope: Scope) -> Gateway | None:

@@ -21,13 +21,17 @@ from app.api.fastpath import (
     replaying,
     unpaid_valid_body,
 )
+from app.api.job_reads import job_reads
+from app.api.long_poll import long_poll, wait_seconds
 from app.api.request_metrics import counting
 from app.context import Gateway
+from app.jobs.views import JOBS_PREFIX
 
 _NOT_OURS = PAYING_HEADERS | {b"origin"}
 # What the outermost CORS middleware (app.main) adds to an answer to a request without Origin;
 # the front answers before it. tests/test_job_reads.py compares the bytes with the stack's.
 _CORS_VARY = (b"vary", b"Origin")
+_NO_ORIGIN = (_CORS_VARY,)
 
 
 class UnpaidFront:
@@ -51,7 +55,8 @@ class UnpaidFront:
 
 
 class FastPathApp(FastAPI):
-    """FastAPI with `UnpaidFront` ahead of its middleware stack (set `front = None` to skip)."""
+    """FastAPI with `UnpaidFront` and long polls (`app.api.long_poll`) ahead of its
+    middleware stack (set `front = None` to skip both)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -71,4 +76,26 @@ class FastPathApp(FastAPI):
             and not scope.get("root_path")
         ):
             return await front.answer(self, scope, receive, send)
+        if (
+            front is not None
+            and scope["type"] == "http"
+            and scope["method"] == "GET"
+            and scope["path"].startswith(JOBS_PREFIX)
+            and scope["query_string"]
+            and not scope.get("root_path")
+            and await self._long_poll(scope, receive, send)
+        ):
+            return None
         return await super().__call__(scope, receive, send)
+
+    async def _long_poll(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        wait_s = wait_seconds(scope["query_string"])
+        if wait_s is None or any(name == b"origin" for name, _ in scope["headers"]):
+            return False  # CORS answers depend on Origin: FastPath serves it inside CORS
+        reads = job_reads(self)
+        if reads is None:
+            return False
+        return await long_poll(reads, scope, receive, send, wait_s, self._stack, _NO_ORIGIN)
+
+    async def _stack(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await FastAPI.__call__(self, scope, receive, send)

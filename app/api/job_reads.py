@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 
 from starlette.applications import Starlette
 
 from app.api.job_cache import DEFAULT_BUDGET_BYTES, ImmutableCache, Rendered, render
+from app.api.job_waits import JobWaits
 from app.context import Gateway
 from app.jobs.models import Job, JobState
 from app.jobs.polling import Poller
@@ -31,6 +33,10 @@ from app.jobs.status_reads import StatusReads
 
 MAX_LIVE_ENTRIES = 10_000
 MAX_READS_AHEAD = 4  # background re-reads in flight per process; readers never wait on them
+# Upstream polls started by status reads in flight per process. Each takes database
+# connections: with many jobs read at once, unbounded, they spilled into the pool's overflow
+# (connections opened and closed per use). A job not polled here is polled by the worker.
+MAX_REFRESHES = 4
 _SUBMITTED = JobState.SUBMITTED.value
 
 
@@ -68,6 +74,9 @@ class JobReads:
         self.ttl = self.interval / 2
         self.db_reads = 0
         self.reading_ahead = 0
+        self.refreshing = 0
+        self.waits = JobWaits(self)
+        poller.listeners.append(self.waits.refreshed)
 
     def cached(self, job_id: str) -> Rendered | None:
         """What may be served right now without waiting for any I/O, if anything.
@@ -104,6 +113,20 @@ class JobReads:
                 self._live.popitem(last=False)
         return await asyncio.shield(self._loading(job_id, live))
 
+    async def reread(self, job_id: str) -> Rendered | None:
+        """Like `read`, from a database read that starts after this call, not from memory."""
+        hit = self.immutable.get(job_id)
+        if hit is not None:
+            return hit
+        live = self._live.get(job_id)
+        if live is None:
+            return await self.read(job_id)
+        earlier = live.task
+        if earlier is not None:  # it may have read the row before what we want to see
+            with suppress(Exception):
+                await asyncio.shield(earlier)
+        return await asyncio.shield(self._loading(job_id, live))
+
     def _loading(self, job_id: str, live: _Live) -> asyncio.Task[Rendered | None]:
         """The read of `job_id` in flight, started if there is none."""
         if live.task is None:
@@ -117,11 +140,16 @@ class JobReads:
         found = await self._select(job_id)
         if found is not None and self._refresh_due(found[0], live, started):
             live.refreshed_at = loop.time()
-            await self._poller.refresh(job_id, may_move_money=False)
+            self.refreshing += 1
+            try:
+                await self._poller.refresh(job_id, may_move_money=False)
+            finally:
+                self.refreshing -= 1
             started = loop.time()
             found = await self._select(job_id)
         if found is None:
             self._live.pop(job_id, None)
+            self.waits.seen(job_id, None)
             return None
         job, owner_hash = found
         rendered = render(job, self.gateway.settings.base_url, owner_hash)
@@ -130,12 +158,15 @@ class JobReads:
             self._live.pop(job_id, None)
         else:
             live.rendered, live.read_at = rendered, started
+        self.waits.seen(job_id, rendered)
         return rendered
 
     def _refresh_due(self, job: Job, live: _Live, now: float) -> bool:
         # `claim_poll` admits one upstream poll per interval across replicas: asking when it
         # must refuse (polled recently, here or on any replica) only costs a database write.
         if job.state != _SUBMITTED or now - live.refreshed_at < self.interval:
+            return False
+        if self.refreshing >= MAX_REFRESHES:  # the worker polls it; the pool stays for others
             return False
         polled = job.last_polled_at
         if polled is None:

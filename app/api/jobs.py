@@ -7,7 +7,6 @@ one database read per half poll interval per process, whoever polls them.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
@@ -19,7 +18,6 @@ from app.api.job_reads import JobReads, job_reads
 from app.api.read_proof import HEADER, ReadProofs, ensure_payer
 from app.api.schemas import JobDocument
 from app.core.errors import NotFound
-from app.jobs.models import FINAL_STATES
 from app.jobs.views import JOBS_PREFIX
 
 router = APIRouter(tags=["jobs"])
@@ -87,12 +85,7 @@ async def get_job(
     rendered = await _read(reads, job_id, authorization)
     if reader is not None:
         ensure_payer(reader, rendered.payer)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + min(wait, gw.settings.max_wait_s)
-    while rendered.state not in FINAL_STATES:
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        await asyncio.sleep(min(reads.ttl, remaining))
-        rendered = await _read(reads, job_id, authorization)
-    return answer(rendered, if_none_match)
+    waited = await reads.waits.wait(job_id, rendered, min(wait, gw.settings.max_wait_s))
+    if waited is None:  # the watch could not read the job: read it here (errors included)
+        waited = await _read(reads, job_id, authorization)
+    return answer(waited, if_none_match)

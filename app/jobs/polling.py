@@ -9,6 +9,7 @@ hands every outcome that fails (and so may refund) a job to the worker, due at o
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, timedelta
 from typing import Any
 
@@ -92,6 +93,8 @@ class Poller:
     def __init__(self, gw: Gateway) -> None:
         self._gw = gw
         self._inflight: dict[tuple[str, bool], asyncio.Task[None]] = {}
+        # Told the id of each job the worker has just polled (long polls re-read it).
+        self.listeners: list[Callable[[str], None]] = []
 
     async def refresh(self, job_id: str, *, may_move_money: bool = True) -> None:
         """Poll the upstream for `job_id` unless someone polled it within the interval.
@@ -103,8 +106,15 @@ class Poller:
         if task is None:
             task = asyncio.create_task(self._refresh(job_id, may_move_money))
             self._inflight[key] = task
-            task.add_done_callback(lambda _: self._inflight.pop(key, None))
+            task.add_done_callback(lambda _: self._done(key))
         await asyncio.shield(task)
+
+    def _done(self, key: tuple[str, bool]) -> None:
+        self._inflight.pop(key, None)
+        job_id, may_move_money = key
+        if may_move_money:  # a status read's own refresh is followed by its own re-read
+            for listener in self.listeners:
+                listener(job_id)
 
     async def _refresh(self, job_id: str, may_move_money: bool) -> None:
         gw = self._gw
@@ -145,7 +155,8 @@ class Poller:
 async def apply_status(
     gw: Gateway, job: Job, data: dict[str, Any], *, may_move_money: bool = True
 ) -> None:
-    """Store a terminal upstream status; schedule the next check otherwise.
+    """Store a terminal upstream status; otherwise the next check is what the poll's claim
+    scheduled (written again only to clear a count of unreadable answers).
 
     Without `may_move_money` a "failed" answer is recorded and the job made due now: the
     worker fails it (and refunds, by policy) from the recorded answer.
@@ -182,7 +193,7 @@ async def apply_status(
             )
         if may_move_money:
             await _fail_upstream_job(gw, job.id, data)
-    else:
+    elif job.bad_status_reads:  # else the claim already scheduled the next poll
         async with core_transaction(gw.engine) as session:
             await transition(
                 session,

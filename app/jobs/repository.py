@@ -45,7 +45,10 @@ _CLAIM_POLL = (
         JOBS.c.state == JobState.SUBMITTED.value,
         or_(JOBS.c.last_polled_at.is_(None), JOBS.c.last_polled_at <= bindparam("since")),
     )
-    .values(last_polled_at=bindparam("now", type_=JOBS.c.last_polled_at.type))
+    .values(
+        last_polled_at=bindparam("now", type_=JOBS.c.last_polled_at.type),
+        next_check_at=bindparam("next_check", type_=JOBS.c.next_check_at.type),
+    )
     .returning(*JOBS.c)
 )
 
@@ -166,9 +169,15 @@ class JobRepository:
 
     async def claim_poll(self, job_id: str, interval_s: float) -> Job | None:
         """Atomically take the right to poll the upstream for this job now (one per interval);
-        the job as claimed, or None when it is not due (or no longer in progress)."""
+        the job as claimed, or None when it is not due (or no longer in progress).
+
+        The job is due again one interval later, which is what an answer "still
+        processing" would schedule: such an answer then needs no write of its own.
+        """
         now = utcnow()
-        params = {"job_id": job_id, "now": now, "since": now - timedelta(seconds=interval_s)}
+        interval = timedelta(seconds=interval_s)
+        params = {"job_id": job_id, "now": now, "since": now - interval}
+        params["next_check"] = now + interval
         row = (await self.session.execute(_CLAIM_POLL, params)).one_or_none()
         return None if row is None else job_from_row(row)
 

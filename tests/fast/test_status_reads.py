@@ -57,3 +57,19 @@ async def test_a_job_too_old_is_failed_by_the_worker_not_the_read(gateways: Open
             "upstream_job_expired",
         )
         await money_is_consistent(h, job, spent)
+
+
+async def test_a_readable_answer_after_an_unreadable_one_clears_the_count(
+    gateways: Opener,
+) -> None:
+    """One unreadable status answer is counted; the next readable "still processing" answer
+    resets the count (arc `status_pending`), and the job completes as usual."""
+    async with gateways() as h:
+        h.world.upstream.script(status=[Status.MALFORMED, Status.PROCESSING, Status.COMPLETED])
+        spent = await h.spent()
+        await h.pay()
+        job = await h.work((await h.the_job()).id)
+        assert job.state == JobState.COMPLETED
+        assert job.bad_status_reads == 0
+        assert h.world.upstream.count("status") == 3
+        await money_is_consistent(h, job, spent)

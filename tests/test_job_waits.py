@@ -1,0 +1,133 @@
+"""Long polls (`?wait=N`): one watch per job whatever the number of waiters, answered at once
+when the job finishes, and the same answers as FastAPI's own route gives.
+
+The poll interval is long (4 s, so a watch re-reads every 2 s): an answer that comes sooner
+came from the job's shared watch being told, not from a waiter's own timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.api.fastpath import FastPath
+from app.api.front import FastPathApp
+from app.api.job_reads import JobReads, job_reads
+from app.jobs.models import JobState
+from app.main import create_app
+from tests.inprocess_app import complete, insert_job
+from tests.settings_factory import make_settings
+
+POLL_INTERVAL_S = 4.0
+WAITERS = 60
+
+
+@pytest.fixture(scope="module")
+async def apps(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[FastAPI, FastAPI]]:
+    """(fast, slow): the gateway, and the same gateway without its fast paths."""
+    db = Path(tmp_path_factory.mktemp("job-waits")) / "gateway.db"
+    settings = make_settings(
+        database_url=f"sqlite+aiosqlite:///{db}",
+        workers_enabled=False,
+        poll_interval_s=POLL_INTERVAL_S,
+        max_wait_s=10,
+    )
+    fast, slow = create_app(settings), create_app(settings)
+    fast_path: object = FastPath
+    slow.user_middleware = [m for m in slow.user_middleware if m.cls is not fast_path]
+    assert isinstance(slow, FastPathApp)
+    slow.front = None
+    async with fast.router.lifespan_context(fast), slow.router.lifespan_context(slow):
+        yield fast, slow
+
+
+def _reads(app: FastAPI) -> JobReads:
+    reads = job_reads(app)
+    assert reads is not None
+    return reads
+
+
+async def _get(app: FastAPI, path: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    transport = httpx.ASGITransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as http:
+        response = await http.get(path)
+    return response.status_code, response.headers.raw, response.content
+
+
+async def test_many_waiters_share_one_watch_and_are_answered_when_the_job_completes(
+    apps: tuple[FastAPI, FastAPI],
+) -> None:
+    fast, _ = apps
+    reads = _reads(fast)
+    job_id = await insert_job(fast, JobState.SUBMITTED)
+    waiters = [asyncio.create_task(_get(fast, f"/v1/jobs/{job_id}?wait=8")) for _ in range(WAITERS)]
+    await asyncio.sleep(0.3)
+    assert len(reads.waits) == 1, "one watch for the job, not one per waiter"
+    reads_before = reads.db_reads
+    loop = asyncio.get_running_loop()
+    await complete(fast, job_id)
+    started = loop.time()
+    reads.waits.refreshed(job_id)  # what the worker's poller says after polling the job
+    answers = await asyncio.gather(*waiters)
+    assert loop.time() - started < 1.0, "answered by the watch, not by a timer"
+    assert {(status, json.loads(body)["status"]) for status, _, body in answers} == {
+        (200, "completed")
+    }
+    assert reads.db_reads - reads_before <= 2, "one re-read for every waiter"
+    assert len(reads.waits) == 0
+
+
+async def test_a_waiter_gets_the_job_as_it_is_when_the_wait_ends(
+    apps: tuple[FastAPI, FastAPI],
+) -> None:
+    fast, slow = apps
+    job_id = await insert_job(fast, JobState.SUBMITTED)
+    answers = await asyncio.gather(
+        _get(fast, f"/v1/jobs/{job_id}?wait=0.5"), _get(slow, f"/v1/jobs/{job_id}?wait=0.5")
+    )
+    assert answers[0] == answers[1]
+    assert json.loads(answers[0][2])["status"] == "processing"
+    assert len(_reads(fast).waits) == 0
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/jobs/job_doesnotexist?wait=1",  # 404 from the route
+        "/v1/jobs/nojob?wait=1",  # 422: not a job id
+        "/v1/jobs/job_toolong" + "x" * 40 + "?wait=1",  # 422: too long
+        "/v1/jobs/{done}?wait=121",  # 422: over the route's bound
+        "/v1/jobs/{done}?wait=3",  # finished: answered at once
+        "/v1/jobs/{done}?wait=3&wait=4",  # not the fast path's query
+    ],
+)
+async def test_long_poll_answers_are_the_routes_own(
+    apps: tuple[FastAPI, FastAPI], path: str
+) -> None:
+    fast, slow = apps
+    done = await insert_job(fast, JobState.SUBMITTED)
+    await complete(fast, done)
+    url = path.format(done=done)
+    assert await _get(fast, url) == await _get(slow, url)
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "https://app.example"}, {"If-None-Match": "*"}])
+async def test_long_poll_answers_with_cors_and_etags_are_the_routes_own(
+    apps: tuple[FastAPI, FastAPI], headers: dict[str, str]
+) -> None:
+    fast, slow = apps
+    done = await insert_job(fast, JobState.SUBMITTED)
+    await complete(fast, done)
+    answers = []
+    for app in (fast, slow):
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as http:
+            response = await http.get(f"/v1/jobs/{done}?wait=3", headers=headers)
+        answers.append((response.status_code, response.headers.raw, response.content))
+    assert answers[0] == answers[1]
