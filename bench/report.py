@@ -200,6 +200,9 @@ python -m bench --smoke                    # seconds per scenario: bench/results
 python -m bench --only unpaid,status       # a subset, JSON only (bench/results/full.json)
 python -m bench --render bench/results/full.json   # re-render this file from a run
 python -m bench growth                     # 10k/100k/1M jobs (~5 min): section 7 and its charts
+python -m bench waiting                    # 10,000 long polls: docs/performance-waiting.md
+python -m bench soak --minutes 10          # mixed traffic: docs/performance-waiting.md, its chart
+python -m bench.cpu_profile --base REV     # paid-path CPU per call, A/B against REV
 ```
 
 `make bench` and `make bench-smoke` do the first two. Each run creates and drops its own
