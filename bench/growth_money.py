@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.jobs.models import Job, LedgerEntry
 from app.jobs.views import rfc3339
 from app.keys.models import ApiKey, KeyLedgerEntry
-from app.operator.report import Money, Window, _key_row, _sums
+from app.operator.report import Money, Window, _key_row, _key_sums, _ledger_sums
 from app.operator.reporting import report_document
 
 # name -> (grouping, days back from now; None: all time). The dashboard's default is all time.
@@ -48,20 +48,37 @@ def _old_day(column: Any) -> Any:
     return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
 
 
+async def _sums(
+    session: AsyncSession,
+    window: Window,
+    ledger_group: Any,
+    key_group: Any,
+    *,
+    join_ledger: bool,
+    join_keys: bool,
+) -> dict[Any, Money]:
+    """Both ledgers summed per group, straight from their rows (the report before the
+    rollups)."""
+    sums: dict[Any, Money] = {}
+    await _ledger_sums(sums, session, window, ledger_group, join_jobs=join_ledger)
+    await _key_sums(sums, session, window, key_group, join_jobs=join_keys)
+    return sums
+
+
 async def _direct_rows(session: AsyncSession, window: Window, by: str) -> list[dict[str, Any]]:
     if by == "day":
         day, key_day = (
             _old_day(LedgerEntry.created_at),
             _old_day(KeyLedgerEntry.created_at),
         )
-        sums = await _sums(session, window, day, key_day, join_jobs=False)
+        sums = await _sums(session, window, day, key_day, join_ledger=False, join_keys=False)
         return [{"day": d} | sums[d].as_dict() for d in sorted(sums)]
     if by == "payer":
-        sums = await _sums(session, window, Job.payer, Job.payer, join_jobs=True)
+        sums = await _sums(session, window, Job.payer, Job.payer, join_ledger=True, join_keys=True)
         rows = [{"payer": p} | m.as_dict() for p, m in sums.items()]
         return sorted(rows, key=lambda r: (-r["revenue"], r["payer"]))
     sums = await _sums(
-        session, window, Job.api_key_id, KeyLedgerEntry.key_id, join_jobs=True, key_join=False
+        session, window, Job.api_key_id, KeyLedgerEntry.key_id, join_ledger=True, join_keys=False
     )
     ids = [k for k in sums if k]
     keys = {
@@ -74,7 +91,8 @@ async def _direct_rows(session: AsyncSession, window: Window, by: str) -> list[d
 async def direct_report(session: AsyncSession, window: Window, by: str) -> dict[str, Any]:
     """`report_document` before the rollups: the ledger summed by kind (and day, key or
     payer) over the window, the jobs created in it counted by state."""
-    whole = await _sums(session, window, literal("all"), literal("all"), join_jobs=False)
+    everything = literal("all")
+    whole = await _sums(session, window, everything, everything, join_ledger=False, join_keys=False)
     states = select(Job.state, func.count()).where(*window.on(Job.created_at)).group_by(Job.state)
     return {
         "since": rfc3339(window.since),

@@ -125,53 +125,36 @@ def _add_onchain(rows: dict[Any, Money], group: Any, onchain: totals.Totals) -> 
             _add(rows, group, field, amount)
 
 
-async def _sums(
-    session: AsyncSession,
-    window: Window,
-    ledger_group: Any,
-    key_group: Any,
-    *,
-    join_jobs: bool,
-    key_join: bool | None = None,
-    ledger_rows: bool = True,
-) -> dict[Any, Money]:
-    """Sums per group: `ledger_group` over ledger rows (unless not `ledger_rows`), `key_group`
-    over key-ledger rows (which may refer to `jobs` when `join_jobs`, or `key_join` for the
-    key ledger)."""
-    rows: dict[Any, Money] = {}
-    if ledger_rows:
-        await _ledger_sums(rows, session, window, ledger_group, join_jobs=join_jobs)
+async def _key_sums(
+    rows: dict[Any, Money], session: AsyncSession, window: Window, group: Any, *, join_jobs: bool
+) -> None:
+    """Add the key ledger's debits and credits per `group` (a column of the key ledger or,
+    with `join_jobs`, of its jobs) to `rows`; top-ups are not revenue."""
     keyed = (
-        select(key_group, KeyLedgerEntry.kind, func.sum(KeyLedgerEntry.amount))
+        select(group, KeyLedgerEntry.kind, func.sum(KeyLedgerEntry.amount))
         .select_from(KeyLedgerEntry)
         .where(KeyLedgerEntry.kind.in_(list(_KEY_FIELD)), *window.on(KeyLedgerEntry.created_at))
     )
-    if join_jobs if key_join is None else key_join:
+    if join_jobs:
         keyed = keyed.join(Job, Job.id == KeyLedgerEntry.job_id)
-    keyed = keyed.group_by(key_group, KeyLedgerEntry.kind)
-    for group, kind, total in (await session.execute(keyed)).all():
-        _add(rows, group, _KEY_FIELD[str(kind)], total)
-    return rows
+    keyed = keyed.group_by(group, KeyLedgerEntry.kind)
+    for key, kind, total in (await session.execute(keyed)).all():
+        _add(rows, key, _KEY_FIELD[str(kind)], total)
 
 
 async def report_totals(session: AsyncSession, window: Window) -> Money:
     """The window's sums over everything (on-chain sums from the per-day rollups)."""
-    sums = await _sums(
-        session, window, literal("all"), literal("all"), join_jobs=False, ledger_rows=False
-    )
+    sums: dict[Any, Money] = {}
+    await _key_sums(sums, session, window, literal("all"), join_jobs=False)
     _add_onchain(sums, "all", await totals.totals(session, window.since, window.until))
     return sums.get("all", Money())
 
 
 async def report_by_day(session: AsyncSession, window: Window) -> list[dict[str, Any]]:
     """Sums per UTC day, oldest first (on-chain sums from the per-day rollups)."""
-    sums = await _sums(
-        session,
-        window,
-        literal("all"),
-        _day(session, KeyLedgerEntry.created_at),
-        join_jobs=False,
-        ledger_rows=False,
+    sums: dict[Any, Money] = {}
+    await _key_sums(
+        sums, session, window, _day(session, KeyLedgerEntry.created_at), join_jobs=False
     )
     for day, onchain in (await totals.by_day(session, window.since, window.until)).items():
         _add_onchain(sums, day, onchain)
@@ -193,9 +176,9 @@ def days_total(days: list[dict[str, Any]]) -> Money:
 async def report_by_key(session: AsyncSession, window: Window) -> list[dict[str, Any]]:
     """Sums per API key (`x402` for jobs paid over x402), by revenue, largest first."""
     # Ledger rows belong to a key through their job; key-ledger rows name their key.
-    sums = await _sums(
-        session, window, Job.api_key_id, KeyLedgerEntry.key_id, join_jobs=True, key_join=False
-    )
+    sums: dict[Any, Money] = {}
+    await _ledger_sums(sums, session, window, Job.api_key_id, join_jobs=True)
+    await _key_sums(sums, session, window, KeyLedgerEntry.key_id, join_jobs=False)
     keys = {
         k.id: k
         for k in (
@@ -215,7 +198,9 @@ def _key_row(key_id: str | None, key: ApiKey | None) -> dict[str, Any]:
 
 async def report_by_payer(session: AsyncSession, window: Window) -> list[dict[str, Any]]:
     """Sums per payer address (a key-paid job counts under its job's payer), largest first."""
-    sums = await _sums(session, window, Job.payer, Job.payer, join_jobs=True)
+    sums: dict[Any, Money] = {}
+    await _ledger_sums(sums, session, window, Job.payer, join_jobs=True)
+    await _key_sums(sums, session, window, Job.payer, join_jobs=True)
     rows = [{"payer": payer} | money.as_dict() for payer, money in sums.items()]
     return sorted(rows, key=lambda r: (-r["revenue"], r["payer"]))
 
