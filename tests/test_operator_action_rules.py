@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.core.settings import SettlementOrder
+from app.core.modes import SettlementOrder
 from app.jobs.models import Job
 from app.operator.actions import refund_refusal, retry_refusal
 

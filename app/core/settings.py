@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from enum import StrEnum
 from functools import cached_property
 from typing import Literal, Self
 
@@ -14,6 +13,7 @@ from web3 import Web3
 from x402.mechanisms.evm.v1.constants import V1_NETWORK_CHAIN_IDS
 
 from app.core.database_url import async_database_url
+from app.core.modes import LogFormat, RefundPolicy, SettlementOrder
 from app.core.origins import Origin, origin_of, parse_origin
 from app.core.pay_options import PayOption, all_options, check_reachable
 from app.core.ratelimit import Rate
@@ -21,28 +21,6 @@ from app.core.ratelimit import Rate
 DOPAMINT_EDIT_URL = "https://x402-dev.dopamint.ai/api/ai/generations/images/nano-banana-edit"
 BASE_USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
 MIN_ADMIN_TOKEN_CHARS = 32  # a guessable operator token exposes the ledger and metrics
-
-
-class RefundPolicy(StrEnum):
-    """What to give back when a paid job cannot be served."""
-
-    FULL = "full"
-    IF_UPSTREAM_NOT_CHARGED = "if_upstream_not_charged"
-    OFF = "off"
-
-
-class LogFormat(StrEnum):
-    """How log lines are written."""
-
-    TEXT = "text"
-    JSON = "json"
-
-
-class SettlementOrder(StrEnum):
-    """When the client's payment is settled relative to buying from the upstream."""
-
-    SETTLE_FIRST = "settle_first"
-    SETTLE_AFTER = "settle_after"
 
 
 def _checksum(value: str, name: str) -> str:

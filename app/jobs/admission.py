@@ -11,7 +11,7 @@ from sqlalchemy import Table, bindparam, func, select, text
 from app.context import Gateway
 from app.core.db import Executor, core_transaction, dialect_name
 from app.core.errors import Conflict, ServiceUnavailable
-from app.core.settings import SettlementOrder
+from app.core.modes import SettlementOrder
 from app.jobs import reservation
 from app.jobs.models import Job, JobState
 from app.jobs.policy import after, request_lease_s

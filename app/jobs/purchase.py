@@ -23,8 +23,8 @@ from app.core.errors import (
     RetryLater,
     ServiceUnavailable,
 )
+from app.core.modes import SettlementOrder
 from app.core.ratelimit import check_verify_rate
-from app.core.settings import SettlementOrder
 from app.jobs import admission, spend
 from app.jobs.models import ANSWERED_STATES, Job, JobState
 from app.jobs.policy import after, request_lease_s, settle_lease_s

@@ -14,7 +14,7 @@ from sqlalchemy import Table, bindparam, func, select
 
 from app.context import Gateway
 from app.core.db import Executor
-from app.core.settings import RefundPolicy
+from app.core.modes import RefundPolicy
 from app.jobs.admission import lock_payer
 from app.jobs.models import Job
 from app.jobs.repository import utcnow

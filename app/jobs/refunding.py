@@ -8,7 +8,7 @@ from typing import Any
 from app.context import Gateway
 from app.core.crashpoints import crash_point
 from app.core.db import core_transaction
-from app.core.settings import RefundPolicy
+from app.core.modes import RefundPolicy
 from app.jobs import machine, onchain, refund_limit
 from app.jobs.key_refund import refund_to_key
 from app.jobs.models import Job, JobState

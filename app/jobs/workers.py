@@ -11,7 +11,7 @@ import logging
 
 from app.context import Gateway
 from app.core.db import core_transaction
-from app.core.settings import SettlementOrder
+from app.core.modes import SettlementOrder
 from app.jobs.models import Job, JobState
 from app.jobs.polling import Poller, fail_recorded, failed_upstream
 from app.jobs.purchase_errors import guarded

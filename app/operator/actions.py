@@ -30,7 +30,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import Conflict, NotFound
-from app.core.settings import SettlementOrder
+from app.core.modes import SettlementOrder
 from app.jobs.models import Job, JobState, OperatorAction
 from app.jobs.repository import utcnow
 from app.jobs.transitions import transition

@@ -11,7 +11,7 @@ from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import NotFound
-from app.core.settings import SettlementOrder
+from app.core.modes import SettlementOrder
 from app.jobs.models import Job, LedgerEntry, OperatorAction
 from app.jobs.views import rfc3339
 from app.keys.models import ApiKey, KeyLedgerEntry

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from app.core.settings import RefundPolicy
+from app.core.modes import RefundPolicy
 from app.jobs.models import JobState
 from tests.fast.facilitator import REFUSAL, Settle
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.settings import RefundPolicy, SettlementOrder
+from app.core.modes import RefundPolicy, SettlementOrder
 from app.jobs.models import JobState
 from tests.fast.checks import error_of, money_is_consistent
 from tests.fast.facilitator import Settle

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.settings import SettlementOrder
+from app.core.modes import SettlementOrder
 from app.jobs.models import JobState
 from tests.fast.checks import error_of, kinds, money_is_consistent
 from tests.fast.facilitator import Settle, Verify

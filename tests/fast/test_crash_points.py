@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from app.api.edits import EDIT_PATH
-from app.core.settings import RefundPolicy, SettlementOrder
+from app.core.modes import RefundPolicy, SettlementOrder
 from app.jobs.models import JobState
 from app.jobs.purchase import purchase
 from sandbox.pay import EDIT_BODY

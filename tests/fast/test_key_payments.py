@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from app.api.edits import EDIT_PATH, current_offer
-from app.core.settings import RefundPolicy, SettlementOrder
+from app.core.modes import RefundPolicy, SettlementOrder
 from app.jobs.key_purchase import purchase_with_key
 from app.jobs.models import JobState
 from app.jobs.repository import utcnow

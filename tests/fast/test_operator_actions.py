@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from app.api.edits import EDIT_PATH, current_offer
 from app.core.db import transaction
-from app.core.settings import RefundPolicy
+from app.core.modes import RefundPolicy
 from app.jobs.models import Job, JobState, OperatorAction
 from app.jobs.policy import MAX_REFUND_ATTEMPTS, MAX_SETTLE_ATTEMPTS
 from app.operator import actions

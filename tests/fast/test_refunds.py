@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.settings import RefundPolicy
+from app.core.modes import RefundPolicy
 from app.jobs import refunding
 from app.jobs.models import JobState
 from tests.fast.chain import authorization_of

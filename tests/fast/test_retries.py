@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from eth_account import Account
 
-from app.core.settings import RefundPolicy, SettlementOrder
+from app.core.modes import RefundPolicy, SettlementOrder
 from app.jobs.models import JobState
 from app.jobs.policy import MAX_SETTLE_ATTEMPTS
 from tests.fast.checks import error_of, money_is_consistent

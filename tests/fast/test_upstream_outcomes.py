@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from app.core.settings import RefundPolicy, SettlementOrder
+from app.core.modes import RefundPolicy, SettlementOrder
 from app.jobs.models import JobState
 from app.jobs.policy import MAX_UPSTREAM_ATTEMPTS
 from app.jobs.polling import MAX_BAD_STATUS_READS

@@ -9,7 +9,7 @@ from x402.http import (
     decode_payment_response_header,
 )
 
-from app.core.settings import RefundPolicy
+from app.core.modes import RefundPolicy
 from app.jobs.models import JobState
 from tests.fast.checks import kinds, money_is_consistent
 from tests.fast.pool import Opener
