@@ -6,6 +6,7 @@ import json
 import re
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,10 @@ from fastapi import FastAPI
 from sqlalchemy import text, update
 
 from app.api.edits import EDIT_PATH, UPSTREAM_PATH
+from app.api.fastpath import FastPath
+from app.api.front import FastPathApp
 from app.context import Gateway
+from app.core.settings import Settings
 from app.jobs.models import Job, JobState
 from app.main import create_app
 from sandbox.pay import EDIT_BODY
@@ -27,6 +31,19 @@ BROWSER = {
     "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/156.0 Safari/537.36",
 }
 _X402_CONFIG = re.compile(r"window\.x402 = (\{.*?\});\s*</script>", re.S)
+
+
+@asynccontextmanager
+async def fast_and_slow(settings: Settings) -> AsyncIterator[tuple[FastAPI, FastAPI]]:
+    """(fast, slow), both started: the gateway as built, and the same gateway without its
+    fast paths (the front and `FastPath`), whose answers the fast ones must equal."""
+    fast, slow = create_app(settings), create_app(settings)
+    fast_path: object = FastPath  # the middleware factory typing hides the class
+    slow.user_middleware = [m for m in slow.user_middleware if m.cls is not fast_path]
+    assert isinstance(slow, FastPathApp)
+    slow.front = None
+    async with fast.router.lifespan_context(fast), slow.router.lifespan_context(slow):
+        yield fast, slow
 
 
 async def start_app(

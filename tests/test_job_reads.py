@@ -21,18 +21,15 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.types import Message
 
 from app.api.edits import EDIT_PATH, UPSTREAM_PATH
-from app.api.fastpath import FastPath
-from app.api.front import FastPathApp
 from app.api.job_cache import ImmutableCache, Rendered, etag_matches, render
 from app.api.job_reads import MAX_READS_AHEAD, JobReads, job_reads
 from app.context import Gateway
 from app.jobs.models import Job, JobState
 from app.jobs.status_reads import StatusReads
-from app.main import create_app
 from app.upstream.client import Quote
 from app.upstream.schemas import MAX_BODY_BYTES
 from sandbox.pay import EDIT_BODY
-from tests.inprocess_app import ROW, complete, insert_job
+from tests.inprocess_app import ROW, complete, fast_and_slow, insert_job
 from tests.settings_factory import make_settings
 
 POLL_INTERVAL_S = 0.2
@@ -49,13 +46,8 @@ async def apps(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[
         poll_interval_s=POLL_INTERVAL_S,
         max_wait_s=5,
     )
-    fast, slow = create_app(settings), create_app(settings)
-    fast_path: object = FastPath  # the middleware factory typing hides the class
-    slow.user_middleware = [m for m in slow.user_middleware if m.cls is not fast_path]
-    assert isinstance(slow, FastPathApp)
-    slow.front = None
-    async with fast.router.lifespan_context(fast), slow.router.lifespan_context(slow):
-        yield fast, slow
+    async with fast_and_slow(settings) as both:
+        yield both
 
 
 def _client(app: FastAPI) -> httpx.AsyncClient:

@@ -16,12 +16,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.api.fastpath import FastPath
-from app.api.front import FastPathApp
 from app.api.job_reads import JobReads, job_reads
 from app.jobs.models import JobState
-from app.main import create_app
-from tests.inprocess_app import complete, insert_job
+from tests.inprocess_app import complete, fast_and_slow, insert_job
 from tests.settings_factory import make_settings
 
 POLL_INTERVAL_S = 4.0
@@ -38,13 +35,8 @@ async def apps(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[
         poll_interval_s=POLL_INTERVAL_S,
         max_wait_s=10,
     )
-    fast, slow = create_app(settings), create_app(settings)
-    fast_path: object = FastPath
-    slow.user_middleware = [m for m in slow.user_middleware if m.cls is not fast_path]
-    assert isinstance(slow, FastPathApp)
-    slow.front = None
-    async with fast.router.lifespan_context(fast), slow.router.lifespan_context(slow):
-        yield fast, slow
+    async with fast_and_slow(settings) as both:
+        yield both
 
 
 def _reads(app: FastAPI) -> JobReads:
