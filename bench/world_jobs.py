@@ -8,22 +8,21 @@ exactly as it does paid ones. Processes and memory are read from /proc.
 from __future__ import annotations
 
 import os
-import secrets
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 from x402.http.clients import wrapHttpxWithPayment
 
 from app.jobs.models import Job, JobState
 from bench.measure import expect
+from bench.seed import insert_copies
 from sandbox.pay import EDIT_BODY, payer_client
 from sandbox.world import PAYER, key_hex
-
-BATCH = 1000
 
 
 def rss_kib(pid: int) -> int:
@@ -76,37 +75,19 @@ async def seed_submitted(
     database_url: str, template_id: str, upstream: list[dict[str, Any]]
 ) -> list[str]:
     """One gateway job per upstream job, cloned from `template_id`, submitted and due now."""
-    engine = create_async_engine(database_url)
-    ids: list[str] = []
-    try:
-        async with engine.begin() as conn:
-            row = (await conn.execute(select(Job.__table__).where(Job.id == template_id))).one()
-            template = dict(row._mapping)
-            now = datetime.now(UTC)
-            rows = []
-            for up in upstream:
-                job_id = "job_" + secrets.token_urlsafe(18)
-                rows.append(
-                    {
-                        **template,
-                        "id": job_id,
-                        "state": JobState.SUBMITTED.value,
-                        "pay_nonce": "0x" + secrets.token_hex(32),
-                        "idempotency_key": None,
-                        "upstream_job_id": up["jobId"],
-                        "upstream_request_id": up["requestId"],
-                        "upstream_status_url": up["statusUrl"],
-                        "created_at": now,
-                        "last_polled_at": None,
-                        "next_check_at": now,
-                    }
-                )
-                ids.append(job_id)
-            for start in range(0, len(rows), BATCH):
-                await conn.execute(insert(Job), rows[start : start + BATCH])
-    finally:
-        await engine.dispose()
-    return ids
+
+    def submitted(up: dict[str, Any]) -> Callable[[str, datetime], dict[str, Any]]:
+        return lambda _job_id, now: {
+            "state": JobState.SUBMITTED.value,
+            "upstream_job_id": up["jobId"],
+            "upstream_request_id": up["requestId"],
+            "upstream_status_url": up["statusUrl"],
+            "created_at": now,
+            "last_polled_at": None,
+            "next_check_at": now,
+        }
+
+    return await insert_copies(database_url, template_id, [submitted(up) for up in upstream])
 
 
 async def job_states(database_url: str, ids: list[str]) -> dict[str, int]:
