@@ -177,7 +177,7 @@ class FastPath:
 
     async def _job(self, scope: Scope, send: Send) -> bool:
         reads = job_reads(scope["app"]) if "app" in scope else None
-        if reads is None or reads.gateway.settings.job_reads == "payer":
+        if reads is None or reads.gateway.settings.payer_bound_reads:
             return False  # payer-bound reads are proven in the route, never served from here
         rendered = reads.cached(scope["path"][len(JOBS_PREFIX) :])
         if rendered is None:

@@ -80,7 +80,7 @@ async def get_job(
 ) -> Response:
     """Poll a job; `?wait=N` returns as soon as it finishes (capped by the server)."""
     reader = None
-    if gw.settings.job_reads == "payer":  # proven before the job is looked up
+    if gw.settings.payer_bound_reads:  # proven before the job is looked up
         reader = await ReadProofs(gw.settings).reader(job_id, sign_in_with_x)
     rendered = await _read(reads, job_id, authorization)
     if reader is not None:

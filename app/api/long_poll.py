@@ -50,7 +50,7 @@ async def long_poll(
     job_id = scope["path"][len(JOBS_PREFIX) :]
     if _JOB_ID.fullmatch(job_id) is None:
         return False  # the route's 422
-    if reads.gateway.settings.job_reads == "payer":
+    if reads.gateway.settings.payer_bound_reads:
         return False  # payer-bound reads are proven in the route, never served from here
     # A job others wait on is re-read by its watch: joining it needs no read of our own.
     rendered = reads.cached(job_id) or reads.waits.watched(job_id)

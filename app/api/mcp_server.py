@@ -81,7 +81,7 @@ async def read_job(
     if reads is None:
         raise ServiceUnavailable("starting up", code="service_unavailable")
     reader = None
-    if gw.settings.job_reads == "payer":
+    if gw.settings.payer_bound_reads:
         reader = await ReadProofs(gw.settings).reader(job_id, meta.get(SIGN_IN_WITH_X))
     rendered = await reads.read(job_id)
     # A job its API key keeps to itself is, to anyone else, a job that does not exist.

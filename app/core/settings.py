@@ -273,6 +273,11 @@ class Settings(BaseSettings):
         return int(self.markup_percent * 100)
 
     @property
+    def payer_bound_reads(self) -> bool:
+        """Job reads need the payer's sign-in-with-x proof (not only the job id)."""
+        return self.job_reads == "payer"
+
+    @property
     def base_url(self) -> str:
         """Public base URL without a trailing slash."""
         return str(self.public_base_url).rstrip("/")
