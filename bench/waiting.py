@@ -95,7 +95,7 @@ def py_spy(pid: int, out: Path, seconds: int) -> subprocess.Popen[bytes] | None:
     if seconds <= 0:
         return None
     print(f"[bench] profiling {pid} into {out}", flush=True)
-    command = ["py-spy", "record", "-p", str(pid), "-d", str(seconds), "-r", "100", "-f", "raw"]
+    command = ["py-spy", "record", "-p", str(pid), "-d", str(seconds), "-r", "200", "-f", "raw", "--gil"]
     exe = Path(sys.executable).parent / "py-spy"
     return subprocess.Popen([str(exe), *command[1:], "-o", str(out)], stdout=subprocess.DEVNULL)
 

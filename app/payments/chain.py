@@ -18,8 +18,10 @@ from typing import Any
 
 from eth_utils.crypto import keccak
 from web3 import AsyncHTTPProvider, AsyncWeb3
-from web3.exceptions import Web3RPCError
+from web3.exceptions import TransactionNotFound, Web3RPCError
 from x402.mechanisms.evm.exact.eip3009_utils import verify_eip3009_transfer_event
+
+from app.payments.json_rpc import JsonRpc
 
 _TOKEN_ABI = [  # the two views we read: authorizationState, balanceOf
     {
@@ -92,6 +94,7 @@ class ChainReader:
         accept payments on, by CAIP-2 id."""
         self.network = network
         self._w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}))
+        self._rpc = JsonRpc(rpc_url, timeout_s=timeout_s)  # the receipt read of every paid call
         self._token = AsyncWeb3.to_checksum_address(token)
         self._contract = self._w3.eth.contract(address=self._token, abi=_TOKEN_ABI)
         self._range = max(1, log_range_blocks)
@@ -136,8 +139,10 @@ class ChainReader:
         Raises (`TransactionNotFound`) when the node has no receipt for it: that is not a "no"
         (the node may lag behind the one that mined it), and callers treat it as unknown.
         """
-        receipt = await self._w3.eth.get_transaction_receipt(tx)  # type: ignore[arg-type]
-        if int(receipt.get("status", 0)) != 1:
+        receipt = await self._rpc.call("eth_getTransactionReceipt", [tx])
+        if receipt is None:
+            raise TransactionNotFound(f"no receipt for transaction {tx} (yet)")
+        if not isinstance(receipt, dict) or int(str(receipt.get("status") or "0x0"), 16) != 1:
             return False
         return verify_eip3009_transfer_event(
             list(receipt.get("logs") or []),
@@ -228,3 +233,4 @@ class ChainReader:
         for other in self._elsewhere.values():
             await other.close()
         await self._w3.provider.disconnect()
+        await self._rpc.aclose()
