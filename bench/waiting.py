@@ -95,7 +95,9 @@ def py_spy(pid: int, out: Path, seconds: int) -> subprocess.Popen[bytes] | None:
     if seconds <= 0:
         return None
     print(f"[bench] profiling {pid} into {out}", flush=True)
-    command = ["py-spy", "record", "-p", str(pid), "-d", str(seconds), "-r", "200", "-f", "raw", "--gil"]
+    # Only samples holding the GIL: CPU spent, not time waiting in the loop's poll.
+    command = ["py-spy", "record", "-p", str(pid), "-d", str(seconds), "-r", "200", "-f", "raw"]
+    command.append("--gil")
     exe = Path(sys.executable).parent / "py-spy"
     return subprocess.Popen([str(exe), *command[1:], "-o", str(out)], stdout=subprocess.DEVNULL)
 
