@@ -10,7 +10,6 @@ import asyncio
 import logging
 
 from app.context import Gateway
-from app.core.db import core_transaction
 from app.core.modes import SettlementOrder
 from app.jobs.models import Job, JobState
 from app.jobs.polling import Poller, fail_recorded, failed_upstream
@@ -36,7 +35,7 @@ BATCH = 50
 
 async def claim(gw: Gateway, limit: int = BATCH) -> list[Job]:
     """Lease up to `limit` due jobs to this process; the jobs as claimed."""
-    async with core_transaction(gw.engine) as conn:
+    async with gw.autocommit.connect() as conn:  # one statement: atomic by itself
         return await JobRepository(conn).claim_due(ACTIVE, limit, LEASE_S)
 
 
