@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Update, bindparam, update
+from sqlalchemy import Update, bindparam, literal_column, update
 
 from app.core.db import Executor
 from app.core.logs import get_logger
@@ -39,7 +39,8 @@ def _transition_statement(
         update(JOBS)
         .where(
             JOBS.c.id == bindparam("_job_id"),
-            JOBS.c.state.in_([s.value for s in from_states]),
+            # Literal states: an expanding IN parameter is re-rendered on every execution.
+            JOBS.c.state.in_([literal_column(f"'{s.value}'") for s in from_states]),
             *(JOBS.c[name].is_(None) for name in still_null),
         )
         .values({name: bindparam(f"_set_{name}", type_=JOBS.c[name].type) for name in columns})
