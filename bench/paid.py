@@ -19,6 +19,7 @@ from bench.measure import check, expect
 from bench.profile import Profile
 from bench.seed import park_jobs
 from bench.stage import Stage
+from bench.world_jobs import cpu_seconds
 from sandbox.pay import EDIT_BODY, payer_client
 from sandbox.world import PAYER, key_hex
 
@@ -81,13 +82,17 @@ async def run(stage: Stage, profile: Profile) -> dict[str, Any]:
             accepted, timing = await _paid_call(http, url, stage, f"warm-up edit {i}")
             jobs.append(accepted["jobId"])
             warmup.append(timing["gateway"])
+        pid, cpu_s = stage.gateway_pid(), 0.0
         for i in range(profile.paid_calls):
             # Earlier jobs are parked as if their upstream job had finished: call N must not
             # run beside N-1 jobs being polled (the sandbox upstream keeps them processing
             # for the status scenarios). Polling is measured on its own (amplification).
             # The last job stays in progress: the later scenarios poll it.
             await park_jobs(stage.database_url, jobs)
+            before = cpu_seconds(pid)
             accepted, timing = await _paid_call(http, url, stage, f"edit number {i}")
+            await asyncio.sleep(0.02)  # what the gateway does right after answering counts
+            cpu_s += cpu_seconds(pid) - before
             jobs.append(accepted["jobId"])
             timings.append(timing)
     keys = ("total", "facilitator", "upstream", "gateway")
@@ -98,8 +103,10 @@ async def run(stage: Stage, profile: Profile) -> dict[str, Any]:
     trips = [t["upstream_round_trips"] for t in timings]
     gw50 = stats["gateway"]["p50"]
     per_call = sum(trips) / len(trips)
+    cpu_ms = cpu_s * 1000 / len(timings)
     return {
         "calls": len(timings),
+        "cpu_ms_per_call": cpu_ms,
         "warmup_calls": 1 + len(warmup),
         "warmup_gateway_p50": median(warmup) if warmup else None,
         "stats": stats,
@@ -111,7 +118,8 @@ async def run(stage: Stage, profile: Profile) -> dict[str, Any]:
         "facilitator_round_trips": median(t["facilitator_round_trips"] for t in timings),
         "jobs": jobs,
         "checks": [
-            check("paid: gateway time p50", "< 15 ms", f"{gw50:.2f} ms", gw50 < 15),
+            check("paid: gateway time p50", "< 10 ms", f"{gw50:.2f} ms", gw50 < 10),
+            check("paid: gateway CPU per call (/proc)", "<= 5 ms", f"{cpu_ms:.1f} ms", cpu_ms <= 5),
             check(
                 "paid: upstream round trips per call (cached requirements)",
                 "1",

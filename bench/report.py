@@ -81,7 +81,16 @@ def _paid(p: dict[str, Any]) -> str:
         f"{trips['first_call']:g} on the first call after start-up (requirements fetched, "
         f"then the paid submission), {trips['per_call_after']:g} per call after that "
         f"(max {trips['max_after']:g}); facilitator round trips per call: "
-        f"{p['facilitator_round_trips']:g}."
+        f"{p['facilitator_round_trips']:g}." + _cpu(p)
+    )
+
+
+def _cpu(p: dict[str, Any]) -> str:
+    if "cpu_ms_per_call" not in p:
+        return ""
+    return (
+        f" Gateway CPU per paid call (user + system from `/proc`, over the recorded calls and "
+        f"20 ms after each answer): {p['cpu_ms_per_call']:.1f} ms."
     )
 
 
