@@ -89,6 +89,7 @@ def test_check_reports_each_unreachable_dependency(tmp_path: Path) -> None:
     assert done.returncode == 1
     failed = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("FAIL")}
     assert failed == {"database", "facilitator", "rpc", "upstream"}, done.stdout
+    assert "never migrated: run `x402-reseller migrate`" in done.stdout  # what to do next
 
 
 def test_plain_database_urls_get_the_shipped_async_drivers() -> None:
