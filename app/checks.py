@@ -12,7 +12,7 @@ from importlib.resources import as_file, files
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from app.context import Gateway
@@ -48,6 +48,8 @@ def _migration_heads() -> set[str]:
 
 async def _database(gw: Gateway) -> str:
     async with gw.engine.connect() as conn:
+        if not await conn.run_sync(lambda sync: inspect(sync).has_table("alembic_version")):
+            raise RuntimeError("never migrated: run `x402-reseller migrate`")
         rows = await conn.execute(text("SELECT version_num FROM alembic_version"))
         current = {str(r[0]) for r in rows}
     if current != _migration_heads():

@@ -9,7 +9,18 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from sandbox.processes import ROOT
 from sandbox.world import PAYER, World, key_hex
+
+
+def fresh_database(directory: Path) -> str:
+    """The sandbox's SQLite URL in `directory`, its file (and journals) from a previous run
+    removed: each run starts from a fresh database, as its chain is fresh too. An absolute
+    path, so the file removed is the gateway's whatever the working directory."""
+    database = directory.resolve() / "x402-reseller.db"
+    for stale in directory.glob(database.name + "*"):
+        stale.unlink()
+    return f"sqlite+aiosqlite:///{database}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,14 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-delay", type=float, default=3.0)
     options = parser.parse_args(argv)
 
-    # Each run starts from a fresh database, as its chain is fresh too.
-    database = Path(".sandbox/x402-reseller.db")
-    for stale in database.parent.glob(database.name + "*"):
-        stale.unlink()
-    world = World(
-        database_url=f"sqlite+aiosqlite:///./{database}",
-        job_delay_s=options.job_delay,
-    )
+    world = World(database_url=fresh_database(ROOT / ".sandbox"), job_delay_s=options.job_delay)
     world.ports["gateway0"] = options.port
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -1,10 +1,13 @@
 """The installed product, end to end: the wheel in a fresh venv, run from outside the checkout.
 
-Runs exactly what the Dockerfile and docker-compose.yml run — `x402-reseller migrate`, then
-`x402-reseller serve` with auto-migration off — against a fresh Postgres database named by a
-plain `postgresql://` URL, with the checkout's local world (chain, facilitator, simulated
-upstream) standing in for Base and Dopamint. Then an official x402 SDK client pays for an
-edit and the job is polled to completion; balances must move by exactly the price.
+Runs the steps of README's "Run it for real", in its order, as the Dockerfile and
+docker-compose.yml run them: the configuration in a `.env` in the working directory (a
+directory that is not the checkout, a fresh Postgres database named by a plain
+`postgresql://` URL), `x402-reseller check` after `x402-reseller migrate`, then
+`x402-reseller serve` with auto-migration off and `/readyz`. The checkout's local world
+(chain, facilitator, simulated upstream) stands in for Base and Dopamint. Then an official
+x402 SDK client pays for an edit and the job is polled to completion; balances must move by
+exactly the price.
 
 python scripts/check_installed.py --venv /tmp/x402r-installed/venv
 """
@@ -20,11 +23,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+import httpx
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the sandbox and test helpers come from the checkout
 
 from sandbox.chain import free_port  # noqa: E402
 from sandbox.pay import EDIT_BODY  # noqa: E402
+from sandbox.processes import ServiceProcess  # noqa: E402
 from sandbox.world import HOT_WALLET, OPERATOR, PAYER, UPSTREAM_PAYEE, World, key_hex  # noqa: E402
 from tests import pgadmin  # noqa: E402
 from tests.helpers import PRICE, UPSTREAM_PRICE, balances, paid_post, poll_until_done  # noqa: E402
@@ -62,6 +68,33 @@ async def paid_edit(world: World) -> None:
     print(f"paid edit completed: job {job['jobId']}, balances moved exactly {delta}")
 
 
+def write_env_file(directory: Path, variables: dict[str, str]) -> None:
+    """What an operator does with `cp .env.example .env`: the settings in a file."""
+    lines = [f"{name}={value}" for name, value in sorted(variables.items())]
+    (directory / ".env").write_text("\n".join(lines) + "\n")
+
+
+def serve(world: World, cli: Path, env: dict[str, str], cwd: Path) -> None:
+    """`X402R_AUTO_MIGRATE=false x402-reseller serve --host … --port …`, as README and the
+    compose file run it (bound to 127.0.0.1 here); ready once `/readyz` answers 200."""
+    port = world.ports["gateway0"]
+    gateway = ServiceProcess(
+        "gateway0",
+        ["serve", "--host", "127.0.0.1", "--port", str(port)],
+        ready_url=f"http://127.0.0.1:{port}/healthz",
+        env={**env, "X402R_AUTO_MIGRATE": "false"},
+        log_dir=world.log_dir,
+        command=[str(cli)],
+        cwd=cwd,
+    )
+    world.gateways.append(gateway)  # world.stop() stops it
+    gateway.start(timeout=60)
+    ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=30)
+    print(f"$ curl -s 127.0.0.1:{port}/readyz  ({ready.status_code})\n{ready.text}\n")
+    if ready.status_code != 200:
+        raise SystemExit("/readyz is not ready")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Check the product installed in `--venv`."""
     parser = argparse.ArgumentParser()
@@ -72,19 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     database = f"x402r_installed_{secrets.token_hex(4)}"
     pgadmin.create_database(PG_HOST, PG_USER, database)
     world = World(database_url=f"postgresql://{PG_USER}@{PG_HOST}:5432/{database}")
-    world.gateway_executable, world.gateway_command, world.gateway_cwd = [str(cli)], [], outside
     try:
         world.start(gateways=0)
         world.ports["gateway0"] = free_port()
+        write_env_file(outside, world.gateway_environment(world.ports["gateway0"]))
+        # Nothing from this process's environment: the `.env` file is the configuration.
         env = {k: v for k, v in os.environ.items() if not k.startswith("X402R_")}
-        env |= world.gateway_environment(world.ports["gateway0"])
-        env["X402R_AUTO_MIGRATE"] = "false"  # as in docker-compose.yml: `migrate` runs first
         version = run(cli, ["--version"], env, outside)
         assert version.startswith("x402-reseller "), version
         run(cli, ["migrate"], env, outside)
-        world.gateway_env["X402R_AUTO_MIGRATE"] = "false"
-        world.start_gateway(0)
         run(cli, ["check"], env, outside)
+        serve(world, cli, env, outside)
         asyncio.run(paid_edit(world))
     finally:
         world.stop()

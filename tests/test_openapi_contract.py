@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from app.api.edits import EDIT_PATH, UPSTREAM_PATH
 from app.api.schemas import AcceptedJob, ErrorBody, Index, JobDocument
 from app.main import create_app
+from app.upstream.schemas import EditRequest
 from sandbox.pay import EDIT_BODY
 from sandbox.world import PAYER, World, key_hex
 from tests.helpers import PRICE, paid_post, poll_until_done
@@ -60,6 +61,25 @@ def test_paid_routes_document_payment_headers_402_and_receipt(
     assert {"PAYMENT-RESPONSE", "X-PAYMENT-RESPONSE"} <= set(paid["headers"])
     for status in ("409", "422", "502", "503"):
         assert _ref(operation["responses"][status]) == "ErrorBody", status
+
+
+@pytest.mark.parametrize("path", [EDIT_PATH, UPSTREAM_PATH])
+def test_documented_examples_are_valid_answers_and_requests(
+    spec: dict[str, Any], path: str
+) -> None:
+    body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+    EditRequest.model_validate(body["example"])  # a request an agent can copy as it is
+    schemas = spec["components"]["schemas"]
+    for model in (AcceptedJob, JobDocument):
+        assert schemas[model.__name__]["examples"]
+        for example in schemas[model.__name__]["examples"]:
+            model.model_validate(example)
+    error = {
+        name: field["examples"][0]
+        for name, field in schemas["ErrorBody"]["properties"].items()
+        if "examples" in field
+    }
+    ErrorBody.model_validate(error)
 
 
 def test_job_document_and_operator_routes(spec: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
@@ -83,6 +83,9 @@ def _stop_app() -> Iterator[None]:
 @settings(
     max_examples=50,
     deadline=None,
+    # Generated cases only: the documented request example is an unpaid valid body (a 402),
+    # checked in tests/test_openapi_contract.py; schemathesis refuses it beside `given`.
+    phases=[Phase.reuse, Phase.generate, Phase.shrink],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 def test_no_operation_answers_5xx(

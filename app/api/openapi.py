@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from x402.schemas import PaymentRequiredV1
 
 from app.api.schemas import ErrorBody
+from app.upstream.schemas import EXAMPLE_EDIT
 
 ASSETS_URL = "/docs-assets"
 _ASSETS = Path(fastapi_offline.__file__).parent / "static"
@@ -94,6 +95,9 @@ def _complete(schema: dict[str, Any]) -> dict[str, Any]:
                 responses["402"] = _PAYMENT_REQUIRED
                 operation.setdefault("parameters", []).extend(_PAID_PARAMETERS)
                 operation["security"] = [{}, {"apiKey": []}]  # x402 payment, or a key
+                body = operation.get("requestBody", {}).get("content", {})
+                if "application/json" in body:  # a body that passes validation, to copy
+                    body["application/json"]["example"] = EXAMPLE_EDIT
                 if "200" in responses:
                     responses["200"]["headers"] = _RECEIPT_HEADERS
             if path.startswith(_ADMIN_PATHS):

@@ -85,6 +85,41 @@ class JobDocument(AcceptedJob):
     and for clients that want to know where their money is.
     """
 
+    # Its own example: the inherited one is an AcceptedJob, which this document is not.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "jobId": "job_2DFOE7ho6F8-WBX1Xx7DOpzG",
+                    "status": "completed",
+                    "requestId": "req_8c1f",
+                    "statusUrl": "https://reseller.example.com/v1/jobs/job_2DFOE7ho6F8-WBX1Xx7DOpzG",
+                    "state": "completed",
+                    "images": [
+                        {
+                            "url": "https://cdn.example.com/edits/cat-watercolor.png",
+                            "content_type": "image/png",
+                            "width": 1024,
+                            "height": 1024,
+                        }
+                    ],
+                    "description": "The cat as a watercolor painting.",
+                    "payment": {
+                        "method": "x402",
+                        "payer": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+                        "amount": "63240",
+                        "amountDisplay": "0.06324 USDC",
+                        "asset": "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",
+                        "network": "eip155:8453",
+                        "transaction": "0x" + "5e" * 32,
+                    },
+                    "createdAt": "2026-01-15T09:30:00.125Z",
+                    "finishedAt": "2026-01-15T09:30:21.480Z",
+                }
+            ]
+        }
+    )
+
     state: str
     images: list[Any] | None = None
     description: str | None = None

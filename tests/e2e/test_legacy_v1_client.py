@@ -42,5 +42,6 @@ async def test_legacy_v1_client_pays_and_gets_a_job(world: World) -> None:
     job = await poll_until_done(result["body"]["statusUrl"])
     assert job["status"] == "completed"
     assert job["payment"]["transaction"] == result["settlement"]["transaction"]
+    assert job["payment"]["network"] == result["settlement"]["network"]  # named alike
     assert usdc_balance(world.rpc_url, address(PAYER_2)) == before - PRICE
     assert usdc_balance(world.rpc_url, address(OPERATOR)) == operator_before + PRICE
