@@ -144,9 +144,11 @@ def create_facilitator_app(facilitator: AsyncFacilitator | x402FacilitatorSync) 
             return _error(500, "injected_fault", f"{operation} failed (injected, nothing done)")
         if operation == "verify" and (stall := faults.take("verify_timeout")):
             await asyncio.sleep(float(stall.value))
-        if operation == "settle" and faults.take("settle_fake_success"):
-            # A lying facilitator: success, a made-up transaction, nothing moved.
-            return JSONResponse(_wire(_claimed(payload, requirements, FAKE_TX)))
+        if operation == "settle" and (lie := faults.take("settle_fake_success")):
+            # A lying facilitator: success, nothing moved; the transaction it names is made
+            # up, or (a value) a real one that paid for something else.
+            named = FAKE_TX if lie.value is True else str(lie.value)
+            return JSONResponse(_wire(_claimed(payload, requirements, named)))
         try:
             result = await call(payload, requirements)
         except Exception as exc:

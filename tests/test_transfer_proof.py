@@ -211,13 +211,32 @@ async def test_nonce_spent_on_another_transfer_is_used_but_not_paid(
         assert use.tx == tx
         assert not use.paid
         # The same check on a real payment: a wrong amount or payee is not a payment either.
-        assert await reader.pays(tx, Transfer(OWNER.address, OWNER.address, 1))
-        assert not await reader.pays(tx, Transfer(OWNER.address, OWNER.address, 2))
-        assert not await reader.pays(tx, Transfer(PAYEE, OWNER.address, 1))
+        used = "0x" + nonce.hex()
+        assert await reader.pays(tx, Transfer(OWNER.address, OWNER.address, 1), used)
+        assert not await reader.pays(tx, Transfer(OWNER.address, OWNER.address, 2), used)
+        assert not await reader.pays(tx, Transfer(PAYEE, OWNER.address, 1), used)
         with pytest.raises(TransactionNotFound):  # no receipt is "unknown", never "not paid"
-            await reader.pays("0x" + "ab" * 32, ours)
+            await reader.pays("0x" + "ab" * 32, ours, used)
         unused = await reader.authorization_outcome(OWNER.address, "0x" + "11" * 32, window, ours)
         assert not unused.used
+    finally:
+        await reader.close()
+
+
+async def test_a_payment_vouches_only_for_its_own_authorization(chain: LocalChain) -> None:
+    """Two real payments of the same amount from the same payer to the same payee: each
+    transaction proves its own nonce only (a facilitator naming the other one is not believed)."""
+    first, second = secrets.token_bytes(32), secrets.token_bytes(32)
+    tx_first, _ = use_authorization(chain.rpc_url, first, PAYEE, 777)
+    tx_second, _ = use_authorization(chain.rpc_url, second, PAYEE, 777)
+    reader = ChainReader(chain.rpc_url, USDC_ADDRESS)
+    paid = Transfer(OWNER.address, PAYEE, 777)
+    try:
+        assert await reader.pays(tx_first, paid, "0x" + first.hex())
+        assert await reader.pays(tx_second, paid, "0x" + second.hex())
+        assert not await reader.pays(tx_first, paid, "0x" + second.hex())
+        assert not await reader.pays(tx_second, paid, "0x" + first.hex())
+        assert not await reader.pays(tx_first, paid, "0x" + secrets.token_hex(32))
     finally:
         await reader.close()
 

@@ -149,7 +149,7 @@ async def confirm_settlement(gw: Gateway, job: Job, result: SettleResult) -> Set
         assert result.tx is not None
         expected = Transfer(job.payer, job.pay_to, job.pay_amount)
         try:
-            if await paid_token(gw, job).pays(result.tx, expected):
+            if await paid_token(gw, job).pays(result.tx, expected, job.pay_nonce):
                 return result
         except Exception as exc:  # judged as an unknown outcome below
             unreadable(job, f"the settlement transaction {result.tx}", exc)

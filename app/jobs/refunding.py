@@ -162,10 +162,12 @@ async def _refund_tx(gw: Gateway, job: Job, result: SettleResult) -> tuple[str |
     # A refusal too is judged by the chain: it proves nothing about an earlier attempt whose
     # outcome was unknown, and which may have refunded the client.
     assert job.refund_amount is not None
+    assert job.refund_nonce is not None
     expected = Transfer(gw.settings.hot_wallet_address, job.payer, job.refund_amount)
     try:
         remote = gw.settings.facilitator_url is not None
-        if tx is not None and (not remote or await onchain.paid_token(gw, job).pays(tx, expected)):
+        chain = onchain.paid_token(gw, job)
+        if tx is not None and (not remote or await chain.pays(tx, expected, job.refund_nonce)):
             return tx, None
         use = await onchain.refund_payment(gw, job)
     except Exception as exc:  # unknown: retried, or parked without a chain

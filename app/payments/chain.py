@@ -2,8 +2,8 @@
 
 An authorization's nonce being used proves nothing about who was paid: its signer chooses the
 nonce and can spend it on another transfer first. A payment counts only when the transaction
-that used the nonce carries a `Transfer` log of our token, from the payer, to the payee, of
-exactly the amount (`ChainReader.pays`).
+that used the nonce carries, right after that use, a `Transfer` log of our token, from the
+payer, to the payee, of exactly the amount (`ChainReader.pays`).
 
 Events are searched only inside the authorization's window (a little before the job was
 recorded, up to its `validBefore`), in chunks of at most `LOG_RANGE_BLOCKS` blocks: public RPC
@@ -13,6 +13,7 @@ providers refuse wide `eth_getLogs` ranges, and a chunk they still refuse is hal
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,8 +134,14 @@ class ChainReader:
         fn = self._contract.functions.balanceOf(AsyncWeb3.to_checksum_address(owner))
         return int(await fn.call())
 
-    async def pays(self, tx: str, expected: Transfer) -> bool:
-        """True when `tx` succeeded and logged our token's Transfer exactly as expected.
+    async def pays(self, tx: str, expected: Transfer, nonce: str) -> bool:
+        """True when `tx` succeeded and, in it, the authorization `nonce` of `expected.sender`
+        made exactly the expected Transfer of our token.
+
+        The Transfer must be the log right after that authorization's `AuthorizationUsed` (an
+        EIP-3009 token logs the two together): a real transaction paying the same amount for
+        another of the payer's payments, or one that uses this nonce for something else and
+        pays us with another authorization, proves nothing about this one.
 
         Raises (`TransactionNotFound`) when the node has no receipt for it: that is not a "no"
         (the node may lag behind the one that mined it), and callers treat it as unknown.
@@ -144,13 +151,28 @@ class ChainReader:
             raise TransactionNotFound(f"no receipt for transaction {tx} (yet)")
         if not isinstance(receipt, dict) or int(str(receipt.get("status") or "0x0"), 16) != 1:
             return False
-        return verify_eip3009_transfer_event(
-            list(receipt.get("logs") or []),
-            self._token,
-            from_address=expected.sender,
-            to=expected.recipient,
-            value=expected.amount,
+        logs = list(receipt.get("logs") or [])
+        return any(
+            self._authorization_used_log(log, expected.sender, nonce)
+            and verify_eip3009_transfer_event(
+                [following],
+                self._token,
+                from_address=expected.sender,
+                to=expected.recipient,
+                value=expected.amount,
+            )
+            for log, following in itertools.pairwise(logs)
         )
+
+    def _authorization_used_log(self, log: Any, authorizer: str, nonce: str) -> bool:
+        """Whether `log` is our token's `AuthorizationUsed(authorizer, nonce)`."""
+        topics = [_hex(t).lower() for t in (log.get("topics") or [])]
+        wanted = [
+            AUTHORIZATION_USED_TOPIC,
+            "0x" + "00" * 12 + authorizer.lower().removeprefix("0x"),
+            nonce.lower(),
+        ]
+        return str(log.get("address", "")).lower() == self._token.lower() and topics == wanted
 
     async def authorization_outcome(
         self, authorizer: str, nonce: str, window: Window, expected: Transfer
@@ -162,7 +184,7 @@ class ChainReader:
         tx = await self.authorization_tx(authorizer, nonce, window)
         if tx is None:
             return AuthorizationUse(used=True)
-        return AuthorizationUse(used=True, tx=tx, paid=await self.pays(tx, expected))
+        return AuthorizationUse(used=True, tx=tx, paid=await self.pays(tx, expected, nonce))
 
     async def authorization_tx(self, authorizer: str, nonce: str, window: Window) -> str | None:
         """The transaction that used this authorization, from its `AuthorizationUsed` event."""

@@ -159,8 +159,9 @@ async def test_a_payment_on_the_second_option_settles_in_that_asset(
     primary = ChainReader(two_assets.rpc_url, BASE_USDC, network="eip155:8453")
     try:
         expected = Transfer(address(PAYER), SECOND_PAY_TO, PRICE)
-        assert await primary.at("eip155:8453", SECOND).pays(receipt.transaction, expected)
-        assert not await primary.pays(receipt.transaction, expected)
+        nonce = row.pay_nonce
+        assert await primary.at("eip155:8453", SECOND).pays(receipt.transaction, expected, nonce)
+        assert not await primary.pays(receipt.transaction, expected, nonce)
         with pytest.raises(LookupError):
             primary.at("eip155:84532", SECOND)  # no RPC for that network: never read elsewhere
     finally:

@@ -197,15 +197,28 @@ def remote(lying_world: World) -> Iterator[World]:
     yield from fault_free(lying_world, upstream=False, facilitator=True)
 
 
+@pytest.mark.parametrize("claimed", ["made_up", "earlier_payment"])
 async def test_facilitator_success_with_a_made_up_transaction_is_not_a_charge(
-    remote: World,
+    remote: World, claimed: str
 ) -> None:
     """The facilitator says "settled" but nothing moved: no charge, no job served; the same
-    payment, retried once the facilitator is honest, is charged once for real."""
+    payment, retried once the facilitator is honest, is charged once for real.
+
+    `earlier_payment`: the claimed transaction is real and does move exactly the price from
+    this payer to our pay-to, but for the payer's previous payment (another nonce): it proves
+    nothing about this one."""
     url = remote.gateway_url() + "/v1/images/edit"
+    fault: dict[str, Any] = {"times": 1}
+    if claimed == "earlier_payment":
+        earlier = await sign_payment(url, key_hex(PAYER))
+        async with httpx.AsyncClient(timeout=60) as http:
+            first = await http.post(url, json=EDIT_BODY, headers=earlier)
+        assert first.status_code == 200, first.text
+        earlier_job, _ = await _job_rows(remote, address(PAYER))
+        fault["value"] = earlier_job.settle_tx
     payment = await sign_payment(url, key_hex(PAYER))
     before = balances(remote)
-    remote.set_facilitator_faults({"settle_fake_success": {"times": 1}})
+    remote.set_facilitator_faults({"settle_fake_success": fault})
     async with httpx.AsyncClient(timeout=60) as http:
         lied = await http.post(url, json=EDIT_BODY, headers=payment)
         assert lied.status_code == 503, lied.text
@@ -222,7 +235,7 @@ async def test_facilitator_success_with_a_made_up_transaction_is_not_a_charge(
                 break
     assert served.status_code == 200, served.text
     job, ledger = await _job_rows(remote, address(PAYER))
-    assert job.settle_tx != FAKE_TX
+    assert job.settle_tx not in (FAKE_TX, fault.get("value"))
     assert [(row.kind, row.amount, row.tx_hash) for row in ledger][:1] == [
         ("charge", PRICE, job.settle_tx)
     ]

@@ -90,9 +90,11 @@ class FakeChain:
         self._read()
         return key(authorizer, nonce) in self.ledger.used
 
-    async def pays(self, tx: str, expected: Transfer) -> bool:
-        """Whether `tx` moved exactly `expected`."""
+    async def pays(self, tx: str, expected: Transfer, nonce: str) -> bool:
+        """Whether `tx` used the sender's authorization `nonce` and moved exactly `expected`."""
         self._read()
+        if self.ledger.used.get(key(expected.sender, nonce)) != tx:
+            return False
         moved = self.ledger.transfers.get(tx)
         wanted = Transfer(expected.sender.lower(), expected.recipient.lower(), expected.amount)
         return moved == wanted
@@ -107,7 +109,7 @@ class FakeChain:
         if authorizer.lower() in self.hidden:
             return AuthorizationUse(used=True)
         tx = self.ledger.used[key(authorizer, nonce)]
-        return AuthorizationUse(used=True, tx=tx, paid=await self.pays(tx, expected))
+        return AuthorizationUse(used=True, tx=tx, paid=await self.pays(tx, expected, nonce))
 
     async def close(self) -> None:
         """Nothing to release."""
