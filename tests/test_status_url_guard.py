@@ -123,6 +123,10 @@ def test_only_the_configured_origins_are_read() -> None:
         "fe80::1%eth0",
         "::ffff:127.0.0.1",
         "224.0.0.1",
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "64:ff9b::a01:203",  # NAT64 of 10.1.2.3
     ],
 )
 def test_non_public_addresses_are_refused_by_default(address: str) -> None:
@@ -133,6 +137,8 @@ def test_public_addresses_pass_and_private_ones_only_when_allowed() -> None:
     strict, lenient = StatusPolicy(frozenset()), StatusPolicy(frozenset(), allow_private=True)
     assert address_allowed("93.184.216.34", strict)
     assert address_allowed("2606:2800:220:1::1", strict)
+    assert address_allowed("2002:5db8:d822::1", strict)  # 6to4 of a public address
+    assert address_allowed("64:ff9b::5db8:d822", strict)  # NAT64 of a public address
     assert address_allowed("127.0.0.1", lenient)
     assert address_allowed("10.0.0.1", lenient)
     assert not address_allowed("0.0.0.0", lenient)

@@ -57,9 +57,21 @@ def check_origin(url: str, policy: StatusPolicy) -> Origin:
     return origin
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known NAT64 prefix (RFC 6052)
+
+
 def address_allowed(address: str, policy: StatusPolicy) -> bool:
-    """Public unicast addresses always; loopback/private/link-local only when allowed."""
+    """Public unicast addresses always; loopback/private/link-local only when allowed.
+
+    An IPv6 address that carries an IPv4 one (6to4, NAT64) is judged by the IPv4 address
+    it reaches: Python counts `2002:7f00:1::1` (6to4 of 127.0.0.1) as global.
+    """
     ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.sixtofour is not None:
+            return address_allowed(str(ip.sixtofour), policy)
+        if ip in _NAT64:
+            return address_allowed(str(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)), policy)
     if ip.is_multicast or ip.is_unspecified:
         return False
     return ip.is_global or policy.allow_private
