@@ -122,6 +122,7 @@ def _upstream_client(
         pins=OfferPins(
             settings.upstream_network, settings.upstream_asset, settings.upstream_pay_to
         ),
+        auth_validity_s=settings.upstream_auth_validity_s,
         status_reader=StatusReader(
             StatusPolicy(
                 settings.status_origins,

@@ -64,8 +64,10 @@ def _check_hostile(name: str, value: Any) -> None:
         isinstance(value, str) and value.startswith(("http://", "https://"))
     ):
         raise ValueError(f"{name}: value must be an http(s) URL")
-    if name in ("status_huge", "offer_timeout_s") and (type(value) is not int or value <= 0):
+    if name == "status_huge" and (type(value) is not int or value <= 0):
         raise ValueError(f"{name}: value must be a positive integer")
+    if name == "offer_timeout_s" and (type(value) is not int or value == 0):
+        raise ValueError(f"{name}: value must be a non-zero integer (negative: hostile)")
     if name == "offer_options" and not (
         isinstance(value, list)
         and value

@@ -142,6 +142,9 @@ class World:
             "X402R_RPC_URL": self.rpc_url,
             "X402R_POLL_INTERVAL_S": "0.5",
             "X402R_WORKER_INTERVAL_S": "0.2",
+            # A refund that depends on the upstream not having charged us waits until our
+            # upstream authorization expired: the shortest validity keeps that to seconds.
+            "X402R_UPSTREAM_AUTH_VALIDITY_S": "30",
             "X402R_LOG_LEVEL": "INFO",
             # Tests and benchmarks pay in bulk from one key and one address; the limits
             # themselves are tested with small rates (tests/e2e/test_rate_limits.py).

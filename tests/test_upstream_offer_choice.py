@@ -8,6 +8,7 @@ with the hot wallet's key.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -131,3 +132,27 @@ async def test_an_unsupported_network_is_refused_when_quoting() -> None:
     with pytest.raises(UpstreamRejected) as failed:
         await upstream.quote({"prompt": "x"})
     assert failed.value.code == "upstream_no_acceptable_offer"
+
+
+@pytest.mark.parametrize(("offered", "signed_for"), [(300, 30), (10**80, 30), (0, 30), (20, 20)])
+def test_the_validity_we_sign_is_cut_to_our_limit(offered: int, signed_for: int) -> None:
+    """Until it expires our authorization can be cashed: a refund that depends on it waits."""
+    body = required(("exact", "base", 52_700))
+    body = body.model_copy(
+        update={"accepts": [body.accepts[0].model_copy(update={"max_timeout_seconds": offered})]}
+    )
+    chosen = choose(body, OfferPins(), 30)
+    assert chosen.payment_required.accepts[0].max_timeout_seconds == signed_for
+    assert chosen.option.max_timeout_seconds == offered  # as listed (a v2 payload echoes it)
+
+
+async def test_a_signed_upstream_payment_expires_within_our_limit() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = required(("exact", "base", 52_700))
+        return httpx.Response(402, json=json.loads(body.model_dump_json(by_alias=True)))
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    wallet = Account.from_key(key_hex(HOT_WALLET))
+    upstream = UpstreamClient(URL, wallet, http, timeout_s=5, quote_ttl_s=0, auth_validity_s=45)
+    signed = await upstream.sign(await upstream.quote({"prompt": "x"}), max_amount=100_000)
+    assert signed.valid_before <= time.time() + 45

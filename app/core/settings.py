@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     max_upstream_price_atomic: int = Field(100_000, gt=0)
     daily_upstream_cap_atomic: int = Field(50_000_000, gt=0)
     upstream_requirements_ttl_s: float = Field(300.0, ge=0)
+    # Our upstream authorization can be executed until it expires: a refund that depends on
+    # the upstream not having charged us waits up to this long (+ a few seconds).
+    upstream_auth_validity_s: int = Field(
+        300, ge=30, le=3600, description="Longest validity of our signed upstream payment"
+    )
     # What we accept to pay the upstream in: one exact option on this network and asset
     # (and to this payee, when pinned), whatever else its 402 lists.
     upstream_network: str = Field("base", description="x402 v1 network name or CAIP-2 id")

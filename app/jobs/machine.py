@@ -100,15 +100,21 @@ ARCS: tuple[Arc, ...] = (
     _arc("handed_to_worker", {S.SUBMITTED}, None, "last_polled_at next_check_at",
          "a status read saw an outcome that moves money: due now, for the worker"),
     # Failing a job, refunding by policy.
-    _arc("upstream_spend_found", FAILABLE, None, "upstream_tx",
+    _arc("upstream_spend_found", FAILABLE | {S.REFUNDING}, None, "upstream_tx",
          "the chain shows our upstream payment: recorded once (upstream_tx still null)"),
     _arc("failed_no_refund", FAILABLE, S.FAILED, _ENDED, "failed; policy refunds nothing"),
     _arc("refund_started", FAILABLE, S.REFUNDING,
          "refund_amount error_code error_message next_check_at", "failed; policy refunds"),
-    _arc("fail_undecided", FAILABLE, S.NEEDS_ATTENTION, _ENDED,
+    _arc("fail_undecided", FAILABLE | {S.REFUNDING}, S.NEEDS_ATTENTION, _ENDED,
          "failed; whether the upstream charged us cannot be known: the operator decides"),
     _arc("refunded_to_key", FAILABLE | {S.REFUNDING}, S.REFUNDED, f"refund_amount {_ENDED}",
          "failed; policy refunds a key-paid job: its budget credited in the same write"),
+    _arc("refund_postponed", {S.REFUNDING}, None, "next_check_at",
+         "the refund waits: our upstream authorization can still be executed (or the chain "
+         "could not be read); decided once it expired"),
+    _arc("refund_withdrawn", {S.REFUNDING}, S.FAILED, f"refund_amount {_ENDED}",
+         "our upstream authorization was executed after the failure: by policy no refund "
+         "(or the payer's limit of refunds we paid for is reached)"),
     _arc("refund_expired_unused", {S.REFUNDING}, None, "refund_payload refund_nonce",
          "the refund authorization expired unused: dropped, to be signed again"),
     _arc("refund_signed", {S.REFUNDING}, None, "refund_payload refund_nonce",

@@ -26,7 +26,8 @@ LOOKBACK_S = 600
 EXPIRY_MARGIN_S = 60  # wall clock vs block time
 
 
-def _created(job: Job) -> int:
+def created(job: Job) -> int:
+    """When the job row was written, in unix seconds."""
     created = job.created_at
     if created.tzinfo is None:  # SQLite stores UTC without a zone
         created = created.replace(tzinfo=UTC)
@@ -35,7 +36,7 @@ def _created(job: Job) -> int:
 
 def _window(job: Job, valid_after: int, valid_before: int) -> Window:
     # The contract refuses the authorization outside (validAfter, validBefore).
-    return Window(start=max(valid_after, _created(job) - LOOKBACK_S), end=valid_before)
+    return Window(start=max(valid_after, created(job) - LOOKBACK_S), end=valid_before)
 
 
 def _authorization(payload: dict[str, object]) -> dict[str, str]:

@@ -27,6 +27,7 @@ _COSTLY_REFUNDS = (
     .select_from(_JOBS)
     .where(
         _JOBS.c.payer == bindparam("payer"),
+        _JOBS.c.id != bindparam("job_id"),  # a deferred refund, decided now, is not counted
         _JOBS.c.refund_amount.is_not(None),
         _JOBS.c.created_at >= bindparam("since"),
         _JOBS.c.upstream_tx.is_not(None),
@@ -52,6 +53,6 @@ async def withheld(session: Executor, gw: Gateway, job: Job, upstream_charged: b
         return False
     await lock_payer(session, "refunds", job.payer)
     since = utcnow() - timedelta(days=1)
-    params = {"payer": job.payer, "since": since}
+    params = {"payer": job.payer, "job_id": job.id, "since": since}
     done = (await session.execute(_COSTLY_REFUNDS, params)).scalar_one()
     return int(done) >= gw.settings.refunds_per_payer_per_day

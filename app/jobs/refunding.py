@@ -13,9 +13,11 @@ from app.jobs import machine, onchain, refund_limit
 from app.jobs.key_refund import refund_to_key
 from app.jobs.models import Job, JobState
 from app.jobs.policy import MAX_REFUND_ATTEMPTS, after, first_refund_check_s, refund_backoff_s
+from app.jobs.refund_gate import CONDITIONAL, refund_after, refund_may_go
 from app.jobs.repository import JobRepository, load_job, utcnow
 from app.jobs.reservation import release_unspent
 from app.jobs.transitions import transition
+from app.jobs.upstream_charge import NOT_CHARGED, Charge, upstream_charge
 from app.payments.chain import Transfer
 from app.payments.facilitator import SettleOutcome, SettleResult, settle_payment
 from app.payments.refunds import load_refund, refund_requirements, sign_refund
@@ -23,25 +25,6 @@ from app.payments.refunds import load_refund, refund_requirements, sign_refund
 SETTLEMENT_UNRESOLVED = "settlement_unresolved"  # as `app.jobs.settlement` parks one
 # States from which a job may be failed (in a fixed order: one statement shape).
 FAILABLE = [s for s in JobState if s in machine.FAILABLE]
-
-
-async def upstream_was_charged(gw: Gateway, job: Job) -> tuple[bool | None, str | None]:
-    """(charged?, tx) for our upstream authorization; None when it cannot be known."""
-    if job.upstream_nonce is None:
-        return False, None
-    if job.upstream_tx:
-        return True, job.upstream_tx
-    if gw.chain is None:
-        return None, None
-    try:
-        use = await onchain.upstream_payment(gw, job)
-    except Exception as exc:  # the chain could not be read: unknown, and said so
-        onchain.unreadable(job, "the upstream payment", exc)
-        return None, None
-    if not use.used:
-        return False, None
-    # Used, but not by a transfer that paid the upstream (or none found): nobody can say.
-    return (True, use.tx) if use.paid else (None, None)
 
 
 def _should_refund(policy: RefundPolicy, upstream_charged: bool | None) -> bool | None:
@@ -60,13 +43,15 @@ async def fail_job(
 ) -> Job:
     """Move a job to failed, refunding the client when policy says so."""
     job = await load_job(gw.autocommit, job_id)
-    upstream_tx = None
-    if upstream_charged is not False:
-        upstream_charged, upstream_tx = await upstream_was_charged(gw, job)
+    charge = NOT_CHARGED if upstream_charged is False else await upstream_charge(gw, job)
+    upstream_charged, upstream_tx = charge.charged, charge.tx
     client_charged = job.client_charged  # settled, or debited from a key's budget
-    decision = (
-        _should_refund(gw.settings.refund_policy, upstream_charged) if client_charged else False
-    )
+    policy = gw.settings.refund_policy
+    decision = _should_refund(policy, upstream_charged) if client_charged else False
+    # Unused but still executable: a refund that depends on it waits until it expired.
+    deferred = client_charged and charge.charge is Charge.LIVE and policy in CONDITIONAL
+    if deferred:
+        decision = True
     if not client_charged and job.settle_attempts:
         # Settling after the upstream, an attempt whose outcome is unknown may have charged
         # the client: never closed as uncharged, the settlement goes to the operator.
@@ -91,7 +76,11 @@ async def fail_job(
             )
         ):
             await repo.record_upstream(job, gw.settings.hot_wallet_address, upstream_tx)
-        if decision and await refund_limit.withheld(session, gw, job, upstream_charged):
+        if (
+            decision
+            and not deferred
+            and await refund_limit.withheld(session, gw, job, upstream_charged)
+        ):
             decision = False
             code, message = refund_limit.CODE, f"no refund: {refund_limit.CODE}; {message}"
         common: dict[str, Any] = {"error_code": code, "error_message": message[:2000]}
@@ -117,7 +106,7 @@ async def fail_job(
                 next_check_at=None,
                 **common,
             )
-        elif job.paid_with_key:  # credited to the key in this very write
+        elif job.paid_with_key and not deferred:  # credited to the key in this very write
             await refund_to_key(session, job, common)
         else:
             await transition(
@@ -127,12 +116,12 @@ async def fail_job(
                 event="refund_started",
                 state=JobState.REFUNDING.value,
                 refund_amount=job.pay_amount,
-                next_check_at=after(first_refund_check_s()),
+                next_check_at=refund_after(charge) if deferred else after(first_refund_check_s()),
                 **common,
             )
         await release_unspent(session, job_id)
-    if decision and not job.paid_with_key:
-        return await refund(gw, job_id)
+    if decision and not job.paid_with_key and not deferred:
+        return await refund(gw, job_id, decided=True)
     return await load_job(gw.autocommit, job_id)
 
 
@@ -178,11 +167,14 @@ async def _refund_tx(gw: Gateway, job: Job, result: SettleResult) -> tuple[str |
     return (use.tx if use.paid else None), None
 
 
-async def refund(gw: Gateway, job_id: str) -> Job:
-    """Sign (once) and settle the refund of a REFUNDING job."""
+async def refund(gw: Gateway, job_id: str, *, decided: bool = False) -> Job:
+    """Sign (once) and settle the refund of a REFUNDING job; `decided`: the caller just saw
+    our upstream authorization unable to charge us (else `refund_gate` asks the chain)."""
     job = await load_job(gw.autocommit, job_id)
     if job.state != JobState.REFUNDING.value or job.refund_amount is None:
         return job
+    if not decided and (stopped := await refund_may_go(gw, job)) is not None:
+        return stopped
     if job.paid_with_key:  # never an on-chain transfer: the key's budget is credited
         async with core_transaction(gw.engine) as session:
             await refund_to_key(session, job, {})

@@ -129,6 +129,10 @@ class ChainReader:
         )
         return bool(await fn.call())
 
+    async def latest_timestamp(self) -> int:
+        """The latest block's timestamp: the time the token contract checks validity by."""
+        return int((await self._w3.eth.get_block("latest"))["timestamp"])
+
     async def balance_of(self, owner: str) -> int:
         """The token balance of `owner`, in atomic units."""
         fn = self._contract.functions.balanceOf(AsyncWeb3.to_checksum_address(owner))

@@ -2,7 +2,10 @@
 
 The SDK signs whichever option its selector prefers; we never let it choose. The option must
 be `exact` on the configured network and asset (and to the pinned payee, if any), with an
-integer amount; the cheapest such option is taken and the SDK is handed only that one.
+integer amount; the cheapest such option is taken and the SDK is handed only that one, its
+`maxTimeoutSeconds` cut to our own limit: the SDK signs `validBefore = now + maxTimeoutSeconds`,
+and until then whoever holds our authorization can execute it (so a refund that depends on
+the upstream not having charged us waits that long).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ class OfferPins:
 
 @dataclass(frozen=True)
 class Choice:
-    """The chosen option, and a 402 that offers only it (what the SDK gets to sign)."""
+    """The chosen option as offered, and a 402 that offers only it with its validity cut
+    (what the SDK gets to sign)."""
 
     payment_required: PaymentRequiredAny
     option: Requirements
@@ -67,7 +71,18 @@ def _acceptable(option: Requirements, pins: OfferPins) -> bool:
     )
 
 
-def choose(payment_required: PaymentRequiredAny, pins: OfferPins) -> Choice:
+def with_validity(option: Requirements, max_validity_s: int | None) -> Requirements:
+    """`option` with `maxTimeoutSeconds` at most `max_validity_s` (None: unchanged); an option
+    without one (the SDK then signs for 10 min or more) gets `max_validity_s`."""
+    if max_validity_s is None:
+        return option
+    current = option.max_timeout_seconds or max_validity_s
+    return option.model_copy(update={"max_timeout_seconds": min(current, max_validity_s)})
+
+
+def choose(
+    payment_required: PaymentRequiredAny, pins: OfferPins, max_validity_s: int | None = None
+) -> Choice:
     """The cheapest acceptable option; UpstreamRejected when the 402 offers none."""
     options: list[Requirements] = list(payment_required.accepts)
     fitting = [o for o in options if _acceptable(o, pins)]
@@ -81,5 +96,6 @@ def choose(payment_required: PaymentRequiredAny, pins: OfferPins) -> Choice:
     option = min(fitting, key=lambda o: amount_of(o) or 0)
     amount = amount_of(option)
     assert amount is not None
-    narrowed = payment_required.model_copy(update={"accepts": [option]})
+    signed = with_validity(option, max_validity_s)
+    narrowed = payment_required.model_copy(update={"accepts": [signed]})
     return Choice(narrowed, option, amount)

@@ -23,10 +23,11 @@ from x402.http import (
 )
 from x402.mechanisms.evm import EthAccountSigner
 from x402.mechanisms.evm.exact import register_exact_evm_client
+from x402.schemas import PaymentPayload, PaymentRequirements
 from x402.schemas.helpers import parse_payment_required
 
 from app.core.origins import origin_of
-from app.upstream.choice import OfferPins, PaymentRequiredAny, choose
+from app.upstream.choice import OfferPins, PaymentRequiredAny, Requirements, choose
 from app.upstream.errors import (
     UpstreamPaymentRefused,
     UpstreamPriceAbovePaid,
@@ -36,6 +37,8 @@ from app.upstream.errors import (
 )
 from app.upstream.schemas import UpstreamJobAccepted
 from app.upstream.status_fetch import StatusPolicy, StatusReader
+
+SIGNING_SLACK_S = 5  # between the SDK's clock read and ours
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class Quote:
     network: str
     asset: str
     fetched_at: float
+    offered: Requirements | None = None  # the option as the upstream listed it
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,8 @@ class Submission:
     tx: str | None
 
 
-def _quote(payment_required: PaymentRequiredAny, pins: OfferPins) -> Quote:
-    chosen = choose(payment_required, pins)
+def _quote(payment_required: PaymentRequiredAny, pins: OfferPins, validity_s: int | None) -> Quote:
+    chosen = choose(payment_required, pins, validity_s)
     option = chosen.option
     return Quote(
         chosen.payment_required,
@@ -80,6 +84,7 @@ def _quote(payment_required: PaymentRequiredAny, pins: OfferPins) -> Quote:
         str(option.network),
         option.asset,
         time.time(),
+        option,
     )
 
 
@@ -96,9 +101,12 @@ class UpstreamClient:
         quote_ttl_s: float,
         pins: OfferPins | None = None,
         status_reader: StatusReader | None = None,
+        auth_validity_s: int | None = None,
     ) -> None:
+        """`auth_validity_s`: the longest our signed authorization may stay executable."""
         self.url = url
         self._pins = pins or OfferPins()
+        self._validity_s = auth_validity_s
         self.statuses = status_reader or StatusReader(
             StatusPolicy(frozenset([origin_of(url)]), timeout_s=timeout_s)
         )
@@ -128,7 +136,7 @@ class UpstreamClient:
         response = await self._post(body, {})
         if response.status_code != 402:
             raise self._unexpected(response, "unpaid request")
-        self._quote = _quote(self._parse_402(response), self._pins)
+        self._quote = _quote(self._parse_402(response), self._pins, self._validity_s)
         return self._quote
 
     async def sign(
@@ -141,11 +149,21 @@ class UpstreamClient:
         if paid is not None and quote.amount > paid:
             raise UpstreamPriceAbovePaid(quote.amount, paid)
         payload = await self._payer.create_payment_payload(quote.payment_required)
+        if isinstance(payload, PaymentPayload) and isinstance(quote.offered, PaymentRequirements):
+            # A v2 payload echoes the option, which the upstream matches exactly against its
+            # own: echo it as offered (only the signed validBefore is ours to shorten).
+            payload = payload.model_copy(update={"accepted": quote.offered})
         auth = payload.payload["authorization"]
         version = payload.x402_version
         if int(auth["value"]) != quote.amount or str(auth["to"]).lower() != quote.pay_to.lower():
             raise UpstreamRejected(
                 "upstream_purchase_error", "the signed upstream payment is not the chosen option"
+            )
+        if self._validity_s is not None and int(auth["validBefore"]) > time.time() + (
+            self._validity_s + SIGNING_SLACK_S
+        ):
+            raise UpstreamRejected(
+                "upstream_purchase_error", "the signed upstream payment outlives our limit"
             )
         return SignedPurchase(
             header_name=X_PAYMENT_HEADER if version == 1 else PAYMENT_SIGNATURE_HEADER,

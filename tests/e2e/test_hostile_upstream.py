@@ -340,8 +340,9 @@ async def test_a_pinned_upstream_payee_that_differs_stops_selling(
             {"offer_options": {"after": 1, "value": [["exact", "solana", UPSTREAM_PRICE]]}},
             "upstream_no_acceptable_offer",
         ),
-        # The SDK cannot encode a validBefore past 2**256: an unexpected error while signing.
-        ({"offer_timeout_s": {"after": 1, "value": 10**80}}, "upstream_purchase_error"),
+        # The SDK cannot encode a negative validBefore: an unexpected error while signing.
+        # (A huge one no longer gets that far: it is cut to X402R_UPSTREAM_AUTH_VALIDITY_S.)
+        ({"offer_timeout_s": {"after": 1, "value": -(10**80)}}, "upstream_purchase_error"),
     ],
     ids=["unsupported-network", "signing-crashes"],
 )
@@ -366,7 +367,7 @@ async def test_a_purchase_failing_after_the_charge_refunds_and_names_the_job(
 async def test_a_purchase_failing_in_the_worker_ends_refunded(world: World, module_db: str) -> None:
     """The request dies after recording the job; the worker settles, then signing crashes."""
     url = world.gateway_url() + "/v1/images/edit"
-    world.set_faults({"offer_timeout_s": {"after": 1, "value": 10**80}})
+    world.set_faults({"offer_timeout_s": {"after": 1, "value": -(10**80)}})
     world.gateways[0].stop()
     world.start_gateway(0, extra_env={"X402R_TEST_CRASH_AT": "after_verify"})
     before = balances(world, MONEY_PATH)

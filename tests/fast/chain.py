@@ -4,6 +4,7 @@ facilitator and upstream move money in, and the gateway reads back (as `ChainRea
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,12 +70,23 @@ class Ledger:
 @dataclass
 class FakeChain:
     """`ChainReader` over a `Ledger`; `down` makes every read fail; the authorizations of a
-    `hidden` signer show as used, but their transactions are not found (a lagging node)."""
+    `hidden` signer show as used, but their transactions are not found (a lagging node);
+    its clock (the latest block's time) runs `ahead_s` ahead of the wall clock."""
 
     ledger: Ledger
     down: bool = False
     hidden: set[str] = field(default_factory=set)
     reads: int = 0
+    ahead_s: float = 0.0
+
+    def reach(self, moment: float) -> None:
+        """Time passes on chain until at least `moment` (unix seconds)."""
+        self.ahead_s = max(self.ahead_s, moment - time.time())
+
+    async def latest_timestamp(self) -> int:
+        """The latest block's time."""
+        self._read()
+        return int(time.time() + self.ahead_s)
 
     def _read(self) -> None:
         self.reads += 1

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import httpx
@@ -126,7 +126,11 @@ class FastGateway:
 
     async def make_due(self, job_id: str) -> None:
         """Time passes: the job's lease or backoff is over and its poll interval too (a test's
-        clock, written directly: no state changes)."""
+        clock, written directly: no state changes); the chain's clock reaches the moment the
+        job was due."""
+        due = (await load_job(self.gw.autocommit, job_id)).next_check_at
+        if due is not None and self.world.chain is not None:
+            self.world.chain.reach(due.replace(tzinfo=due.tzinfo or UTC).timestamp())
         async with self.gw.engine.begin() as conn:
             await conn.execute(
                 update(Job)

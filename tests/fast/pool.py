@@ -97,7 +97,9 @@ Opener = Callable[..., AbstractAsyncContextManager[FastGateway]]
 
 
 # Settings read once, when the gateway is built (by its upstream client).
-BUILT_IN = frozenset({"upstream_requirements_ttl_s", "upstream_timeout_s"})
+BUILT_IN = frozenset(
+    {"upstream_requirements_ttl_s", "upstream_timeout_s", "upstream_auth_validity_s"}
+)
 
 
 class GatewayPool:

@@ -197,6 +197,9 @@ async def test_a_credited_job_gives_its_day_back(gateways: Opener) -> None:
         h.world.upstream.script(submit=[Submit.REFUSE])
         key_id, secret = await h.new_key(daily_budget_atomic=price)
         assert error_of(await h.pay_with_key(secret)) == "upstream_payment_refused"
+        # Credited once our upstream authorization expired unused (the worker decides it).
+        [pending] = await h.key_jobs(key_id)
+        assert (await h.work(pending.id)).state == JobState.REFUNDED
         served = await h.pay_with_key(secret)
         assert served.status_code == 200, served.text
         jobs = {job.state: job for job in await h.key_jobs(key_id)}
