@@ -16,7 +16,7 @@ from app.jobs.refund_gate import CHARGED_LATE
 from app.jobs.refund_limit import CODE as LIMIT_REACHED
 from app.jobs.refunding import refund
 from app.jobs.upstream_charge import EXPIRY_GRACE_S
-from app.jobs.views import refund_view
+from app.jobs.views import money_outcome, refund_view
 from tests.fast.checks import error_of, kinds, money_is_consistent
 from tests.fast.harness import FastGateway
 from tests.fast.pool import Opener
@@ -67,6 +67,7 @@ async def test_a_live_authorization_postpones_the_refund(
         assert view is not None
         assert view["status"] == "pending"
         assert view["nextAttemptAt"] is not None
+        assert "decided once that payment expires" in money_outcome(job)  # not "being refunded"
         job = await refund(h.gw, job.id)  # the worker, before it expired: postponed
         assert (job.state, job.refund_payload) == (JobState.REFUNDING, None)
         assert deferred_until(job) >= job.upstream_valid_before + EXPIRY_GRACE_S - 1
