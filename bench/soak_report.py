@@ -92,10 +92,11 @@ def chart(r: dict[str, Any], out: Path) -> Path:
 
     samples = r["samples"]
     t = [s["t_s"] / 60 for s in samples]
-    fig, axes = plt.subplots(4, 1, figsize=(8, 9), sharex=True)
+    fig, axes = plt.subplots(5, 1, figsize=(8, 11), sharex=True)
     panels = (
         ("rss_mib", "gateway RSS (MiB)"),
         ("cache_mib", "finished-job cache (MiB)"),
+        ("load1", "load average (1 min)"),
         ("db_connections", "database connections"),
         ("jobs", "paid jobs made"),
     )
@@ -112,7 +113,10 @@ def chart(r: dict[str, Any], out: Path) -> Path:
             ax.axhline(r["cache_mib"], color="grey", linestyle="--", linewidth=0.8, label="budget")
             ax.legend(loc="lower right")
             top = max(top, r["cache_mib"])
-        ax.set_ylim(0, top * 1.15 + 1)
+        if key == "rss_mib":  # a few MiB matter here: the axis does not start at zero
+            ax.set_ylim(min(values) - 2, top + 2)
+        else:
+            ax.set_ylim(0, top * 1.15 + 1)
     axes[-1].set_xlabel("minutes")
     fig.suptitle(
         f"Soak: {r['minutes']:g} min of mixed traffic, X402R_RESULT_CACHE_MIB={r['cache_mib']}"
