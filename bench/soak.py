@@ -3,8 +3,9 @@
 First the sustainable paid rate is probed (paid calls by the official SDK client, several at
 once, for a few seconds). Then, for the soak's duration: unpaid requests (each must be a
 402), paid calls at half that rate (each must be accepted, then is followed with long polls
-until its job completes) and plain status polls of the jobs made so far. Every few seconds
-the gateway's RSS and CPU and the database's connections (pg_stat_activity) are sampled.
+until its job completes) and plain status polls of the jobs made so far. Sampled every few
+seconds: the gateway's RSS, CPU and finished-job cache (/metrics), the database's
+connections (pg_stat_activity), the load average.
 At the end every job the soak made must be completed and the ledger must match the chain:
 each row a real transfer (the e2e tests' audit) and the sums equal to what the operator and
 the upstream's payee received over the soak.
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import random
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,8 +38,8 @@ UNPAID_PER_S = 20
 STATUS_PER_S = 20
 PROBE_CONCURRENCY = 6
 SOAK_CAP_ATOMIC = 10**12
-
-
+ADMIN_TOKEN = secrets.token_hex(32)  # the soak's gateway only: /metrics is behind it
+CACHE_GAUGES = ("x402r_result_cache_bytes", "x402r_result_cache_entries")
 KEEPALIVE_S = 2.0  # below uvicorn's 5 s (see `soak`)
 
 
@@ -138,12 +141,29 @@ async def _follow_once(http: httpx.AsyncClient, job_id: str, tally: Tally) -> No
     tally.count("job", False, f"{job_id} unfinished after 120 s")
 
 
+async def cache_gauges(http: httpx.AsyncClient, tally: Tally) -> dict[str, float] | None:
+    """The gateway's finished-job cache gauges from /metrics (a failed scrape is an error)."""
+    try:
+        response = await http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    except httpx.HTTPError as exc:
+        tally.count("metrics", False, f"{type(exc).__name__}: {exc}")
+        return None
+    tally.count("metrics", response.status_code == 200, f"{response.status_code}")
+    lines = (line for line in response.text.splitlines() if line.startswith(CACHE_GAUGES))
+    values = dict(line.rsplit(" ", 1) for line in lines)
+    return {name: float(values.get(name, "nan")) for name in CACHE_GAUGES}
+
+
 async def _sampler(stage: Stage, until: float, tally: Tally, every_s: float) -> None:
     pid = stage.gateway_pid(0)
     conn = await asyncpg.connect(host=PG_HOST, user=PG_USER, database="postgres")
+    limits = httpx.Limits(keepalive_expiry=KEEPALIVE_S)  # see `soak`
+    http = httpx.AsyncClient(base_url=stage.w.gateway_url(0), timeout=30, limits=limits)
     started = time.monotonic()
+    cache = dict.fromkeys(CACHE_GAUGES, float("nan"))
     try:
         while True:
+            cache = await cache_gauges(http, tally) or cache
             rows = await conn.fetch(
                 "SELECT state, count(*) AS n FROM pg_stat_activity WHERE datname = $1 "
                 "GROUP BY state",
@@ -158,6 +178,9 @@ async def _sampler(stage: Stage, until: float, tally: Tally, every_s: float) -> 
                     "db_connections": float(sum(by_state.values())),
                     "db_active": float(by_state.get("active", 0)),
                     "jobs": float(len(tally.jobs)),
+                    "cache_mib": cache["x402r_result_cache_bytes"] / 2**20,
+                    "cache_entries": cache["x402r_result_cache_entries"],
+                    "load1": os.getloadavg()[0],
                 }
             )
             if time.monotonic() >= until:
@@ -165,6 +188,7 @@ async def _sampler(stage: Stage, until: float, tally: Tally, every_s: float) -> 
             await asyncio.sleep(every_s)
     finally:
         await conn.close()
+        await http.aclose()
 
 
 async def soak(stage: Stage, seconds: float, paid_per_s: float, sample_s: float) -> Tally:
@@ -213,14 +237,25 @@ def balances(w: World, parties: tuple[int, ...]) -> dict[int, int]:
     return {i: usdc_balance(w.rpc_url, address(i)) for i in parties}
 
 
-def run(stage: Stage, minutes: float, probe_s: float, sample_s: float) -> dict[str, Any]:
-    """Probe, soak, then check jobs and ledger; the figures and the samples."""
+def run(
+    stage: Stage,
+    minutes: float,
+    probe_s: float,
+    sample_s: float,
+    cache_mib: int,
+) -> dict[str, Any]:
+    """Probe, soak, check jobs and ledger; the figures and samples. `cache_mib`: the gateway's."""
     w = stage.w
     httpx.post(f"{w.upstream_base}/_sim/config", json={"job_delay_s": JOB_DELAY_S}, timeout=10)
     # The default daily cap on upstream spend (50 USDC) is about 950 jobs: a longer soak
     # would be refused (rightly, before any charge) once it is reached.
+    env = {
+        "X402R_DAILY_UPSTREAM_CAP_ATOMIC": str(SOAK_CAP_ATOMIC),
+        "X402R_ADMIN_TOKEN": ADMIN_TOKEN,
+    }
+    env["X402R_RESULT_CACHE_MIB"] = str(cache_mib)
     w.gateways[0].stop()
-    w.start_gateway(0, extra_env={"X402R_DAILY_UPSTREAM_CAP_ATOMIC": str(SOAK_CAP_ATOMIC)})
+    w.start_gateway(0, extra_env=env)
     stage.pin_gateway(0, SERVER_CORE)
     base = w.gateway_url(0)
     sustainable = asyncio.run(probe_paid_rate(base, probe_s))
@@ -245,6 +280,7 @@ def run(stage: Stage, minutes: float, probe_s: float, sample_s: float) -> dict[s
     )
     return {
         "minutes": minutes,
+        "cache_mib": cache_mib,
         "elapsed_s": elapsed,
         "sustainable_paid_per_s": sustainable,
         "paid_per_s": sustainable / 2,

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from app.core.settings import Settings
 from bench import soak, waiting
 from bench.measure import Broken
 from bench.soak_report import chart as soak_chart
@@ -26,6 +27,7 @@ from bench.waiting_client import raise_fd_limit
 from bench.waiting_stats import checks as waiting_checks
 
 NAMES = ("waiting", "soak")
+DEFAULT_CACHE_MIB: int = Settings.model_fields["result_cache_mib"].default
 SMOKE_SOAK_MINUTES = 0.15
 RESULTS = Path(__file__).resolve().parent / "results"
 FD_LIMIT = 30_000  # the gateway (a child process) inherits it: 10,000 sockets and more
@@ -46,10 +48,11 @@ def run_waiting(stage: Stage, smoke: bool, size: str | None = None) -> dict[str,
     return result
 
 
-def run_soak(stage: Stage, minutes: float) -> dict[str, Any]:
+def run_soak(stage: Stage, minutes: float, cache_mib: int = DEFAULT_CACHE_MIB) -> dict[str, Any]:
     """The soak subset, with its checks (a short probe and frequent samples when short)."""
     probe_s = 20 if minutes >= 5 else 5 if minutes >= 1 else 3
-    result = soak.run(stage, minutes, probe_s=probe_s, sample_s=3 if minutes >= 5 else 1)
+    sample_s = 3 if minutes >= 5 else 1
+    result = soak.run(stage, minutes, probe_s=probe_s, sample_s=sample_s, cache_mib=cache_mib)
     result["checks"] = soak_checks(result)
     return result
 
@@ -74,6 +77,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("name", choices=NAMES)
     parser.add_argument("--smoke", action="store_true", help="a tiny variant (seconds)")
     parser.add_argument("--minutes", type=float, default=10, help="soak: how long")
+    parser.add_argument(
+        "--cache-mib",
+        type=int,
+        default=DEFAULT_CACHE_MIB,
+        help="soak: the gateway's X402R_RESULT_CACHE_MIB",
+    )
     parser.add_argument("--size", help="waiting: JOBS,CONNECTIONS,PROCESSES (experiments)")
     options = parser.parse_args(argv)
     if options.smoke and options.name == "soak":
@@ -89,7 +98,7 @@ def main(argv: list[str]) -> int:
         if options.name == "waiting":
             result = run_waiting(stage, options.smoke, options.size)
         else:
-            result = run_soak(stage, options.minutes)
+            result = run_soak(stage, options.minutes, options.cache_mib)
     except Broken as exc:
         print(f"bench: BROKEN: {exc} (logs: {stage.log_dir})")
         return 1

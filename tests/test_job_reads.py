@@ -29,10 +29,12 @@ from app.jobs.status_reads import StatusReads
 from app.upstream.client import Quote
 from app.upstream.schemas import MAX_BODY_BYTES
 from sandbox.pay import EDIT_BODY
+from tests.helpers import ADMIN_TOKEN
 from tests.inprocess_app import ROW, complete, fast_and_slow, insert_job
 from tests.settings_factory import make_settings
 
 POLL_INTERVAL_S = 0.2
+RESULT_CACHE_MIB = 3
 Answer = tuple[int, list[tuple[str, str]], bytes]
 
 
@@ -45,6 +47,8 @@ async def apps(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[
         workers_enabled=False,
         poll_interval_s=POLL_INTERVAL_S,
         max_wait_s=5,
+        result_cache_mib=RESULT_CACHE_MIB,
+        admin_token=ADMIN_TOKEN,
     )
     async with fast_and_slow(settings) as both:
         yield both
@@ -344,6 +348,24 @@ def test_immutable_cache_is_bounded_by_bytes_and_evicts_least_recently_used() ->
     assert cache.get("job_more_049") is not None
     cache.put(_rendered("job_huge_aaaa", cache.budget_bytes))
     assert cache.get("job_huge_aaaa") is None, "an entry larger than the budget is not kept"
+
+
+async def test_the_cache_budget_is_the_setting_and_its_use_is_on_metrics(
+    apps: tuple[FastAPI, FastAPI],
+) -> None:
+    fast, _ = apps
+    job_id = await insert_job(fast, JobState.SUBMITTED)
+    await complete(fast, job_id)
+    assert (await _send(fast, "GET", f"/v1/jobs/{job_id}"))[0] == 200
+    cache = _reads(fast).immutable
+    assert cache.budget_bytes == RESULT_CACHE_MIB * 2**20
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    _, _, body = await _send(fast, "GET", "/metrics", headers=auth)
+    metrics = body.decode().splitlines()
+    lines = dict(line.rsplit(" ", 1) for line in metrics if line.startswith("x402r_result"))
+    assert float(lines["x402r_result_cache_budget_bytes"]) == RESULT_CACHE_MIB * 2**20
+    assert float(lines["x402r_result_cache_entries"]) == len(cache) >= 1
+    assert float(lines["x402r_result_cache_bytes"]) == cache.used_bytes > 0
 
 
 def test_etag_matching() -> None:

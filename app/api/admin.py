@@ -5,10 +5,11 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import GatewayDep
+from app.api.job_reads import cache_gauges
 from app.core.errors import NotFound, Unauthorized
 from app.core.metrics import render
 from app.jobs import refund_limit, totals
@@ -71,8 +72,9 @@ async def summary_of(session: AsyncSession) -> dict[str, Any]:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(gw: GatewayDep, _: AdminDep) -> Response:
+async def metrics(gw: GatewayDep, _: AdminDep, request: Request) -> Response:
     """Money moved, requests, payments and latencies; jobs by state, hot wallet, spend and key
-    budgets read now (see app.operator.gauges)."""
+    budgets read now (see app.operator.gauges); this process's finished-job cache."""
     await refresh_gauges(gw)
+    cache_gauges(request.app)
     return Response(render(), media_type="text/plain; version=0.0.4")

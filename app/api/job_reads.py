@@ -23,9 +23,10 @@ from datetime import UTC, timedelta
 
 from starlette.applications import Starlette
 
-from app.api.job_cache import DEFAULT_BUDGET_BYTES, ImmutableCache, Rendered, render
+from app.api.job_cache import ImmutableCache, Rendered, render
 from app.api.job_waits import JobWaits
 from app.context import Gateway
+from app.core.metrics import RESULT_CACHE_BUDGET, RESULT_CACHE_BYTES, RESULT_CACHE_ENTRIES
 from app.jobs.models import Job, JobState
 from app.jobs.polling import Poller
 from app.jobs.repository import utcnow
@@ -62,12 +63,10 @@ def _finished(live: _Live) -> Callable[[asyncio.Task[Rendered | None]], None]:
 class JobReads:
     """Per-process read path of `GET /v1/jobs/{id}`."""
 
-    def __init__(
-        self, gw: Gateway, poller: Poller, *, budget_bytes: int = DEFAULT_BUDGET_BYTES
-    ) -> None:
+    def __init__(self, gw: Gateway, poller: Poller) -> None:
         self.gateway = gw
         self._poller = poller
-        self.immutable = ImmutableCache(budget_bytes)
+        self.immutable = ImmutableCache(gw.settings.result_cache_mib * 2**20)
         self._live: OrderedDict[str, _Live] = OrderedDict()
         self.rows = StatusReads(gw.engine)
         self.interval = gw.settings.poll_interval_s
@@ -196,6 +195,17 @@ def job_reads(app: Starlette) -> JobReads | None:
         return None
     reads = state.job_reads = JobReads(gw, poller)
     return reads
+
+
+def cache_gauges(app: Starlette) -> None:
+    """Set the finished-job cache's gauges (at scrape), without creating the read path."""
+    reads: JobReads | None = getattr(app.state, "job_reads", None)
+    gw: Gateway | None = getattr(app.state, "gateway", None)
+    cache = reads.immutable if reads is not None and reads.gateway is gw else None
+    RESULT_CACHE_BYTES.set(cache.used_bytes if cache is not None else 0)
+    RESULT_CACHE_ENTRIES.set(len(cache) if cache is not None else 0)
+    if gw is not None:
+        RESULT_CACHE_BUDGET.set(gw.settings.result_cache_mib * 2**20)
 
 
 async def close_job_reads(app: Starlette) -> None:

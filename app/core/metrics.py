@@ -1,6 +1,7 @@
 """Prometheus metrics: money moved (from the ledger choke point), requests, payments and their
-latency, counted in process; and gauges (jobs by state, hot wallet, spend, key budgets) set
-from the database and the chain when `/metrics` is scraped, never on a request's path."""
+latency, counted in process; and gauges (jobs by state, hot wallet, spend, key budgets, the
+finished-job cache) set from the database, the chain and the process when `/metrics` is
+scraped, never on a request's path."""
 
 from __future__ import annotations
 
@@ -69,6 +70,22 @@ KEY_BUDGET_REMAINING = Gauge(
     "x402r_key_budget_remaining_atomic",
     "An API key's total budget minus its spend (keys with a budget, not revoked)",
     ["key"],
+    registry=REGISTRY,
+)
+
+RESULT_CACHE_BYTES = Gauge(
+    "x402r_result_cache_bytes",
+    "Memory held by the cache of finished jobs' responses in this process (read at scrape)",
+    registry=REGISTRY,
+)
+RESULT_CACHE_ENTRIES = Gauge(
+    "x402r_result_cache_entries",
+    "Finished jobs' responses in this process's cache (read at scrape)",
+    registry=REGISTRY,
+)
+RESULT_CACHE_BUDGET = Gauge(
+    "x402r_result_cache_budget_bytes",
+    "The configured bound on x402r_result_cache_bytes (X402R_RESULT_CACHE_MIB)",
     registry=REGISTRY,
 )
 

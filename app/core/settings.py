@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     max_wait_s: float = Field(30.0, ge=0, le=120)
     workers_enabled: bool = True
     worker_interval_s: float = Field(1.0, gt=0)
+    result_cache_mib: int = Field(
+        8, ge=0, le=65536, description="Memory for finished jobs' responses, per process (0: off)"
+    )
 
     # Payer-bound job reads: `capability` (the job id is enough) or `payer` (app/api/read_proof.py).
     job_reads: Literal["capability", "payer"] = "capability"
