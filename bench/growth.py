@@ -36,11 +36,12 @@ class GrowthProfile:
     report_rounds: int  # the first rounds also time the operator's reports
     fast_reports: int  # each report as the endpoint computes it, per size and round
     direct_reports: int  # each report as it was before the rollups, per size and round
+    previous_reports: int  # each report before the per-payer and per-key rollups, the same
 
 
 # Many short rounds: whatever else runs on the machine falls on every size alike.
-FULL = GrowthProfile("full", (10_000, 100_000, 1_000_000), 20, 100, 5, 3, 1, 10, 2, 1)
-SMOKE = GrowthProfile("smoke", (500, 2_000), 2, 50, 3, 3, 1, 2, 2, 1)
+FULL = GrowthProfile("full", (10_000, 100_000, 1_000_000), 20, 100, 5, 3, 1, 10, 2, 1, 1)
+SMOKE = GrowthProfile("smoke", (500, 2_000), 2, 50, 3, 3, 1, 2, 2, 1, 1)
 
 
 def _step(name: str) -> None:
@@ -62,12 +63,13 @@ async def _reports(
     """One round of the operator's reports, each name in turn over the sizes."""
     for name in REPORTS:
         for probe, samples in zip(probes, got, strict=True):
-            for fast, count, label in (
-                (True, p.fast_reports, ""),
-                (False, p.direct_reports, "direct_"),
+            for how, count, label in (
+                ("endpoint", p.fast_reports, ""),
+                ("previous", p.previous_reports, "previous_"),
+                ("direct", p.direct_reports, "direct_"),
             ):
                 for _ in range(count):
-                    took = await time_report(probe.sessions, name, probe.now, fast=fast)
+                    took = await time_report(probe.sessions, name, probe.now, how)
                     samples.setdefault(f"report_{label}{name}", []).append(took)
 
 
