@@ -23,6 +23,7 @@ from app.jobs.totals import Days, midnight, split_days, utc
 from app.keys.models import KeyLedgerEntry
 
 Sums = dict[str, int]  # kind -> amount
+Query = Select[*tuple[Any, ...]]
 KEY_KINDS = ("debit", "credit")
 ONCHAIN_KINDS = ("charge", "upstream", "refund")
 _COLUMNS = ("charge", "upstream", "refund")  # the order of the payer rollups' columns
@@ -34,20 +35,20 @@ def _add(into: dict[Any, Sums], group: Any, kind: str, amount: Any) -> None:
         sums[kind] = sums.get(kind, 0) + int(amount)
 
 
-async def _collect(db: Executor, into: dict[Any, Sums], stmt: Select[Any]) -> None:
+async def _collect(db: Executor, into: dict[Any, Sums], stmt: Query) -> None:
     """Add rows of (group, kind, amount) to `into`."""
     for group, kind, amount in (await db.execute(stmt)).all():
-        _add(into, group, kind, amount)
+        _add(into, group, str(kind), amount)
 
 
-async def _collect_columns(db: Executor, into: dict[Any, Sums], stmt: Select[Any]) -> None:
+async def _collect_columns(db: Executor, into: dict[Any, Sums], stmt: Query) -> None:
     """Add rows of (group, charges, upstream, refunds) to `into`."""
     for group, *amounts in (await db.execute(stmt)).all():
         for kind, amount in zip(_COLUMNS, amounts, strict=True):
-            _add(into, group, kind, amount)
+            _add(into, group, str(kind), amount)
 
 
-def _on_days(stmt: Select[Any], column: Any, days: Days) -> Select[Any]:
+def _on_days(stmt: Query, column: Any, days: Days) -> Query:
     first, end = days if days is not None else (None, None)
     if first is not None:
         stmt = stmt.where(column >= first)
@@ -83,7 +84,7 @@ async def _unbounded_where_empty(
     return since, until
 
 
-def _edge_ledger(low: datetime, high: datetime, group: Any) -> Select[Any]:
+def _edge_ledger(low: datetime, high: datetime, group: Any) -> Query:
     """On-chain ledger rows in [low, high) summed per `group` (a column of their job)."""
     return (
         select(group, LedgerEntry.kind, func.sum(LedgerEntry.amount))
@@ -93,7 +94,7 @@ def _edge_ledger(low: datetime, high: datetime, group: Any) -> Select[Any]:
     )
 
 
-def _edge_keyed(low: datetime, high: datetime, group: Any = KeyLedgerEntry.key_id) -> Select[Any]:
+def _edge_keyed(low: datetime, high: datetime, group: Any = KeyLedgerEntry.key_id) -> Query:
     """Key-ledger debits and credits in [low, high) summed per `group` (the key, or a column
     of their job)."""
     stmt = select(group, KeyLedgerEntry.kind, func.sum(KeyLedgerEntry.amount))

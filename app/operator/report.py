@@ -148,18 +148,13 @@ async def report_by_key(session: AsyncSession, window: Window) -> list[dict[str,
     for sums in keyed.values():
         for kind in group_totals.ONCHAIN_KINDS:
             x402[kind] -= sums.get(kind, 0)
-    groups: dict[str | None, group_totals.Sums] = dict(keyed)
-    if any(x402.values()):
-        groups[None] = x402
-    keys = {
-        k.id: k
-        for k in (
-            await session.execute(select(ApiKey).where(ApiKey.id.in_([k for k in groups if k])))
-        ).scalars()
-    }
+    found = await session.execute(select(ApiKey).where(ApiKey.id.in_(list(keyed))))
+    keys = {key.id: key for key in found.scalars()}
     rows = [
-        _key_row(key, keys.get(key)) | _add(Money(), sums).as_dict() for key, sums in groups.items()
+        _key_row(key, keys.get(key)) | _add(Money(), sums).as_dict() for key, sums in keyed.items()
     ]
+    if any(x402.values()):
+        rows.append(_key_row(None, None) | _add(Money(), x402).as_dict())
     return sorted(rows, key=lambda r: (-r["revenue"], r["key"]))
 
 
