@@ -78,7 +78,7 @@ The endpoint's body (`app.operator.reporting.report_document`, the function the 
 calls): totals, jobs by state and one row per day, key or payer, over all time or the 30
 days before the run's start (`since` = now - 30 days, as the dashboard asks). Every sum
 comes from the rollups the ledgers' triggers keep: the whole gateway per day from
-`ledger_days`, per payer from `payer_totals` (all time) or `payer_days`, per key and the
+`ledger_days`, per payer from `payer_totals` (all time) or `payer_running`, per key and the
 key ledger from `key_days`; the parts of days at a window's ends from the ledgers (5 % of
 the seeded jobs are key-paid; 5,000 payers). "Before" is the report before the per-payer
 and per-key rollups (`bench/growth_previous.py`: by key and by payer the ledgers joined to

@@ -121,10 +121,12 @@ def _expected(rows: list[Any], since: datetime | None, until: datetime | None, b
     return {group: money.as_dict() for group, money in groups.items()}
 
 
-async def _assert_reports_agree(engine: AsyncEngine) -> None:
+async def _assert_reports_agree(
+    engine: AsyncEngine, windows: list[tuple[datetime | None, datetime | None]] = WINDOWS
+) -> None:
     rows = await _money_rows(engine)
     async with create_sessionmaker(engine)() as session:
-        for since, until in WINDOWS:
+        for since, until in windows:
             window = Window(since, until)
             by_payer = await report.report_by_payer(session, window)
             assert {r.pop("payer"): r for r in by_payer} == _expected(rows, since, until, "payer")
@@ -181,5 +183,27 @@ async def test_group_rollups_count_the_writes_made_while_the_migration_runs(
             done.set()
         assert await writer > 5
         await _assert_reports_agree(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_row_recorded_before_rows_already_counted(url: str) -> None:
+    """A payer's row with an earlier time than rows already counted (a clock set back):
+    the running sums of the later days take it in too."""
+    await asyncio.to_thread(upgrade_to_head, url)
+    engine = create_engine(url)
+    later = DAY0 + timedelta(days=40)
+    try:
+        await _keys(engine)
+        async with engine.begin() as conn:
+            for i, hours in enumerate((2, 50, 26, 1, 49)):  # days 40, 42, 41, 40, 42
+                at, job = later + timedelta(hours=hours), f"late_{i}"
+                row = {"id": job, "state": "completed", "at": at, "code": None, "payer": PAYERS[0]}
+                await conn.execute(KEY_JOB, row)
+                await conn.execute(ENTRY, {"job": job, "kind": "charge", "amount": 7 + i, "at": at})
+        windows = [(later + timedelta(days=d, hours=h), None) for d in (0, 1, 2) for h in (0, 12)]
+        windows += [(None, later + timedelta(days=d, hours=h)) for d in (1, 2, 3) for h in (0, 12)]
+        windows += [(later + timedelta(days=1), later + timedelta(days=2)), (None, None)]
+        await _assert_reports_agree(engine, windows)
     finally:
         await engine.dispose()

@@ -1,10 +1,11 @@
 """Money per payer, per key and the key ledger per day, over any window, from the group
-rollups (`payer_days`, `payer_totals`, `key_days`) instead of the ledgers joined to their jobs.
+rollups (`payer_running`, `payer_totals`, `key_days`) instead of the ledgers joined to their jobs.
 
 As in `app.jobs.totals`: whole UTC days come from the rollups and a part of a day at either
 end of the window from the ledgers themselves (an index range on `created_at`, then the
-rows' jobs by primary key), so every window is exact. A window that holds every day with
-money in it is read from `payer_totals`, one row per payer, however many days there are.
+rows' jobs by primary key), so every window is exact. Per payer, whole days are the running
+sums at the window's end less those at its start: at most two rows per payer, however many
+days; a window that holds every day with money in it reads `payer_totals` alone.
 Sums are per kind: `charge`, `upstream`, `refund` (the on-chain ledger) and `debit`,
 `credit` (the key ledger; top-ups are not counted).
 """
@@ -14,19 +15,20 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, true
+from sqlalchemy.orm import aliased
 
-from app.core.db import Executor
+from app.core.db import Executor, dialect_name
 from app.jobs.models import Job, LedgerEntry
-from app.jobs.rollup_tables import KeyDay, PayerDay, PayerTotal
+from app.jobs.rollup_tables import KeyDay, LedgerDay, PayerRunning, PayerTotal
 from app.jobs.totals import Days, midnight, split_days, utc
 from app.keys.models import KeyLedgerEntry
 
 Sums = dict[str, int]  # kind -> amount
 Query = Select[*tuple[Any, ...]]
+Running = dict[str, tuple[int, int, int]]  # payer -> charges, upstream, refunds
 KEY_KINDS = ("debit", "credit")
 ONCHAIN_KINDS = ("charge", "upstream", "refund")
-_COLUMNS = ("charge", "upstream", "refund")  # the order of the payer rollups' columns
 
 
 def _add(into: dict[Any, Sums], group: Any, kind: str, amount: Any) -> None:
@@ -41,11 +43,44 @@ async def _collect(db: Executor, into: dict[Any, Sums], stmt: Query) -> None:
         _add(into, group, str(kind), amount)
 
 
-async def _collect_columns(db: Executor, into: dict[Any, Sums], stmt: Query) -> None:
-    """Add rows of (group, charges, upstream, refunds) to `into`."""
-    for group, *amounts in (await db.execute(stmt)).all():
-        for kind, amount in zip(_COLUMNS, amounts, strict=True):
-            _add(into, group, str(kind), amount)
+async def _running(db: Executor, stmt: Query) -> Running:
+    """Rows of (payer, charges, upstream, refunds) by payer."""
+    rows: list[Any] = list((await db.execute(stmt)).all())
+    return {str(p): (int(c), int(u), int(r)) for p, c, u, r in rows}
+
+
+async def _running_before(db: Executor, day: date) -> Running:
+    """Each payer's running sums up to the start of `day` (payers with none then absent)."""
+    if dialect_name(db) == "postgresql":  # one index probe per payer
+        last = (
+            select(PayerRunning.charges, PayerRunning.upstream_spend, PayerRunning.refunds)
+            .where(PayerRunning.payer == PayerTotal.payer, PayerRunning.day < day)
+            .order_by(PayerRunning.day.desc())
+            .limit(1)
+            .lateral()
+        )
+        return await _running(db, select(PayerTotal.payer, *last.c).join(last, true()))
+    other = aliased(PayerRunning)
+    latest = select(func.max(other.day)).where(other.payer == PayerRunning.payer, other.day < day)
+    columns = (PayerRunning.charges, PayerRunning.upstream_spend, PayerRunning.refunds)
+    stmt = select(PayerRunning.payer, *columns).where(PayerRunning.day == latest.scalar_subquery())
+    return await _running(db, stmt)
+
+
+async def _payer_days(
+    db: Executor, into: dict[str, Sums], first: date | None, end: date | None
+) -> None:
+    """Add each payer's on-chain sums over the whole days [first, end) to `into`."""
+    if end is None:
+        columns = (PayerTotal.charges, PayerTotal.upstream_spend, PayerTotal.refunds)
+        upper = await _running(db, select(PayerTotal.payer, *columns))
+    else:
+        upper = await _running_before(db, end)
+    lower = {} if first is None else await _running_before(db, first)
+    for payer, (charges, upstream, refunds) in upper.items():
+        c, u, r = lower.get(payer, (0, 0, 0))
+        if (charges, upstream, refunds) != (c, u, r):
+            into[payer] = {"charge": charges - c, "upstream": upstream - u, "refund": refunds - r}
 
 
 def _on_days(stmt: Query, column: Any, days: Days) -> Query:
@@ -58,10 +93,10 @@ def _on_days(stmt: Query, column: Any, days: Days) -> Query:
 
 
 async def _money_days(db: Executor) -> tuple[date | None, date | None]:
-    """The first and last day any payer or key rollup has a row for."""
+    """The first and last day either ledger has a row on (from rollups led by their day)."""
     bounds = [
         (await db.execute(select(func.min(t.day), func.max(t.day)))).one()
-        for t in (PayerDay, KeyDay)
+        for t in (LedgerDay, KeyDay)
     ]
     firsts = [first for first, _ in bounds if first is not None]
     lasts = [last for _, last in bounds if last is not None]
@@ -118,15 +153,12 @@ async def by_payer(
         KeyDay.kind.in_(KEY_KINDS), KeyDay.payer != ""
     )
     if since is None and until is None:
-        columns = (PayerTotal.charges, PayerTotal.upstream_spend, PayerTotal.refunds)
-        await _collect_columns(db, sums, select(PayerTotal.payer, *columns))
+        await _payer_days(db, sums, None, None)
         await _collect(db, sums, keyed.group_by(KeyDay.payer, KeyDay.kind))
         return sums
     days, edges = split_days(since, until)
     if days is not None:
-        columns = (PayerDay.charges, PayerDay.upstream_spend, PayerDay.refunds)
-        stmt = select(PayerDay.payer, *(func.sum(c) for c in columns)).group_by(PayerDay.payer)
-        await _collect_columns(db, sums, _on_days(stmt, PayerDay.day, days))
+        await _payer_days(db, sums, *days)
         keyed = _on_days(keyed, KeyDay.day, days).group_by(KeyDay.payer, KeyDay.kind)
         await _collect(db, sums, keyed)
     for low, high in edges:

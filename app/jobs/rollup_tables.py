@@ -49,25 +49,29 @@ class JobStateDay(Base):
     jobs: Mapped[int] = mapped_column(BigInteger)
 
 
-class PayerDay(Base):
-    """The on-chain ledger's sums per UTC day (of `ledger.created_at`) and job payer.
+class PayerRunning(Base):
+    """A payer's on-chain ledger sums from the first row up to the end of a UTC day (of
+    `ledger.created_at`), one row per payer and day the payer has a row on.
 
-    One row per day and payer with a column per kind: half the rows of one per kind, and
-    only the ledger's trigger writes it. Payers spread the rows; there are no slots.
+    Running sums, not sums per day: a window's sums per payer are the row at its end less
+    the row at its start (the last row before each), two rows per payer however long the
+    window; sums per day would need a row per payer and day of the window. A column per
+    kind, and only the ledger's trigger writes it; payers spread the rows.
     """
 
-    __tablename__ = "payer_days"
+    __tablename__ = "payer_running"
 
-    day: Mapped[date] = mapped_column(Date, primary_key=True)
     payer: Mapped[str] = mapped_column(String(42), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
     charges: Mapped[int] = mapped_column(BigInteger)
     upstream_spend: Mapped[int] = mapped_column(BigInteger)
     refunds: Mapped[int] = mapped_column(BigInteger)
 
 
 class PayerTotal(Base):
-    """The on-chain ledger's sums per job payer over all time: the all-time report reads one
-    row per payer instead of one per day and payer."""
+    """The on-chain ledger's sums per job payer over all time: the all-time report reads these
+    rows alone. The trigger writes a payer's row before its running rows: its lock makes
+    the payer's writers take turns."""
 
     __tablename__ = "payer_totals"
 

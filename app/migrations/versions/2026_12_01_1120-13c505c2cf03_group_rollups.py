@@ -1,4 +1,4 @@
-"""group rollups: payer_days, payer_totals and key_days kept by triggers on ledger and
+"""group rollups: payer_running, payer_totals and key_days kept by triggers on ledger and
 key_ledger; built without blocking writes on Postgres
 
 Revision ID: 13c505c2cf03
@@ -7,12 +7,17 @@ Create Date: 2026-12-01 11:20:00
 
 The reports by payer and by key joined the whole ledger to its jobs on every call. The
 ledger's trigger now looks up the row's job (one primary-key read) and adds the row to its
-payer's day and all-time rows and, for a key-paid job, to its key's day; the key ledger's
-trigger adds debits and credits to the key's day. On Postgres the triggers are created
-first, in a short transaction that also notes the largest ids of both ledgers (later rows
-are counted by the triggers); the backfill then runs in autocommit, in batches of ids, so
-no lock outlives a batch. A job's payer and key never change, so no snapshot of the jobs
-is needed.
+payer's all-time row and running sums and, for a key-paid job, to its key's day; the key
+ledger's trigger adds debits and credits to the key's day. A payer's running sums (row
+(payer, day): everything up to the end of that day) answer any window with one row per
+payer at each end, where sums per day would need every day of the window.
+
+On Postgres the triggers are created first, in a short transaction that also notes the
+largest ids of both ledgers (later rows are counted by the triggers). The backfill then
+runs in autocommit: key_days in batches of ids; the payers' history summed once per day
+into a work table, then merged into the running sums a batch of payers at a time, each
+batch in a transaction that first locks those payers' all-time rows, as the trigger does.
+A job's payer and key never change, so no snapshot of the jobs is needed.
 """
 
 from collections.abc import Sequence
@@ -25,52 +30,73 @@ down_revision: str | None = "242dfc8df8a8"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-BATCH = 100_000  # ids per backfill statement
+BATCH = 100_000  # ledger ids per key_days backfill statement
+PAYER_BATCH = 500  # payers merged per transaction
+WORK = "payer_history_backfill"  # the payers' history per day, while the backfill runs
+_KINDS = (("charges", "charge"), ("upstream_spend", "upstream"), ("refunds", "refund"))
+_COLUMNS = ", ".join(c for c, _ in _KINDS)
+
+
+def _each(template: str) -> str:
+    """`template` once per kind column ({c}), joined by commas."""
+    return ", ".join(template.format(c=c) for c, _ in _KINDS)
+
+
+def _amounts(row: str) -> list[str]:
+    """Ledger row `row`'s amount in its kind's column, 0 in the others."""
+    return [f"CASE WHEN {row}.kind = '{k}' THEN {row}.amount ELSE 0 END" for _, k in _KINDS]
+
+
+_NEW = dict(zip((c for c, _ in _KINDS), _amounts("NEW"), strict=True))
+_NEW_VALUES = ", ".join(_NEW.values())
+_ADD_NEW = ", ".join(f"{c} = {{t}}.{c} + {v}" for c, v in _NEW.items())
+
+
+def _payer_steps(day: str, payer: str) -> str:
+    """The trigger's statements for the row's payer, in this order: the all-time row first
+    (its lock makes the payer's writers take turns, so each sees the running rows the one
+    before it wrote), the running rows of later days (only for a row recorded with an earlier
+    time than rows already counted), then the day's running row: the day before's plus the
+    row, or the day's plus the row."""
+    return f"""
+    INSERT INTO payer_totals (payer, {_COLUMNS}) VALUES ({payer}, {_NEW_VALUES})
+    ON CONFLICT (payer) DO UPDATE SET {_ADD_NEW.format(t="payer_totals")};
+    UPDATE payer_running SET {_ADD_NEW.format(t="payer_running")}
+    WHERE payer = {payer} AND day > {day};
+    INSERT INTO payer_running (payer, day, {_COLUMNS})
+    SELECT {payer}, {day}, {", ".join(f"coalesce(max({c}), 0) + {v}" for c, v in _NEW.items())}
+    FROM (SELECT {_COLUMNS} FROM payer_running
+          WHERE payer = {payer} AND day < {day} ORDER BY day DESC LIMIT 1) AS day_before
+    WHERE true
+    ON CONFLICT (payer, day) DO UPDATE SET {_ADD_NEW.format(t="payer_running")};"""
+
+
+_KEY_DAYS_ADD = """
+    INSERT INTO key_days (day, key_id, payer, kind, amount) VALUES ({values})
+    ON CONFLICT (day, key_id, payer, kind) DO UPDATE SET amount = key_days.amount + {amount};"""
 _PG_DAY = "(NEW.created_at AT TIME ZONE 'UTC')::date"
-_KIND_COLUMNS = (("charges", "charge"), ("upstream_spend", "upstream"), ("refunds", "refund"))
-_ADD_COLUMNS = ", ".join(f"{c} = {{t}}.{c} + excluded.{c}" for c, _ in _KIND_COLUMNS)
-
-
-def _kind_values(row: str) -> list[str]:
-    """The per-kind columns' values for ledger row `row`: its amount in its kind's column."""
-    return [f"CASE WHEN {row}.kind = '{k}' THEN {row}.amount ELSE 0 END" for _, k in _KIND_COLUMNS]
-
-
-def _by_kind(row: str) -> str:
-    return ", ".join(_kind_values(row))
-
-
-_SUMS = ", ".join(f"sum({value})" for value in _kind_values("l"))
-
-
+_PG_KEY_ONCHAIN = _KEY_DAYS_ADD.format(
+    values=f"{_PG_DAY}, owner.api_key_id, owner.payer, NEW.kind, NEW.amount", amount="NEW.amount"
+)
+_PG_KEYED = _KEY_DAYS_ADD.format(
+    values=f"{_PG_DAY}, NEW.key_id, coalesce((SELECT payer FROM jobs WHERE id = NEW.job_id), ''),"
+    " NEW.kind, NEW.amount",
+    amount="NEW.amount",
+)
 _PG_FUNCTIONS = (
     f"""CREATE FUNCTION ledger_groups_add() RETURNS trigger AS $$
 DECLARE
     owner RECORD;
 BEGIN
     SELECT payer, api_key_id INTO owner FROM jobs WHERE id = NEW.job_id;
-    INSERT INTO payer_days (day, payer, charges, upstream_spend, refunds)
-    VALUES ({_PG_DAY}, owner.payer, {_by_kind("NEW")})
-    ON CONFLICT (day, payer) DO UPDATE SET {_ADD_COLUMNS.format(t="payer_days")};
-    INSERT INTO payer_totals (payer, charges, upstream_spend, refunds)
-    VALUES (owner.payer, {_by_kind("NEW")})
-    ON CONFLICT (payer) DO UPDATE SET {_ADD_COLUMNS.format(t="payer_totals")};
-    IF owner.api_key_id IS NOT NULL THEN
-        INSERT INTO key_days (day, key_id, payer, kind, amount)
-        VALUES ({_PG_DAY}, owner.api_key_id, owner.payer, NEW.kind, NEW.amount)
-        ON CONFLICT (day, key_id, payer, kind) DO UPDATE
-            SET amount = key_days.amount + excluded.amount;
+    {_payer_steps(_PG_DAY, "owner.payer")}
+    IF owner.api_key_id IS NOT NULL THEN {_PG_KEY_ONCHAIN}
     END IF;
     RETURN NULL;
 END
 $$ LANGUAGE plpgsql""",
     f"""CREATE FUNCTION key_ledger_groups_add() RETURNS trigger AS $$
-BEGIN
-    INSERT INTO key_days (day, key_id, payer, kind, amount)
-    VALUES ({_PG_DAY}, NEW.key_id,
-            coalesce((SELECT payer FROM jobs WHERE id = NEW.job_id), ''), NEW.kind, NEW.amount)
-    ON CONFLICT (day, key_id, payer, kind) DO UPDATE
-        SET amount = key_days.amount + excluded.amount;
+BEGIN {_PG_KEYED}
     RETURN NULL;
 END
 $$ LANGUAGE plpgsql""",
@@ -81,14 +107,10 @@ $$ LANGUAGE plpgsql""",
     "EXECUTE FUNCTION key_ledger_groups_add()",
 )
 
+_SQLITE_PAYER = "(SELECT payer FROM jobs WHERE id = NEW.job_id)"
 _SQLITE_TRIGGERS = (
     f"""CREATE TRIGGER ledger_groups_add AFTER INSERT ON ledger BEGIN
-    INSERT INTO payer_days (day, payer, charges, upstream_spend, refunds)
-    SELECT date(NEW.created_at), payer, {_by_kind("NEW")} FROM jobs WHERE id = NEW.job_id
-    ON CONFLICT (day, payer) DO UPDATE SET {_ADD_COLUMNS.format(t="payer_days")};
-    INSERT INTO payer_totals (payer, charges, upstream_spend, refunds)
-    SELECT payer, {_by_kind("NEW")} FROM jobs WHERE id = NEW.job_id
-    ON CONFLICT (payer) DO UPDATE SET {_ADD_COLUMNS.format(t="payer_totals")};
+    {_payer_steps("date(NEW.created_at)", _SQLITE_PAYER)}
     INSERT INTO key_days (day, key_id, payer, kind, amount)
     SELECT date(NEW.created_at), api_key_id, payer, NEW.kind, NEW.amount FROM jobs
     WHERE id = NEW.job_id AND api_key_id IS NOT NULL
@@ -104,49 +126,68 @@ _SQLITE_TRIGGERS = (
 )
 _TRIGGERS = (("ledger_groups_add", "ledger"), ("key_ledger_groups_add", "key_ledger"))
 
-# Backfill statements; {day} is the dialect's UTC day of `created_at`, {where} a range of ids.
-_ADD_PAYER_DAYS = f"""
-INSERT INTO payer_days (day, payer, charges, upstream_spend, refunds)
-SELECT {{day}}, j.payer, {_SUMS}
-FROM ledger l JOIN jobs j ON j.id = l.job_id WHERE {{where}} GROUP BY 1, 2
-ON CONFLICT (day, payer) DO UPDATE SET {_ADD_COLUMNS.format(t="payer_days")}
-"""
-_ADD_PAYER_TOTALS = f"""
-INSERT INTO payer_totals (payer, charges, upstream_spend, refunds)
-SELECT j.payer, {_SUMS}
-FROM ledger l JOIN jobs j ON j.id = l.job_id WHERE {{where}} GROUP BY 1
-ON CONFLICT (payer) DO UPDATE SET {_ADD_COLUMNS.format(t="payer_totals")}
-"""
-_ADD_KEY_DAYS_ONCHAIN = """
+# Backfill; {day} is the dialect's UTC day of `l.created_at`, {where} the rows to count.
+_NAMED_SUMS = ", ".join(f"sum({a}) AS {c}" for (c, _), a in zip(_KINDS, _amounts("l"), strict=True))
+_HISTORY = f"""SELECT j.payer, {{day}} AS day, {_NAMED_SUMS}
+FROM ledger l JOIN jobs j ON j.id = l.job_id WHERE {{where}} GROUP BY 1, 2"""
+_RUNNING = f"""SELECT payer, day, {_each("sum({c}) OVER w")} FROM {{history}}
+WINDOW w AS (PARTITION BY payer ORDER BY day)"""
+_TOTALS = f"""INSERT INTO payer_totals (payer, {_COLUMNS})
+SELECT payer, {_each("sum({c})")} FROM {{history}} WHERE {{where}} GROUP BY payer
+ON CONFLICT (payer) DO UPDATE SET {_each("{c} = payer_totals.{c} + excluded.{c}")}"""
+# One batch of payers into running rows the triggers may have written already: a day of
+# either adds the history up to that day (`so_far`) to the trigger's running sum as of
+# that day (its row, or the one before it). The UPDATE does not see the CTE's new rows.
+_MERGE = f"""WITH days AS (
+    SELECT payer, day, {_each("sum({c}) AS {c}")} FROM (
+        SELECT payer, day, {_COLUMNS} FROM {WORK} WHERE payer = ANY(:payers)
+        UNION ALL
+        SELECT payer, day, {_each("0")} FROM payer_running WHERE payer = ANY(:payers)
+    ) AS both_ GROUP BY payer, day
+), so_far AS (
+    SELECT payer, day, {_each("sum({c}) OVER w AS {c}")} FROM days
+    WINDOW w AS (PARTITION BY payer ORDER BY day)
+), added AS (
+    INSERT INTO payer_running (payer, day, {_COLUMNS})
+    SELECT s.payer, s.day, {_each("s.{c} + coalesce(b.{c}, 0)")} FROM so_far s
+    LEFT JOIN LATERAL (SELECT {_COLUMNS} FROM payer_running r
+                       WHERE r.payer = s.payer AND r.day < s.day
+                       ORDER BY r.day DESC LIMIT 1) b ON true
+    WHERE NOT EXISTS (SELECT 1 FROM payer_running r WHERE r.payer = s.payer AND r.day = s.day)
+)
+UPDATE payer_running r SET {_each("{c} = r.{c} + s.{c}")}
+FROM so_far s WHERE r.payer = s.payer AND r.day = s.day"""
+_KEY_DAYS_ONCHAIN = """
 INSERT INTO key_days (day, key_id, payer, kind, amount)
 SELECT {day}, j.api_key_id, j.payer, l.kind, sum(l.amount)
 FROM ledger l JOIN jobs j ON j.id = l.job_id
 WHERE {where} AND j.api_key_id IS NOT NULL GROUP BY 1, 2, 3, 4
 ON CONFLICT (day, key_id, payer, kind) DO UPDATE SET amount = key_days.amount + excluded.amount
 """
-_ADD_KEY_DAYS_KEYED = """
+_KEY_DAYS_KEYED = """
 INSERT INTO key_days (day, key_id, payer, kind, amount)
 SELECT {day}, l.key_id, coalesce(j.payer, ''), l.kind, sum(l.amount)
 FROM key_ledger l LEFT JOIN jobs j ON j.id = l.job_id
 WHERE {where} AND l.kind IN ('debit', 'credit') GROUP BY 1, 2, 3, 4
 ON CONFLICT (day, key_id, payer, kind) DO UPDATE SET amount = key_days.amount + excluded.amount
 """
-_FROM_LEDGER = (_ADD_PAYER_DAYS, _ADD_PAYER_TOTALS, _ADD_KEY_DAYS_ONCHAIN)
 
 
 def _create_tables() -> None:
-    kinds = [sa.Column(c, sa.BigInteger(), nullable=False) for c, _ in _KIND_COLUMNS]
+    def kinds() -> list[sa.Column[int]]:
+        return [sa.Column(c, sa.BigInteger(), nullable=False) for c, _ in _KINDS]
+
     op.create_table(
-        "payer_days",
-        sa.Column("day", sa.Date(), nullable=False),
+        "payer_running",
         sa.Column("payer", sa.String(42), nullable=False),
-        *kinds,
-        sa.PrimaryKeyConstraint("day", "payer", name=op.f("pk_payer_days")),
+        sa.Column("day", sa.Date(), nullable=False),
+        *kinds(),
+        sa.PrimaryKeyConstraint("payer", "day", name=op.f("pk_payer_running")),
     )
     op.create_table(
         "payer_totals",
         sa.Column("payer", sa.String(42), nullable=False),
-        *(sa.Column(c.name, c.type, nullable=False) for c in kinds),
+        *kinds(),
         sa.PrimaryKeyConstraint("payer", name=op.f("pk_payer_totals")),
     )
     op.create_table(
@@ -161,10 +202,16 @@ def _create_tables() -> None:
 
 
 def _upgrade_sqlite() -> None:
+    # One writer at a time, and this migration is it: the history goes in whole.
+    day = "date(l.created_at)"
+    history = f"WITH history AS ({_HISTORY.format(day=day, where='true')}) "
+    running = _RUNNING.format(history="history")
+    op.execute(f"{history}INSERT INTO payer_running (payer, day, {_COLUMNS}) {running}")
+    op.execute(history + _TOTALS.format(history="history", where="true"))
+    for statement in (_KEY_DAYS_ONCHAIN, _KEY_DAYS_KEYED):
+        op.execute(statement.format(day=day, where="true"))
     for trigger in _SQLITE_TRIGGERS:
         op.execute(trigger)
-    for statement in (*_FROM_LEDGER, _ADD_KEY_DAYS_KEYED):
-        op.execute(statement.format(day="date(l.created_at)", where="true"))
 
 
 def _upgrade_postgres() -> None:
@@ -183,16 +230,27 @@ def _upgrade_postgres() -> None:
     }
     day = "(l.created_at AT TIME ZONE 'UTC')::date"
     with op.get_context().autocommit_block():  # commits: writers go on, now counted
-        for table, statements in (("ledger", _FROM_LEDGER), ("key_ledger", (_ADD_KEY_DAYS_KEYED,))):
+        for table, statement in (("ledger", _KEY_DAYS_ONCHAIN), ("key_ledger", _KEY_DAYS_KEYED)):
             for low in range(0, ends[table], BATCH):
                 where = f"l.id > {low} AND l.id <= {min(low + BATCH, ends[table])}"
-                for statement in statements:
-                    bind.execute(sa.text(statement.format(day=day, where=where)))
+                bind.execute(sa.text(statement.format(day=day, where=where)))
+        history = _HISTORY.format(day=day, where=f"l.id <= {ends['ledger']}")
+        bind.execute(sa.text(f"CREATE UNLOGGED TABLE {WORK} AS {history}"))
+        bind.execute(sa.text(f"CREATE INDEX ON {WORK} (payer)"))
+        payers = bind.execute(sa.text(f"SELECT DISTINCT payer FROM {WORK} ORDER BY 1")).scalars()
+        payers = list(payers)
+        for low in range(0, len(payers), PAYER_BATCH):
+            batch = {"payers": payers[low : low + PAYER_BATCH]}
+            with bind.engine.begin() as merge:  # the all-time rows' locks, then the merge
+                totals = _TOTALS.format(history=WORK, where="payer = ANY(:payers)")
+                merge.execute(sa.text(totals), batch)
+                merge.execute(sa.text(_MERGE), batch)
+        bind.execute(sa.text(f"DROP TABLE {WORK}"))
 
 
 def upgrade() -> None:
     _create_tables()
-    if op.get_bind().dialect.name == "postgresql":
+    if _postgres():
         _upgrade_postgres()
     else:
         _upgrade_sqlite()
@@ -204,7 +262,7 @@ def downgrade() -> None:
     if _postgres():
         for name, _ in _TRIGGERS:
             op.execute(f"DROP FUNCTION {name}()")
-    for table in ("key_days", "payer_totals", "payer_days"):
+    for table in ("key_days", "payer_totals", "payer_running"):
         op.drop_table(table)
 
 
