@@ -246,6 +246,8 @@ def _upgrade_postgres() -> None:
                 merge.execute(sa.text(totals), batch)
                 merge.execute(sa.text(_MERGE), batch)
         bind.execute(sa.text(f"DROP TABLE {WORK}"))
+        # Statistics now, not when autovacuum comes: the reports' plans depend on them.
+        bind.execute(sa.text("ANALYZE payer_running, payer_totals, key_days"))
 
 
 def upgrade() -> None:
