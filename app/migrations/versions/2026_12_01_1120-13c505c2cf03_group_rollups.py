@@ -14,9 +14,10 @@ payer at each end, where sums per day would need every day of the window.
 
 On Postgres the triggers are created first, in a short transaction that also notes the
 largest ids of both ledgers (later rows are counted by the triggers). The backfill then
-runs in autocommit: key_days in batches of ids; the payers' history summed once per day
-into a work table, then merged into the running sums a batch of payers at a time, each
-batch in a transaction that first locks those payers' all-time rows, as the trigger does.
+runs in autocommit: the history summed per day into work tables without holding a lock,
+then added in: key_days in one statement, the payers' running sums a batch of payers at a
+time, each batch in a transaction that first locks those payers' all-time rows, as the
+trigger does.
 A job's payer and key never change, so no snapshot of the jobs is needed.
 """
 
@@ -30,9 +31,9 @@ down_revision: str | None = "242dfc8df8a8"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-BATCH = 100_000  # ledger ids per key_days backfill statement
-PAYER_BATCH = 500  # payers merged per transaction
+PAYER_BATCH = 50  # payers merged per transaction: writers of those payers wait for it
 WORK = "payer_history_backfill"  # the payers' history per day, while the backfill runs
+WORK_KEYS = "key_days_backfill"  # the keys' history per day, while the backfill runs
 _KINDS = (("charges", "charge"), ("upstream_spend", "upstream"), ("refunds", "refund"))
 _COLUMNS = ", ".join(c for c, _ in _KINDS)
 
@@ -157,20 +158,17 @@ _MERGE = f"""WITH days AS (
 )
 UPDATE payer_running r SET {_each("{c} = r.{c} + s.{c}")}
 FROM so_far s WHERE r.payer = s.payer AND r.day = s.day"""
-_KEY_DAYS_ONCHAIN = """
-INSERT INTO key_days (day, key_id, payer, kind, amount)
-SELECT {day}, j.api_key_id, j.payer, l.kind, sum(l.amount)
+_KEY_ONCHAIN = """SELECT {day} AS day, j.api_key_id AS key_id, j.payer, l.kind,
+       sum(l.amount) AS amount
 FROM ledger l JOIN jobs j ON j.id = l.job_id
-WHERE {where} AND j.api_key_id IS NOT NULL GROUP BY 1, 2, 3, 4
-ON CONFLICT (day, key_id, payer, kind) DO UPDATE SET amount = key_days.amount + excluded.amount
-"""
-_KEY_DAYS_KEYED = """
-INSERT INTO key_days (day, key_id, payer, kind, amount)
-SELECT {day}, l.key_id, coalesce(j.payer, ''), l.kind, sum(l.amount)
+WHERE {where} AND j.api_key_id IS NOT NULL GROUP BY 1, 2, 3, 4"""
+_KEY_KEYED = """SELECT {day} AS day, l.key_id, coalesce(j.payer, '') AS payer, l.kind,
+       sum(l.amount) AS amount
 FROM key_ledger l LEFT JOIN jobs j ON j.id = l.job_id
-WHERE {where} AND l.kind IN ('debit', 'credit') GROUP BY 1, 2, 3, 4
-ON CONFLICT (day, key_id, payer, kind) DO UPDATE SET amount = key_days.amount + excluded.amount
-"""
+WHERE {where} AND l.kind IN ('debit', 'credit') GROUP BY 1, 2, 3, 4"""
+_KEY_DAYS_ADD_ALL = """INSERT INTO key_days (day, key_id, payer, kind, amount)
+SELECT day, key_id, payer, kind, sum(amount) FROM ({rows}) AS rows_ WHERE true GROUP BY 1, 2, 3, 4
+ON CONFLICT (day, key_id, payer, kind) DO UPDATE SET amount = key_days.amount + excluded.amount"""
 
 
 def _create_tables() -> None:
@@ -208,8 +206,8 @@ def _upgrade_sqlite() -> None:
     running = _RUNNING.format(history="history")
     op.execute(f"{history}INSERT INTO payer_running (payer, day, {_COLUMNS}) {running}")
     op.execute(history + _TOTALS.format(history="history", where="true"))
-    for statement in (_KEY_DAYS_ONCHAIN, _KEY_DAYS_KEYED):
-        op.execute(statement.format(day=day, where="true"))
+    keyed = " UNION ALL ".join(q.format(day=day, where="true") for q in (_KEY_ONCHAIN, _KEY_KEYED))
+    op.execute(_KEY_DAYS_ADD_ALL.format(rows=keyed))
     for trigger in _SQLITE_TRIGGERS:
         op.execute(trigger)
 
@@ -230,10 +228,15 @@ def _upgrade_postgres() -> None:
     }
     day = "(l.created_at AT TIME ZONE 'UTC')::date"
     with op.get_context().autocommit_block():  # commits: writers go on, now counted
-        for table, statement in (("ledger", _KEY_DAYS_ONCHAIN), ("key_ledger", _KEY_DAYS_KEYED)):
-            for low in range(0, ends[table], BATCH):
-                where = f"l.id > {low} AND l.id <= {min(low + BATCH, ends[table])}"
-                bind.execute(sa.text(statement.format(day=day, where=where)))
+        # Summed into work tables first, with no lock held; a batch then holds its rows' locks
+        # (which writers of those rows wait for) only to add the sums in.
+        keyed = " UNION ALL ".join(
+            q.format(day=day, where=f"l.id <= {ends[table]}")
+            for q, table in ((_KEY_ONCHAIN, "ledger"), (_KEY_KEYED, "key_ledger"))
+        )
+        bind.execute(sa.text(f"CREATE UNLOGGED TABLE {WORK_KEYS} AS {keyed}"))
+        bind.execute(sa.text(_KEY_DAYS_ADD_ALL.format(rows=f"SELECT * FROM {WORK_KEYS}")))
+        bind.execute(sa.text(f"DROP TABLE {WORK_KEYS}"))
         history = _HISTORY.format(day=day, where=f"l.id <= {ends['ledger']}")
         bind.execute(sa.text(f"CREATE UNLOGGED TABLE {WORK} AS {history}"))
         bind.execute(sa.text(f"CREATE INDEX ON {WORK} (payer)"))
