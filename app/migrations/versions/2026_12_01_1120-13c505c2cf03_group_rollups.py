@@ -31,7 +31,7 @@ down_revision: str | None = "242dfc8df8a8"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-PAYER_BATCH = 50  # payers merged per transaction: writers of those payers wait for it
+PAYER_BATCH = 10  # payers merged per transaction: writers of those payers wait for it
 WORK = "payer_history_backfill"  # the payers' history per day, while the backfill runs
 WORK_KEYS = "key_days_backfill"  # the keys' history per day, while the backfill runs
 _KINDS = (("charges", "charge"), ("upstream_spend", "upstream"), ("refunds", "refund"))
