@@ -138,7 +138,8 @@ SELECT payer, {_each("sum({c})")} FROM {{history}} WHERE {{where}} GROUP BY paye
 ON CONFLICT (payer) DO UPDATE SET {_each("{c} = payer_totals.{c} + excluded.{c}")}"""
 # One batch of payers into running rows the triggers may have written already: a day of
 # either adds the history up to that day (`so_far`) to the trigger's running sum as of
-# that day (its row, or the one before it). The UPDATE does not see the CTE's new rows.
+# that day (its row, or the one before it). The UPDATE does not see the CTE's new rows;
+# it names the batch's payers so that it reads their rows by index, not every row.
 _MERGE = f"""WITH days AS (
     SELECT payer, day, {_each("sum({c}) AS {c}")} FROM (
         SELECT payer, day, {_COLUMNS} FROM {WORK} WHERE payer = ANY(:payers)
@@ -157,7 +158,7 @@ _MERGE = f"""WITH days AS (
     WHERE NOT EXISTS (SELECT 1 FROM payer_running r WHERE r.payer = s.payer AND r.day = s.day)
 )
 UPDATE payer_running r SET {_each("{c} = r.{c} + s.{c}")}
-FROM so_far s WHERE r.payer = s.payer AND r.day = s.day"""
+FROM so_far s WHERE r.payer = ANY(:payers) AND r.payer = s.payer AND r.day = s.day"""
 _KEY_ONCHAIN = """SELECT {day} AS day, j.api_key_id AS key_id, j.payer, l.kind,
        sum(l.amount) AS amount
 FROM ledger l JOIN jobs j ON j.id = l.job_id
@@ -240,6 +241,7 @@ def _upgrade_postgres() -> None:
         history = _HISTORY.format(day=day, where=f"l.id <= {ends['ledger']}")
         bind.execute(sa.text(f"CREATE UNLOGGED TABLE {WORK} AS {history}"))
         bind.execute(sa.text(f"CREATE INDEX ON {WORK} (payer)"))
+        bind.execute(sa.text(f"ANALYZE {WORK}"))  # plans by the batch's payers, not guesses
         payers = bind.execute(sa.text(f"SELECT DISTINCT payer FROM {WORK} ORDER BY 1")).scalars()
         payers = list(payers)
         for low in range(0, len(payers), PAYER_BATCH):
