@@ -23,8 +23,9 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from app.jobs.models import FINAL_STATES, Job
+from app.jobs.models import Job
 from bench import bulk_keys
+from bench.bulk_rollups import rebuild_rollups
 
 COLUMNS = [c.key for c in Job.__table__.columns]
 LEDGER_COLUMNS = ["job_id", "kind", "amount", "asset", "network", "from_address", "to_address"]
@@ -232,25 +233,6 @@ def _copy_part(args: tuple[str, int, int, int, datetime]) -> int:
     return asyncio.run(_copy_range(*args))
 
 
-_ROLLUPS = (
-    "TRUNCATE ledger_days, job_state_days",
-    "INSERT INTO ledger_days SELECT (created_at AT TIME ZONE 'UTC')::date, kind, "
-    "hashtext(job_id) & 7, sum(amount), count(*) FROM ledger GROUP BY 1, 2, 3",
-    "INSERT INTO job_state_days SELECT (created_at AT TIME ZONE 'UTC')::date, state, "
-    "hashtext(id) & 7, count(*) FROM jobs WHERE state IN ("
-    + ", ".join(f"'{s.value}'" for s in FINAL_STATES)
-    + ") GROUP BY 1, 2, 3",
-)
-
-
-async def _rebuild_rollups(conn: Any) -> None:
-    """On a database that has the rollups already, build them as the migration would have
-    (the copy skipped their triggers). The growth run seeds before they exist."""
-    if await conn.fetchval("SELECT to_regclass('ledger_days')") is not None:
-        for statement in _ROLLUPS:
-            await conn.execute(statement)
-
-
 _SECONDARY = """
 SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
 FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
@@ -285,7 +267,7 @@ async def seed(dsn: str, count: int, now: datetime | None = None) -> SeedStats:
         await conn.execute("SET maintenance_work_mem = '256MB'")
         for _, definition in indexes:
             await conn.execute(definition)
-        await _rebuild_rollups(conn)
+        await rebuild_rollups(conn)
         await bulk_keys.settle_keys(conn)
         indexed = time.perf_counter() - started
         started = time.perf_counter()

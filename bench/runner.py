@@ -119,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", help=f"comma-separated subset of {','.join(SCENARIOS)} (implies --no-doc)"
     )
+    parser.add_argument("--sizes", help="growth: comma-separated job counts (JSON only)")
+    parser.add_argument(
+        "--reports-only", action="store_true", help="growth: time only the reports (JSON only)"
+    )
     options = parser.parse_args(argv)
     only = set(options.only.split(",")) if options.only else set(SCENARIOS)
     if not only <= set(SCENARIOS):
@@ -130,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         if options.render is not None:  # the doc, charts and plans again from a run's JSON
             render_growth(json.loads(options.render.read_text()), options.smoke)
             return 0
-        return _report_checks(run_growth(options.smoke))
+        sizes = tuple(int(n) for n in options.sizes.split(",")) if options.sizes else None
+        return _report_checks(run_growth(options.smoke, sizes, options.reports_only))
     if options.render is not None:
         out = options.out or DOC
         out.write_text(render(json.loads(options.render.read_text())))

@@ -7,7 +7,7 @@ from html import escape
 from pathlib import Path
 
 Series = dict[str, list[tuple[float, float]]]
-COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
+COLORS = "#1f77b4 #d62728 #2ca02c #ff7f0e #9467bd #8c564b #e377c2 #7f7f7f #bcbd22 #17becf".split()
 W, H = 640, 360
 LEFT, RIGHT, TOP, BOTTOM = 70, 20, 40, 90
 
@@ -35,6 +35,8 @@ def line_chart(
     path: Path, title: str, x_label: str, y_label: str, series: Series, *, log_y: bool = False
 ) -> None:
     """Write an SVG chart of `series` (name -> points) to `path`."""
+    # Taller by a legend row for every two series past six.
+    height = H + 16 * max(0, (len(series) + 1) // 2 - 3)
     xs = [x for points in series.values() for x, _ in points]
     ys = [y for points in series.values() for _, y in points if not log_y or y > 0]
     x_ticks = _ticks(min(xs), max(xs), True)
@@ -51,9 +53,9 @@ def line_chart(
         return H - BOTTOM - (fy(y) - y0) / (y1 - y0 or 1) * (H - TOP - BOTTOM)
 
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" '
         f'font-family="sans-serif" font-size="11">',
-        f'<rect width="{W}" height="{H}" fill="white"/>',
+        f'<rect width="{W}" height="{height}" fill="white"/>',
         f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14">{escape(title)}</text>',
     ]
     for t in x_ticks:

@@ -25,7 +25,8 @@ async def report(
     by: Annotated[Literal["day", "key", "payer"] | None, Query()] = None,
 ) -> dict[str, Any]:
     """Totals and jobs by state over [since, until); with `by`, one row per day, key or payer.
-    Amounts are atomic units (integers)."""
+    Amounts are atomic units (integers). `by=payer` lists every payer with money in the
+    window (no limit): its cost grows with the number of payers, not with the jobs."""
     async with gw.sessions() as session:
         return await report_document(session, Window(since, until), by)
 

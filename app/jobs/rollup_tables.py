@@ -1,10 +1,13 @@
-"""Rollups kept beside the ledger and the jobs so operator totals never scan either table.
+"""Rollups kept beside the ledgers and the jobs so operator totals and reports scan neither.
 
-Both are maintained by database triggers (migration 46513efdb051) in the transaction that
-writes the ledger row or changes the job's state, whatever code path does it. Each day and
-kind is spread over `SLOTS` rows (by a hash of the job id, on Postgres): the transactions
-that add to today's row hold its lock until they commit, and one row per day would make
-every charge of the day wait for the one before it. Readers sum the slots.
+All are maintained by database triggers in the transaction that writes the ledger row or
+changes the job's state, whatever code path does it: `ledger_days` and `job_state_days`
+(migration 46513efdb051), the per-payer and per-key ones (migration 13c505c2cf03). Each
+day and kind of `ledger_days` and `job_state_days` is spread over `SLOTS` rows (by a hash
+of the job id, on Postgres): the transactions that add to today's row hold its lock until
+they commit, and one row per day would make every charge of the day wait for the one
+before it. Readers sum the slots. The per-payer and per-key rows have no slots: payers
+spread them, and every debit of a key already locks the key's own row in `api_keys`.
 """
 
 from __future__ import annotations
@@ -44,3 +47,53 @@ class JobStateDay(Base):
     state: Mapped[str] = mapped_column(String(24), primary_key=True)
     slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     jobs: Mapped[int] = mapped_column(BigInteger)
+
+
+class PayerRunning(Base):
+    """A payer's on-chain ledger sums from the first row up to the end of a UTC day (of
+    `ledger.created_at`), one row per payer and day the payer has a row on.
+
+    Running sums, not sums per day: a window's sums per payer are the row at its end less
+    the row at its start (the last row before each), two rows per payer however long the
+    window; sums per day would need a row per payer and day of the window. A column per
+    kind, and only the ledger's trigger writes it; payers spread the rows.
+    """
+
+    __tablename__ = "payer_running"
+
+    payer: Mapped[str] = mapped_column(String(42), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    charges: Mapped[int] = mapped_column(BigInteger)
+    upstream_spend: Mapped[int] = mapped_column(BigInteger)
+    refunds: Mapped[int] = mapped_column(BigInteger)
+
+
+class PayerTotal(Base):
+    """The on-chain ledger's sums per job payer over all time: the all-time report reads these
+    rows alone. The trigger writes a payer's row before its running rows: its lock makes
+    the payer's writers take turns."""
+
+    __tablename__ = "payer_totals"
+
+    payer: Mapped[str] = mapped_column(String(42), primary_key=True)
+    charges: Mapped[int] = mapped_column(BigInteger)
+    upstream_spend: Mapped[int] = mapped_column(BigInteger)
+    refunds: Mapped[int] = mapped_column(BigInteger)
+
+
+class KeyDay(Base):
+    """Money of key-paid jobs per UTC day, key, job payer and kind: the on-chain ledger's rows
+    of the key's jobs (kinds charge, upstream, refund) and the key ledger's debits and
+    credits (top-ups are not counted; a row without a job has payer '').
+
+    A kind per row, not a column per kind: a debit locks its row after the key's row in
+    `api_keys`, a credit before it, so a debit and a credit must never share a row.
+    """
+
+    __tablename__ = "key_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    payer: Mapped[str] = mapped_column(String(42), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    amount: Mapped[int] = mapped_column(BigInteger)

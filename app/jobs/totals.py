@@ -61,11 +61,13 @@ def _from_sums(sums: dict[str, int]) -> Totals:
     )
 
 
-def _utc(moment: datetime) -> datetime:
+def utc(moment: datetime) -> datetime:
+    """`moment` in UTC (a naive one is taken as UTC)."""
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _midnight(day: date) -> datetime:
+def midnight(day: date) -> datetime:
+    """The UTC moment `day` starts."""
     return datetime.combine(day, time(), tzinfo=UTC)
 
 
@@ -98,21 +100,21 @@ Span = tuple[datetime, datetime]
 Days = tuple[date | None, date | None] | None  # whole UTC days [first, end); None: no day
 
 
-def _split(since: datetime | None, until: datetime | None) -> tuple[Days, list[Span]]:
+def split_days(since: datetime | None, until: datetime | None) -> tuple[Days, list[Span]]:
     """[since, until) as whole UTC days (either end None: unbounded) and the parts of days
     around them, which are read from the tables themselves."""
-    since = None if since is None else _utc(since)
-    until = None if until is None else _utc(until)
+    since = None if since is None else utc(since)
+    until = None if until is None else utc(until)
     edges: list[Span] = []
     first = None  # first whole day
     if since is not None:
         first = since.date()
-        if since != _midnight(first):
+        if since != midnight(first):
             first += timedelta(days=1)
-            edges.append((since, _midnight(first)))
+            edges.append((since, midnight(first)))
     end = None if until is None else until.date()  # whole days end before it
-    if until is not None and until != _midnight(until.date()):
-        edges.append((_midnight(until.date()), until))
+    if until is not None and until != midnight(until.date()):
+        edges.append((midnight(until.date()), until))
     if since is not None and until is not None and first is not None and end is not None:
         if first > end:  # both ends inside one day
             edges = [(since, until)] if since < until else []
@@ -128,7 +130,7 @@ async def by_day(
 
     Days with no ledger row are absent. A partial first or last day holds only its part.
     """
-    days, edges = _split(since, until)
+    days, edges = split_days(since, until)
     return await _add_edges(db, {} if days is None else await _days(db, *days), edges)
 
 
@@ -162,9 +164,9 @@ async def jobs_by_state(
     with none are absent). The unfinished ones are counted from `ix_jobs_due`, the finished
     ones from `job_state_days` for whole days and from the jobs (an index range on
     `created_at`) for parts of days."""
-    days, edges = _split(since, until)
-    window = [] if since is None else [Job.created_at >= _utc(since)]
-    window += [] if until is None else [Job.created_at < _utc(until)]
+    days, edges = split_days(since, until)
+    window = [] if since is None else [Job.created_at >= utc(since)]
+    window += [] if until is None else [Job.created_at < utc(until)]
     stmts = [select(Job.state, func.count()).where(_UNFINISHED, *window).group_by(Job.state)]
     if days is not None:
         first, end = days

@@ -2,10 +2,11 @@
 key credits), margin, and jobs by state, over a time window.
 
 One function per grouping (`report_totals`, `report_by_day`, `report_by_key`,
-`report_by_payer`, `jobs_by_state`). The whole-gateway and per-day on-chain sums, and jobs
-by state, come from the per-day rollups (`app.jobs.totals`), so they stay fast as the tables
-grow; per key and per payer group the ledger itself (through its jobs). Money rows are placed
-in time by when they were recorded; jobs by when they were created.
+`report_by_payer`, `jobs_by_state`). Every sum comes from the rollups the ledgers' triggers
+keep (`app.jobs.totals`: the whole gateway per day, jobs by state; `app.jobs.group_totals`:
+per payer, per key, the key ledger per day), so the report stays fast as the tables grow;
+the parts of days at a window's ends are read from the ledgers, so every window is exact.
+Money rows are placed in time by when they were recorded; jobs by when they were created.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Date, cast, func, literal, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.db import dialect_name
-from app.jobs import totals
-from app.jobs.models import Job, LedgerEntry
-from app.keys.models import ApiKey, KeyLedgerEntry
+from app.jobs import group_totals, totals
+from app.keys.models import ApiKey
 
 X402 = "x402"  # the key column of money paid over x402 (no API key)
 GROUPINGS = ("day", "key", "payer")
@@ -84,81 +83,69 @@ class Money:
         }
 
 
-_LEDGER_FIELD = {"charge": "charges", "upstream": "upstream", "refund": "onchain_refunds"}
-_KEY_FIELD = {"debit": "key_debits", "credit": "key_credits"}  # top-ups are not revenue
+_FIELD = {
+    "charge": "charges",
+    "upstream": "upstream",
+    "refund": "onchain_refunds",
+    "debit": "key_debits",
+    "credit": "key_credits",
+}
 
 
-def _day(session: AsyncSession, column: Any) -> ColumnElement[date]:
-    """A timestamp's UTC day, in the database's own dialect. A date, not text: formatting
-    every row (`to_char`) took most of the by-day report at a million jobs."""
-    if dialect_name(session) == "postgresql":
-        return cast(func.timezone("UTC", column), Date)
-    return func.date(column, type_=Date)
+def _add(money: Money, sums: group_totals.Sums) -> Money:
+    """`money` with `sums` (amounts per ledger kind) added."""
+    for kind, amount in sums.items():
+        field = _FIELD[kind]
+        setattr(money, field, getattr(money, field) + amount)
+    return money
 
 
-def _add(rows: dict[Any, Money], group: Any, field: str, total: Any) -> None:
-    money = rows.setdefault(group, Money())
-    setattr(money, field, getattr(money, field) + int(total))
-
-
-async def _ledger_sums(
-    rows: dict[Any, Money], session: AsyncSession, window: Window, group: Any, *, join_jobs: bool
-) -> None:
-    """Add the on-chain ledger's sums per `group` (a column of the ledger or, with
-    `join_jobs`, of its jobs) to `rows`."""
-    ledger = select(group, LedgerEntry.kind, func.sum(LedgerEntry.amount)).select_from(LedgerEntry)
-    if join_jobs:
-        ledger = ledger.join(Job, Job.id == LedgerEntry.job_id)
-    ledger = ledger.where(*window.on(LedgerEntry.created_at)).group_by(group, LedgerEntry.kind)
-    for key, kind, total in (await session.execute(ledger)).all():
-        _add(rows, key, _LEDGER_FIELD[str(kind)], total)
-
-
-def _add_onchain(rows: dict[Any, Money], group: Any, onchain: totals.Totals) -> None:
-    """Add one rollup total (charges, upstream spend, refunds) to `rows[group]`."""
-    for field, amount in (
-        ("charges", onchain.charges),
-        ("upstream", onchain.upstream_spend),
-        ("onchain_refunds", onchain.refunds),
-    ):
-        if amount:
-            _add(rows, group, field, amount)
-
-
-async def _key_sums(
-    rows: dict[Any, Money], session: AsyncSession, window: Window, group: Any, *, join_jobs: bool
-) -> None:
-    """Add the key ledger's debits and credits per `group` (a column of the key ledger or,
-    with `join_jobs`, of its jobs) to `rows`; top-ups are not revenue."""
-    keyed = (
-        select(group, KeyLedgerEntry.kind, func.sum(KeyLedgerEntry.amount))
-        .select_from(KeyLedgerEntry)
-        .where(KeyLedgerEntry.kind.in_(list(_KEY_FIELD)), *window.on(KeyLedgerEntry.created_at))
+def _as_dict(sums: group_totals.Sums) -> dict[str, int]:
+    """`Money.as_dict` straight from amounts per kind: a report row per payer, thousands of
+    them, without an object each."""
+    charges, debits = sums.get("charge", 0), sums.get("debit", 0)
+    onchain, credits, upstream = (
+        sums.get("refund", 0),
+        sums.get("credit", 0),
+        sums.get("upstream", 0),
     )
-    if join_jobs:
-        keyed = keyed.join(Job, Job.id == KeyLedgerEntry.job_id)
-    keyed = keyed.group_by(group, KeyLedgerEntry.kind)
-    for key, kind, total in (await session.execute(keyed)).all():
-        _add(rows, key, _KEY_FIELD[str(kind)], total)
+    return {
+        "revenue": charges + debits,
+        "charges": charges,
+        "keyDebits": debits,
+        "upstreamSpend": upstream,
+        "refunds": onchain + credits,
+        "onchainRefunds": onchain,
+        "keyCredits": credits,
+        "margin": charges + debits - onchain - credits - upstream,
+    }
+
+
+def _onchain(onchain: totals.Totals) -> group_totals.Sums:
+    return {
+        "charge": onchain.charges,
+        "upstream": onchain.upstream_spend,
+        "refund": onchain.refunds,
+    }
 
 
 async def report_totals(session: AsyncSession, window: Window) -> Money:
-    """The window's sums over everything (on-chain sums from the per-day rollups)."""
-    sums: dict[Any, Money] = {}
-    await _key_sums(sums, session, window, literal("all"), join_jobs=False)
-    _add_onchain(sums, "all", await totals.totals(session, window.since, window.until))
-    return sums.get("all", Money())
+    """The window's sums over everything (on-chain from `ledger_days`, keys' from `key_days`)."""
+    money = _add(Money(), _onchain(await totals.totals(session, window.since, window.until)))
+    for sums in (await group_totals.key_money_by_day(session, window.since, window.until)).values():
+        _add(money, sums)
+    return money
 
 
 async def report_by_day(session: AsyncSession, window: Window) -> list[dict[str, Any]]:
-    """Sums per UTC day, oldest first (on-chain sums from the per-day rollups)."""
-    sums: dict[Any, Money] = {}
-    await _key_sums(
-        sums, session, window, _day(session, KeyLedgerEntry.created_at), join_jobs=False
-    )
+    """Sums per UTC day, oldest first (from the per-day rollups)."""
+    days: dict[date, Money] = {}
     for day, onchain in (await totals.by_day(session, window.since, window.until)).items():
-        _add_onchain(sums, day, onchain)
-    return [{"day": day.isoformat()} | sums[day].as_dict() for day in sorted(sums)]
+        _add(days.setdefault(day, Money()), _onchain(onchain))
+    keyed = await group_totals.key_money_by_day(session, window.since, window.until)
+    for day, sums in keyed.items():
+        _add(days.setdefault(day, Money()), sums)
+    return [{"day": day.isoformat()} | days[day].as_dict() for day in sorted(days)]
 
 
 def days_total(days: list[dict[str, Any]]) -> Money:
@@ -175,17 +162,18 @@ def days_total(days: list[dict[str, Any]]) -> Money:
 
 async def report_by_key(session: AsyncSession, window: Window) -> list[dict[str, Any]]:
     """Sums per API key (`x402` for jobs paid over x402), by revenue, largest first."""
-    # Ledger rows belong to a key through their job; key-ledger rows name their key.
-    sums: dict[Any, Money] = {}
-    await _ledger_sums(sums, session, window, Job.api_key_id, join_jobs=True)
-    await _key_sums(sums, session, window, KeyLedgerEntry.key_id, join_jobs=False)
-    keys = {
-        k.id: k
-        for k in (
-            await session.execute(select(ApiKey).where(ApiKey.id.in_([k for k in sums if k])))
-        ).scalars()
-    }
-    rows = [_key_row(key, keys.get(key)) | money.as_dict() for key, money in sums.items()]
+    keyed = await group_totals.by_key(session, window.since, window.until)
+    # Every on-chain row is a key-paid job's or an x402-paid job's: the x402 column is the
+    # whole gateway's on-chain sums less the keys'.
+    x402 = _onchain(await totals.totals(session, window.since, window.until))
+    for sums in keyed.values():
+        for kind in group_totals.ONCHAIN_KINDS:
+            x402[kind] -= sums.get(kind, 0)
+    found = await session.execute(select(ApiKey).where(ApiKey.id.in_(list(keyed))))
+    keys = {key.id: key for key in found.scalars()}
+    rows = [_key_row(key, keys.get(key)) | _as_dict(sums) for key, sums in keyed.items()]
+    if any(x402.values()):
+        rows.append(_key_row(None, None) | _as_dict(x402))
     return sorted(rows, key=lambda r: (-r["revenue"], r["key"]))
 
 
@@ -198,10 +186,8 @@ def _key_row(key_id: str | None, key: ApiKey | None) -> dict[str, Any]:
 
 async def report_by_payer(session: AsyncSession, window: Window) -> list[dict[str, Any]]:
     """Sums per payer address (a key-paid job counts under its job's payer), largest first."""
-    sums: dict[Any, Money] = {}
-    await _ledger_sums(sums, session, window, Job.payer, join_jobs=True)
-    await _key_sums(sums, session, window, Job.payer, join_jobs=True)
-    rows = [{"payer": payer} | money.as_dict() for payer, money in sums.items()]
+    payers = await group_totals.by_payer(session, window.since, window.until)
+    rows = [{"payer": payer} | _as_dict(sums) for payer, sums in payers.items()]
     return sorted(rows, key=lambda r: (-r["revenue"], r["payer"]))
 
 
