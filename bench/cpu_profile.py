@@ -69,7 +69,10 @@ def run(base: str | None, calls: int, blocks: int, profile_s: int) -> dict[str, 
         gateways = {"current": 0}
         if tree is not None:
             stage.w.gateway_cwd = tree
+            # The database is at this revision's head, which an older one does not know.
+            stage.w.gateway_env["X402R_AUTO_MIGRATE"] = "false"
             stage.start_gateway(1, core=SERVER_CORE)
+            del stage.w.gateway_env["X402R_AUTO_MIGRATE"]
             stage.w.gateway_cwd = None
             gateways["base"] = 1
             results["base"] = []
