@@ -180,6 +180,18 @@ class Job(Base):
         return self.api_key_id is not None
 
     @property
+    def refund_awaits_upstream_charge(self) -> bool:
+        """A refund the policy started (it carries the failure's code; the operator's refunds
+        clear it), not signed yet, while our signed upstream authorization was never seen
+        used: whether it goes on depends on that authorization (app.jobs.refund_gate)."""
+        return (
+            self.error_code is not None
+            and self.refund_payload is None
+            and self.upstream_nonce is not None
+            and self.upstream_tx is None
+        )
+
+    @property
     def client_charged(self) -> bool:
         """The buyer has paid: the x402 payment settled, or the key's budget was debited."""
         return self.settle_tx is not None or self.api_key_id is not None

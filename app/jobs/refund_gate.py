@@ -41,17 +41,13 @@ def refund_after(charge: UpstreamCharge) -> datetime:
 def conditional(gw: Gateway, job: Job) -> bool:
     """Whether this refund still depends on our upstream charge being known.
 
-    Every refund the policy started carries its failure's code; the operator's refunds (their
-    actions clear it) are the operator's decision and are not second-guessed. A refund
-    already signed was decided before it was signed.
+    The operator's refunds are the operator's decision and are not second-guessed; a refund
+    already signed was decided before it was signed (`Job.refund_awaits_upstream_charge`).
     """
     return (
         gw.chain is not None
         and gw.settings.refund_policy in CONDITIONAL
-        and job.error_code is not None
-        and job.refund_payload is None
-        and job.upstream_nonce is not None
-        and job.upstream_tx is None
+        and job.refund_awaits_upstream_charge
     )
 
 

@@ -132,7 +132,7 @@ def money_outcome(job: Job) -> str:
         return f"{paid} was refunded in {job.refund_tx}"
     if refund["status"] == "pending":
         when = refund.get("nextAttemptAt")
-        if _awaits_upstream_expiry(job):
+        if job.refund_awaits_upstream_charge:
             return (
                 f"{paid} is to be refunded unless the upstream still collects the payment we "
                 "signed for it; decided once that payment expires"
@@ -140,12 +140,6 @@ def money_outcome(job: Job) -> str:
             )
         return f"{paid} is being refunded" + (f" (next attempt at {when})" if when else "")
     return f"{paid} is to be refunded; the refund is under review by the operator"
-
-
-def _awaits_upstream_expiry(job: Job) -> bool:
-    """A refund not signed yet while our upstream authorization was never seen used: it
-    may wait for that authorization to expire (app.jobs.refund_gate)."""
-    return job.refund_nonce is None and job.upstream_nonce is not None and not job.upstream_tx
 
 
 def _key_money_outcome(job: Job) -> str:

@@ -48,6 +48,15 @@ LOG_RANGE_BLOCKS = 2_000  # per eth_getLogs; common provider limits are 2,000-10
 MAX_BLOCK_SEARCH_STEPS = 64  # finding a block by time: half of them bisect, enough for 2**32
 
 
+def authorization_used_topics(authorizer: str, nonce: str) -> list[str]:
+    """The topics of `AuthorizationUsed(authorizer, nonce)`, lower-case hex."""
+    return [
+        AUTHORIZATION_USED_TOPIC,
+        "0x" + "00" * 12 + authorizer.lower().removeprefix("0x"),
+        nonce.lower(),
+    ]
+
+
 @dataclass(frozen=True)
 class Transfer:
     """A token transfer we expect to find: exactly `amount` from `sender` to `recipient`."""
@@ -156,8 +165,9 @@ class ChainReader:
         if not isinstance(receipt, dict) or int(str(receipt.get("status") or "0x0"), 16) != 1:
             return False
         logs = list(receipt.get("logs") or [])
+        wanted = authorization_used_topics(expected.sender, nonce)
         return any(
-            self._authorization_used_log(log, expected.sender, nonce)
+            self._is_ours(log, wanted)
             and verify_eip3009_transfer_event(
                 [following],
                 self._token,
@@ -168,15 +178,11 @@ class ChainReader:
             for log, following in itertools.pairwise(logs)
         )
 
-    def _authorization_used_log(self, log: Any, authorizer: str, nonce: str) -> bool:
-        """Whether `log` is our token's `AuthorizationUsed(authorizer, nonce)`."""
-        topics = [_hex(t).lower() for t in (log.get("topics") or [])]
-        wanted = [
-            AUTHORIZATION_USED_TOPIC,
-            "0x" + "00" * 12 + authorizer.lower().removeprefix("0x"),
-            nonce.lower(),
-        ]
-        return str(log.get("address", "")).lower() == self._token.lower() and topics == wanted
+    def _is_ours(self, log: Any, topics: list[str]) -> bool:
+        """Whether `log` is our token's event with exactly these (lower-case) `topics`."""
+        if str(log.get("address", "")).lower() != self._token.lower():
+            return False
+        return [_hex(t).lower() for t in (log.get("topics") or [])] == topics
 
     async def authorization_outcome(
         self, authorizer: str, nonce: str, window: Window, expected: Transfer
@@ -197,9 +203,7 @@ class ChainReader:
         last = int(latest["number"])
         if window.end < int(latest["timestamp"]):
             last = await self.block_at(window.end + 1, latest)  # the first block too late
-        topic_authorizer = "0x" + "00" * 12 + authorizer.lower().removeprefix("0x")
-        topics = [AUTHORIZATION_USED_TOPIC, topic_authorizer, nonce.lower()]
-        logs = await self._logs(topics, first, last)
+        logs = await self._logs(authorization_used_topics(authorizer, nonce), first, last)
         return _hex(logs[-1]["transactionHash"]) if logs else None
 
     async def _logs(self, topics: list[str], first: int, last: int) -> list[Any]:
