@@ -5,7 +5,9 @@ block of sequential paid calls, divided by the calls: what the gateway itself bu
 whatever the facilitator, chain and upstream take. With `--base REV`, a second gateway runs
 that revision's code (a git worktree in a temporary directory) on the same world and
 database, and blocks of calls alternate between the two, so both see the same machine.
-`--profile` records the current code's gateway with py-spy (raw stacks in the log dir).
+`--profile` records the current code's gateway with py-spy (raw stacks in the log dir);
+`--perf` samples it with `perf` and prints its CPU by binary (interpreter, kernel, extensions:
+see `bench.oncpu`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from bench.oncpu import by_binary, perf_record
 from bench.paid import _paid_call
 from bench.seed import park_jobs
 from bench.stage import SERVER_CORE, Stage
@@ -59,11 +62,14 @@ def _worktree(rev: str) -> Path:
     return path
 
 
-def run(base: str | None, calls: int, blocks: int, profile_s: int) -> dict[str, Any]:
+def run(
+    base: str | None, calls: int, blocks: int, profile_s: int, perf_s: int = 0
+) -> dict[str, Any]:
     """Warm each gateway up, then alternate blocks of calls between them."""
     stage = Stage(log_dir=Path(tempfile.mkdtemp(prefix="x402r-bench-logs-")))
     tree = _worktree(base) if base else None
     results: dict[str, list[dict[str, float]]] = {"current": []}
+    on_cpu: list[tuple[str, float]] = []
     try:
         stage.start()
         gateways = {"current": 0}
@@ -80,11 +86,16 @@ def run(base: str | None, calls: int, blocks: int, profile_s: int) -> dict[str, 
         for index in gateways.values():
             asyncio.run(_block(stage, index, 20, jobs))  # warm-up, unrecorded
         profiler = py_spy(stage.gateway_pid(0), stage.log_dir / "paid.txt", profile_s)
+        perf_data = stage.log_dir / "paid.perf"
+        sampler = perf_record(stage.gateway_pid(0), perf_data, perf_s)
         for _ in range(blocks):
             for name, index in gateways.items():
                 results[name].append(asyncio.run(_block(stage, index, calls, jobs)))
         if profiler is not None:
             profiler.wait()
+        if sampler is not None:
+            sampler.wait()
+            on_cpu = by_binary(perf_data)
     finally:
         stage.stop()
         if tree is not None:
@@ -93,7 +104,10 @@ def run(base: str | None, calls: int, blocks: int, profile_s: int) -> dict[str, 
                 check=False,
                 capture_output=True,
             )
-    return {"calls_per_block": calls, "blocks": results, "logs": str(stage.log_dir)}
+    out: dict[str, Any] = {"calls_per_block": calls, "blocks": results}
+    if on_cpu:
+        out["on_cpu_by_binary"] = on_cpu
+    return out | {"logs": str(stage.log_dir)}
 
 
 def main() -> None:
@@ -103,10 +117,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--blocks", type=int, default=3)
     parser.add_argument("--profile", type=int, default=0, help="py-spy seconds")
+    parser.add_argument("--perf", type=int, default=0, help="perf record seconds")
     parser.add_argument("--write", action="store_true", help="store and render the figures")
     options = parser.parse_args()
     started = time.monotonic()
-    result = run(options.base, options.calls, options.blocks, options.profile)
+    result = run(options.base, options.calls, options.blocks, options.profile, options.perf)
     result["elapsed_s"] = round(time.monotonic() - started)
     result["base"] = options.base
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -114,6 +129,8 @@ def main() -> None:
         cpu = [round(b["cpu_ms"], 2) for b in blocks]
         own = [round(b["gateway_p50_ms"], 2) for b in blocks]
         print(f"[bench] {name}: CPU ms per paid call {cpu}; gateway time p50 ms {own}")
+    for binary, share in result.get("on_cpu_by_binary", []):
+        print(f"[bench] on CPU (perf): {share:5.1f} % {binary}")
     if options.write:
         DATA.mkdir(parents=True, exist_ok=True)
         (DATA / "cpu.json").write_text(json.dumps(result, indent=2))
