@@ -34,8 +34,11 @@ deps: $(STAMP) $(LEGACY_STAMP)
 sandbox: $(RUN_STAMP)  ## the whole local world on SQLite; Ctrl-C stops it
 	$(BIN)/python -m sandbox
 
+# Test files in parallel: most of the end-to-end suite waits on timers and the chain, not on a
+# CPU (TEST_WORKERS=0 runs them one after the other; groups are set in tests/conftest.py).
+TEST_WORKERS ?= 4
 test: deps  ## full suite: unit, Postgres, end to end on a local chain
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 lint: deps
 	$(BIN)/ruff check .

@@ -80,6 +80,15 @@ async def _jobs(database_url: str) -> int:
         await engine.dispose()
 
 
+async def _recorded(database_url: str, count: int, within_s: float = 30) -> int:
+    """Wait until `count` jobs are recorded (a loaded machine may take a while)."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while (jobs := await _jobs(database_url)) < count:
+        assert asyncio.get_running_loop().time() < deadline, f"{jobs} jobs, not {count}"
+        await asyncio.sleep(0.05)
+    return jobs
+
+
 async def _pay(world: World, payer: int, prompt: str) -> httpx.Response:
     url = world.gateway_url() + "/v1/images/edit"
     body = {**EDIT_BODY, "prompt": prompt}
@@ -118,9 +127,9 @@ async def test_a_reservation_in_flight_turns_the_next_client_away_uncharged(
     # job reserved the cap's only room when it was recorded, before settling: the second
     # request, meanwhile, is told 503 before it is charged.
     world.set_facilitator_faults({"settle_timeout": {"times": 1, "value": 2}})
-    slow = asyncio.create_task(_pay(world, PAYER, "slow edit"))
-    await asyncio.sleep(0.5)
     jobs = await _jobs(world.database_url)
+    slow = asyncio.create_task(_pay(world, PAYER, "slow edit"))
+    jobs = await _recorded(world.database_url, jobs + 1)  # slow's job holds the room now
     fast = await _pay(world, PAYER_2, "fast edit")
     late = await slow
 
