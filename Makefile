@@ -34,11 +34,13 @@ deps: $(STAMP) $(LEGACY_STAMP)
 sandbox: $(RUN_STAMP)  ## the whole local world on SQLite; Ctrl-C stops it
 	$(BIN)/python -m sandbox
 
-# Test files in parallel: most of the end-to-end suite waits on timers and the chain, not on a
-# CPU (TEST_WORKERS=0 runs them one after the other; groups are set in tests/conftest.py).
+# The fast suite in one process (its arc coverage test reads what its other tests recorded),
+# then the other test files in parallel, a file per worker (its module-scoped world starts
+# once): most of the end-to-end suite waits on timers and the chain, not on a CPU.
 TEST_WORKERS ?= 4
 test: deps  ## full suite: unit, Postgres, end to end on a local chain
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q tests/fast
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --ignore=tests/fast
 
 lint: deps
 	$(BIN)/ruff check .

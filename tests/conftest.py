@@ -17,20 +17,8 @@ from sandbox.world import World
 from tests import pgadmin as admin
 from tests.worlds import WorldMaker, fault_free
 
-TESTS = Path(__file__).resolve().parent
-FAST_TESTS = TESTS / "fast"
 PG_HOST = os.environ.get("X402R_TEST_PG_HOST", "127.0.0.1")
 PG_USER = os.environ.get("X402R_TEST_PG_USER", "postgres")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Groups for `pytest -n N --dist loadgroup` (the Makefile's `make test`): a file's tests
-    run on one worker, so its module-scoped world starts once; the fast suite runs on one
-    worker in its own order, as its arc coverage test reads what the others recorded."""
-    for item in items:
-        path = Path(str(item.path))
-        group = "fast" if FAST_TESTS in path.parents else str(path.relative_to(TESTS))
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _pg_url(db: str, driver: str = "asyncpg") -> str:
