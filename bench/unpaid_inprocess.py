@@ -4,8 +4,9 @@
 lifespan, SQLite in a temp dir, no workers) and calls it directly with the scope, body and
 headers `bench.unpaid` sends over wrk (`POST /v1/images/edit`, valid JSON, no payment), then
 the raw app of `bench.servers` answering the same bytes. No sockets and no server, so the
-noise of a shared machine stays out of the ratio: both are timed in the same process,
-interleaved, R rounds of N requests each; the medians are printed. Under
+noise of a shared machine stays out of the ratio: both run in the same process, interleaved,
+R rounds of N requests each, timed in process CPU time (time spent preempted by other work
+on the machine does not count) and in wall time; the medians are printed. Under
 `valgrind --tool=callgrind` the same loop gives instruction counts (bench/notes.md).
 """
 
@@ -72,13 +73,13 @@ async def answer_of(app: App) -> Answer:
     return start["status"], start["headers"], body["body"]
 
 
-async def per_request(app: App, n: int) -> float:
-    """Seconds per request over `n` requests."""
-    clock = time.perf_counter
-    started = clock()
+async def per_request(app: App, n: int) -> tuple[float, float]:
+    """CPU and wall seconds per request over `n` requests."""
+    cpu, wall = time.process_time, time.perf_counter
+    cpu_0, wall_0 = cpu(), wall()
     for _ in range(n):
         await app({**SCOPE, "state": {}}, _receive, _discard)
-    return (clock() - started) / n
+    return (cpu() - cpu_0) / n, (wall() - wall_0) / n
 
 
 async def main(requests: int, repeats: int) -> None:
@@ -94,15 +95,21 @@ async def main(requests: int, repeats: int) -> None:
             assert await answer_of(raw) == (status, headers, body), "not the same answer"
             for app in (gateway, raw):  # warm-up
                 await per_request(app, max(requests // 5, 1))
-            gateway_s, raw_s = [], []
+            rounds = []
             for _ in range(repeats):
-                gateway_s.append(await per_request(gateway, requests))
-                raw_s.append(await per_request(raw, requests))
-    gw, ceiling = statistics.median(gateway_s), statistics.median(raw_s)
+                rounds.append(
+                    (await per_request(gateway, requests), await per_request(raw, requests))
+                )
     print(f"unpaid 402 in-process, median of {repeats} rounds x {requests:,} requests")
-    print(f"  gateway front  {gw * 1e6:6.2f} us per request")
-    print(f"  raw ASGI app   {ceiling * 1e6:6.2f} us per request (same {len(body):,}-byte answer)")
-    print(f"  gateway - raw  {(gw - ceiling) * 1e6:6.2f} us; gateway / raw {gw / ceiling:.2f}x")
+    for i, clock in enumerate(("CPU", "wall")):
+        gw = statistics.median(g[i] for g, _ in rounds)
+        ceiling = statistics.median(r[i] for _, r in rounds)
+        ratio = statistics.median(g[i] / r[i] for g, r in rounds)
+        print(
+            f"  {clock:4s}  gateway front {gw * 1e6:6.2f} us, raw ASGI app {ceiling * 1e6:5.2f} us"
+            f" (same {len(body):,}-byte body): gateway - raw {(gw - ceiling) * 1e6:6.2f} us,"
+            f" gateway / raw {ratio:.2f}x"
+        )
 
 
 def cli() -> None:
