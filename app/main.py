@@ -145,6 +145,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gw = build_gateway(settings)
         poller = Poller(gw)
         app.state.gateway, app.state.poller = gw, poller
+        if isinstance(app, FastPathApp):
+            app.gateway = gw
         stop = asyncio.Event()
         worker = (
             asyncio.create_task(run_forever(gw, poller, stop)) if settings.workers_enabled else None

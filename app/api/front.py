@@ -23,7 +23,7 @@ from app.api.fastpath import (
 )
 from app.api.job_reads import job_reads
 from app.api.long_poll import long_poll, wait_seconds
-from app.api.request_metrics import counting
+from app.api.request_metrics import count_route, counting
 from app.context import Gateway
 from app.jobs.views import JOBS_PREFIX
 
@@ -40,16 +40,18 @@ class UnpaidFront:
     def __init__(self) -> None:
         self.unpaid = UnpaidAnswers()
 
-    async def answer(self, app: FastAPI, scope: Scope, receive: Receive, send: Send) -> None:
-        """Send the offer's 402, or go through `app`'s stack."""
-        gw: Gateway | None = getattr(app.state, "gateway", None)
+    async def answer(self, app: FastPathApp, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the offer's 402 (counted here: its route is the path), or go through `app`'s
+        stack (counted by route and status as every other answer)."""
+        gw = app.gateway
         valid, read = await unpaid_valid_body(scope, receive, _NOT_OURS)
         if gw is None or not valid:
-            return await FastAPI.__call__(app, scope, replaying(read, receive), send)
-        unpaid = self.unpaid.get(gw, scope["path"])
-        start = unpaid.start_message()
-        start["headers"].append(_CORS_VARY)
-        await send(start)
+            counted = counting(scope, send, EDIT_PATHS)
+            return await FastAPI.__call__(app, scope, replaying(read, receive), counted)
+        path = scope["path"]
+        unpaid = self.unpaid.get(gw, path)
+        count_route(path, "POST", 402)
+        await send(unpaid.start_message(_NO_ORIGIN))
         await send(unpaid.body_message())
         return None
 
@@ -61,32 +63,30 @@ class FastPathApp(FastAPI):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.front: UnpaidFront | None = UnpaidFront()
+        # Set at start-up with `app.state.gateway` (app.main): read per request from here, as
+        # `State.__getattr__` raises and catches an AttributeError on every read.
+        self.gateway: Gateway | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Unpaid edit requests through the front when there is one, the rest into FastAPI;
         every HTTP answer counted by route and status."""
-        if scope["type"] == "http":
-            send = counting(scope, send, EDIT_PATHS)
+        if scope["type"] != "http":
+            return await super().__call__(scope, receive, send)
         front = self.front
-        if (
-            front is not None
-            and scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"] in EDIT_PATHS
-            and not scope.get("root_path")
-        ):
-            return await front.answer(self, scope, receive, send)
-        if (
-            front is not None
-            and scope["type"] == "http"
-            and scope["method"] == "GET"
-            and scope["path"].startswith(JOBS_PREFIX)
-            and scope["query_string"]
-            and not scope.get("root_path")
-            and await self._long_poll(scope, receive, send)
-        ):
-            return None
-        return await super().__call__(scope, receive, send)
+        if front is not None and not scope.get("root_path"):
+            method = scope["method"]
+            if method == "POST" and scope["path"] in EDIT_PATHS:
+                return await front.answer(self, scope, receive, send)
+            send = counting(scope, send, EDIT_PATHS)
+            if (
+                method == "GET"
+                and scope["path"].startswith(JOBS_PREFIX)
+                and scope["query_string"]
+                and await self._long_poll(scope, receive, send)
+            ):
+                return None
+            return await super().__call__(scope, receive, send)
+        return await super().__call__(scope, receive, counting(scope, send, EDIT_PATHS))
 
     async def _long_poll(self, scope: Scope, receive: Receive, send: Send) -> bool:
         wait_s = wait_seconds(scope["query_string"])

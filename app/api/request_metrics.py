@@ -41,7 +41,13 @@ def _route(scope: Scope, fixed_routes: frozenset[str]) -> str:
 def count(scope: Scope, status: int, fixed_routes: frozenset[str]) -> None:
     """Count one answer."""
     method = scope["method"]
-    key = (_route(scope, fixed_routes), method if method in _METHODS else "other", status)
+    count_route(_route(scope, fixed_routes), method if method in _METHODS else "other", status)
+
+
+def count_route(route: str, method: str, status: int) -> None:
+    """Count one answer whose route and method the caller knows (`method` one of
+    `_METHODS`): the unpaid front counts its 402 so, without wrapping `send`."""
+    key = (route, method, status)
     _answers[key] = _answers.get(key, 0) + 1
 
 

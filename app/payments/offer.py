@@ -71,9 +71,11 @@ class Http402:
     body: bytes
     raw_headers: tuple[tuple[bytes, bytes], ...]
 
-    def start_message(self) -> dict[str, Any]:
-        """A fresh `http.response.start` message (the server owns what it is sent)."""
-        return {"type": "http.response.start", "status": 402, "headers": list(self.raw_headers)}
+    def start_message(self, extra: tuple[tuple[bytes, bytes], ...] = ()) -> dict[str, Any]:
+        """A fresh `http.response.start` message (the server owns what it is sent), with
+        `extra` headers after ours (what middleware outside would have added)."""
+        headers = [*self.raw_headers, *extra]
+        return {"type": "http.response.start", "status": 402, "headers": headers}
 
     def body_message(self) -> dict[str, Any]:
         """The `http.response.body` message."""
