@@ -110,7 +110,7 @@ async def _money_days(db: Executor) -> tuple[date | None, date | None]:
     return min(firsts, default=None), max(lasts, default=None)
 
 
-async def _unbounded_where_empty(
+async def unbounded_where_empty(
     db: Executor, since: datetime | None, until: datetime | None
 ) -> tuple[datetime | None, datetime | None]:
     """The window with an end that no money lies beyond dropped (same answer, fewer rows)."""
@@ -154,7 +154,7 @@ async def by_payer(
 ) -> dict[str, Sums]:
     """Both ledgers' sums per job payer over [since, until) (None: unbounded); a key-paid
     job's money counts under its job's payer."""
-    since, until = await _unbounded_where_empty(db, since, until)
+    since, until = await unbounded_where_empty(db, since, until)
     sums: dict[str, Sums] = {}
     keyed = select(KeyDay.payer, KeyDay.kind, func.sum(KeyDay.amount)).where(
         KeyDay.kind.in_(KEY_KINDS), KeyDay.payer != ""
