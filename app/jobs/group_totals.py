@@ -6,6 +6,8 @@ end of the window from the ledgers themselves (an index range on `created_at`, t
 rows' jobs by primary key), so every window is exact. Per payer, whole days are the running
 sums at the window's end less those at its start: at most two rows per payer, however many
 days; a window that holds every day with money in it reads `payer_totals` alone.
+On Postgres the report by payer reads the same rollups in one statement of its own
+(`app.jobs.payer_report`); `by_payer` serves SQLite.
 Sums are per kind: `charge`, `upstream`, `refund` (the on-chain ledger) and `debit`,
 `credit` (the key ledger; top-ups are not counted).
 """

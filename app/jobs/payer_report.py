@@ -7,8 +7,9 @@ Per payer, the on-chain sums over [since, until) are R(upper) - R(lower) plus or
 ledger's rows between those days' midnights and the window's ends, where R(day) is the
 payer's last `payer_running` row before `day` (`payer_totals` for no upper day). Each end
 takes whichever midnight is nearer, so at most half a day is read from the ledgers at
-either end. That statement used to be two probes per payer sent one after the other, and
-thousands of rows summed, merged and sorted in Python.
+either end. R(day) for the payers with a row in the week before `day` is one range of
+`ix_payer_running_day`, read from the index alone; only the others are probed one by one
+(before, every payer was probed, and its thousands of rows merged and sorted in Python).
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ class Bounds:
 
 
 def _nearer_midnight(moment: datetime) -> tuple[date, Edge | None]:
-    """The midnight nearer `moment`, and the part of the day between them (+1: it lies
-    after that midnight, to be added to sums that start there; -1: before it)."""
+    """The midnight nearer `moment`, and the part of the day between them: +1 when it
+    lies after that midnight (sums up to the midnight lack it), -1 when before it (sums up
+    to the midnight hold it too)."""
     day = moment.date()
     start, end = midnight(day), midnight(day + timedelta(days=1))
     if moment == start:
@@ -73,7 +75,7 @@ def bounds(since: datetime | None, until: datetime | None) -> Bounds:
     out = Bounds()
     if since is not None:
         out.lower, edge = _nearer_midnight(since)
-        if edge is not None:  # added before `lower`'s midnight: taken from the window
+        if edge is not None:  # the window's sums are the ones up to `until` less these
             out.edges.append((edge[0], edge[1], -edge[2]))
     if until is not None:
         out.upper, edge = _nearer_midnight(until)
