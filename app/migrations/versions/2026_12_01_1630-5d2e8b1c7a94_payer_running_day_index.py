@@ -12,10 +12,10 @@ those rows are read as one range of this index, and only the others are probed. 
 holds the payer and the sums too, so that range is read from the index alone: the
 backfill lays the rows out by payer, and a week of days then lies on thousands of heap
 pages. The price: the trigger's updates of a day's row change indexed columns and are never
-HOT (on the bulk-seeded 1M database a third of them were); a ledger insert measured the
-same with and without the index (about 1 ms, its commit). On Postgres the table is
-vacuumed afterwards (without blocking writers), so the visibility map lets those scans
-skip the heap from the start.
+HOT (without it, on a bulk-seeded 1M database, about two in three were); a ledger insert
+measured the same with and without the index (about 1 ms, its commit). On Postgres the
+table is vacuumed afterwards (without blocking writers), so the visibility map lets those
+scans skip the heap from the start.
 """
 
 from collections.abc import Sequence
