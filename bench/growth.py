@@ -18,7 +18,7 @@ from bench.bulk_seed import seed
 from bench.growth_db import SizedDatabase
 from bench.growth_measure import Probe, percentile
 from bench.growth_migration import migrate_under_writes
-from bench.growth_money import LABELS, REPORTS, reports_agree, time_report
+from bench.growth_money import LABELS, MERGED, REPORTS, reports_agree, time_report
 from bench.measure import expect
 
 
@@ -37,6 +37,7 @@ class GrowthProfile:
     fast_reports: int  # each report as the endpoint computes it, per size and round
     direct_reports: int  # each report as it was before the rollups, per size and round
     previous_reports: int  # each report before the per-payer and per-key rollups, the same
+    merged_reports: int = 1  # by payer as before the one statement, the same
 
 
 # Many short rounds: whatever else runs on the machine falls on every size alike.
@@ -78,6 +79,7 @@ async def _reports(
         for probe, samples in zip(probes, got, strict=True):
             for how, count, label in (
                 ("endpoint", p.fast_reports, ""),
+                ("merged", p.merged_reports if name in MERGED else 0, "merged_"),
                 ("previous", p.previous_reports, "previous_"),
                 ("direct", p.direct_reports, "direct_"),
             ):

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.jobs.models import Job, LedgerEntry
 from app.jobs.views import rfc3339
 from app.keys.models import ApiKey, KeyLedgerEntry
-from app.operator.report import Money, Window, _key_row
+from app.operator.report import Money, Window, _key_row, payer_rows_merged
 from app.operator.reporting import report_document
 from bench.growth_previous import key_sums, ledger_sums, previous_report
 
@@ -106,9 +106,25 @@ async def direct_report(session: AsyncSession, window: Window, by: str) -> dict[
     }
 
 
-# How a report is computed: as the endpoint does, as it did before the per-payer and per-key
-# rollups, as it did before any rollup.
-COMPUTED = {"endpoint": report_document, "previous": previous_report, "direct": direct_report}
+async def merged_report(session: AsyncSession, window: Window, by: str) -> dict[str, Any]:
+    """`report_document` before the rows by payer came from one statement on Postgres: the
+    sums of `group_totals.by_payer` (a probe per payer at each end of the window) merged and
+    sorted in Python. The other groupings are the endpoint's own."""
+    if by != "payer":
+        return await report_document(session, window, by)
+    document = await report_document(session, window)
+    return document | {"by": by, "rows": await payer_rows_merged(session, window)}
+
+
+# How a report is computed: as the endpoint does, as it did before the one statement by payer,
+# before the per-payer and per-key rollups, before any rollup.
+COMPUTED = {
+    "endpoint": report_document,
+    "merged": merged_report,
+    "previous": previous_report,
+    "direct": direct_report,
+}
+MERGED = ("payer_30d", "payer_all")  # the reports `merged_report` differs on
 
 
 async def time_report(
@@ -129,7 +145,7 @@ async def reports_agree(sessions: async_sessionmaker[AsyncSession], now: datetim
         for name, (by, _) in REPORTS.items():
             window = window_of(name, now)
             served = await report_document(session, window, by)
-            for how in ("direct", "previous"):
+            for how in ("direct", "previous", *(("merged",) if name in MERGED else ())):
                 other = await COMPUTED[how](session, window, by)
                 if served != other:
                     print(

@@ -207,3 +207,59 @@ async def test_a_row_recorded_before_rows_already_counted(url: str) -> None:
         await _assert_reports_agree(engine, windows)
     finally:
         await engine.dispose()
+
+
+async def test_payers_before_inside_and_long_before_a_window(url: str) -> None:
+    """Payers with rows only before the window, only inside it, and with their last row
+    before a bound further back than the week read by day (then probed one by one); windows
+    starting and ending near either midnight of their day, shorter than a day, exactly one."""
+    await asyncio.to_thread(upgrade_to_head, url)
+    engine = create_engine(url)
+    day = DAY0 + timedelta(days=60)
+    old, sparse, inside = PAYERS
+    # (payer, days after `day`, hours): old only early, inside only days 20 and 21
+    rows = [(old, 0, 10), (old, 1, 2), (sparse, 0, 5), (sparse, 20, 3), (sparse, 20, 22)]
+    rows += [(sparse, 30, 12), (inside, 20, 1), (inside, 21, 23.5)]
+    try:
+        await _keys(engine)
+        async with engine.begin() as conn:
+            for i, (payer, days, hours) in enumerate(rows):
+                at, job = day + timedelta(days=days, hours=hours), f"w_{i}"
+                row = {"id": job, "state": "completed", "at": at, "code": None, "payer": payer}
+                await conn.execute(KEY_JOB, row)
+                await conn.execute(
+                    ENTRY, {"job": job, "kind": "charge", "amount": 10 + i, "at": at}
+                )
+            at = day + timedelta(days=20, hours=21)  # a key-paid job of `inside`, credited later
+            row = {"id": "w_key", "state": "refunded", "at": at, "code": None, "payer": inside}
+            await conn.execute(KEY_JOB, row)
+            await conn.execute(text("UPDATE jobs SET api_key_id = 'key_a' WHERE id = 'w_key'"))
+            keyed = {"key": "key_a", "job": "w_key", "amount": 70}
+            await conn.execute(KEYED, keyed | {"kind": "debit", "at": at})
+            back = day + timedelta(days=21, hours=4)
+            await conn.execute(KEYED, keyed | {"kind": "credit", "at": back})
+
+        def at(days: float, hours: float = 0) -> datetime:
+            return day + timedelta(days=days, hours=hours)
+
+        windows: list[tuple[datetime | None, datetime | None]] = [
+            (at(20, 2), None),  # nearer its day's start: that part taken off
+            (at(20, 21.5), None),  # nearer its end: the rest of the day added
+            (at(1, 3), None),  # `old` has nothing in it
+            (at(25), None),  # `sparse`'s last row before: within the week read by day
+            (at(28), None),  # more than a week before: probed
+            (at(10, 12), at(20, 3)),  # ends at a row (excluded), nearer its day's start
+            (at(15), at(25, 20)),  # ends nearer its day's end: the rest taken off
+            (None, at(20, 22.5)),
+            (at(19, 23), at(20, 4)),  # shorter than a day, over midnight
+            (at(20), at(21)),  # exactly one day
+            (at(27, 6), at(40, 18)),
+        ]
+        await _assert_reports_agree(engine, windows)
+        async with create_sessionmaker(engine)() as session:
+            for since, until in windows:
+                got = await report.report_by_payer(session, Window(since, until))
+                assert got == sorted(got, key=lambda r: (-r["revenue"], r["payer"]))
+                assert all(any(v for k, v in r.items() if k != "payer") for r in got)
+    finally:
+        await engine.dispose()

@@ -6,6 +6,8 @@ end of the window from the ledgers themselves (an index range on `created_at`, t
 rows' jobs by primary key), so every window is exact. Per payer, whole days are the running
 sums at the window's end less those at its start: at most two rows per payer, however many
 days; a window that holds every day with money in it reads `payer_totals` alone.
+On Postgres the report by payer reads the same rollups in one statement of its own
+(`app.jobs.payer_report`); `by_payer` serves SQLite.
 Sums are per kind: `charge`, `upstream`, `refund` (the on-chain ledger) and `debit`,
 `credit` (the key ledger; top-ups are not counted).
 """
@@ -110,7 +112,7 @@ async def _money_days(db: Executor) -> tuple[date | None, date | None]:
     return min(firsts, default=None), max(lasts, default=None)
 
 
-async def _unbounded_where_empty(
+async def unbounded_where_empty(
     db: Executor, since: datetime | None, until: datetime | None
 ) -> tuple[datetime | None, datetime | None]:
     """The window with an end that no money lies beyond dropped (same answer, fewer rows)."""
@@ -154,7 +156,7 @@ async def by_payer(
 ) -> dict[str, Sums]:
     """Both ledgers' sums per job payer over [since, until) (None: unbounded); a key-paid
     job's money counts under its job's payer."""
-    since, until = await _unbounded_where_empty(db, since, until)
+    since, until = await unbounded_where_empty(db, since, until)
     sums: dict[str, Sums] = {}
     keyed = select(KeyDay.payer, KeyDay.kind, func.sum(KeyDay.amount)).where(
         KeyDay.kind.in_(KEY_KINDS), KeyDay.payer != ""

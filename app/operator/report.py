@@ -4,7 +4,8 @@ key credits), margin, and jobs by state, over a time window.
 One function per grouping (`report_totals`, `report_by_day`, `report_by_key`,
 `report_by_payer`, `jobs_by_state`). Every sum comes from the rollups the ledgers' triggers
 keep (`app.jobs.totals`: the whole gateway per day, jobs by state; `app.jobs.group_totals`:
-per payer, per key, the key ledger per day), so the report stays fast as the tables grow;
+per payer, per key, the key ledger per day; on Postgres the rows by payer in one statement,
+`app.jobs.payer_report`), so the report stays fast as the tables grow;
 the parts of days at a window's ends are read from the ledgers, so every window is exact.
 Money rows are placed in time by when they were recorded; jobs by when they were created.
 """
@@ -18,7 +19,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.jobs import group_totals, totals
+from app.core.db import dialect_name
+from app.jobs import group_totals, payer_report, totals
 from app.keys.models import ApiKey
 
 X402 = "x402"  # the key column of money paid over x402 (no API key)
@@ -186,6 +188,14 @@ def _key_row(key_id: str | None, key: ApiKey | None) -> dict[str, Any]:
 
 async def report_by_payer(session: AsyncSession, window: Window) -> list[dict[str, Any]]:
     """Sums per payer address (a key-paid job counts under its job's payer), largest first."""
+    if dialect_name(session) == "postgresql":  # one statement for thousands of rows
+        return await payer_report.payer_rows(session, window.since, window.until)
+    return await payer_rows_merged(session, window)
+
+
+async def payer_rows_merged(session: AsyncSession, window: Window) -> list[dict[str, Any]]:
+    """`report_by_payer` from `group_totals.by_payer`'s sums, merged and sorted here (SQLite;
+    on Postgres the growth run's baseline)."""
     payers = await group_totals.by_payer(session, window.since, window.until)
     rows = [{"payer": payer} | _as_dict(sums) for payer, sums in payers.items()]
     return sorted(rows, key=lambda r: (-r["revenue"], r["payer"]))
