@@ -34,13 +34,15 @@ deps: $(STAMP) $(LEGACY_STAMP)
 sandbox: $(RUN_STAMP)  ## the whole local world on SQLite; Ctrl-C stops it
 	$(BIN)/python -m sandbox
 
-# The fast suite in one process (its arc coverage test reads what its other tests recorded),
-# then the other test files in parallel, a file per worker (its module-scoped world starts
-# once): most of the end-to-end suite waits on timers and the chain, not on a CPU.
+# In one process first: the fast suite (its arc coverage test reads what its other tests
+# recorded) and the API fuzz test (its cases share one test id, which pytest-xdist would run
+# once). Then the other test files in parallel, a file per worker (its module-scoped world
+# starts once): most of the end-to-end suite waits on timers and the chain, not on a CPU.
+SERIAL_TESTS = tests/fast tests/test_openapi_fuzz.py
 TEST_WORKERS ?= 4
 test: deps  ## full suite: unit, Postgres, end to end on a local chain
-	$(BIN)/python -m pytest -q tests/fast
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --ignore=tests/fast
+	$(BIN)/python -m pytest -q $(SERIAL_TESTS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(SERIAL_TESTS:%=--ignore=%)
 
 lint: deps
 	$(BIN)/ruff check .

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +20,15 @@ from tests.worlds import WorldMaker, fault_free
 
 PG_HOST = os.environ.get("X402R_TEST_PG_HOST", "127.0.0.1")
 PG_USER = os.environ.get("X402R_TEST_PG_USER", "postgres")
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: the controller gets each worker's ids
+def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
+    """Tests that share an id would run once under pytest-xdist: stop instead (such a file
+    belongs in `make test`'s serial step)."""
+    shared = sorted(nodeid for nodeid, n in Counter(ids).items() if n > 1)
+    if shared:
+        pytest.exit(f"tests sharing an id would run only once in parallel: {shared}", 4)
 
 
 def _pg_url(db: str, driver: str = "asyncpg") -> str:
