@@ -284,7 +284,8 @@ the migrated database, interleaved; every size checks both answer the same.
 
 `alembic upgrade head` (46513efdb051; 242dfc8df8a8: an index on `jobs.created_at`, built
 concurrently; 13c505c2cf03: the per-payer and per-key rollups, their triggers and their
-backfill) in its own process while a writer commits, every 5 ms, a new job with its
+backfill; 5d2e8b1c7a94: a covering index on `payer_running` by day, built concurrently,
+then the table vacuumed) in its own process while a writer commits, every 5 ms, a new job with its
 charge, then that job finished with its upstream payment. Writer latency
 p50 / p99 / max in ms, for 3 s alone just before, then during the migration. Afterwards the
 totals and the reports from the rollups equal the full aggregates (the writer's rows
