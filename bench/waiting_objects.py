@@ -50,7 +50,7 @@ class Cycle:
     """What uvicorn's `RequestResponseCycle` gives the app: `receive` answers the (empty)
     request body, then blocks until the client goes; `send` keeps the answer."""
 
-    __slots__ = ("scope", "received", "status", "body")
+    __slots__ = ("body", "received", "scope", "status")
 
     def __init__(self, scope: dict[str, Any]) -> None:
         self.scope = scope
