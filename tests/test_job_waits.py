@@ -17,6 +17,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.api.job_reads import JobReads, job_reads
+from app.api.job_waits import TIMER_STEP_S
 from app.jobs.models import JobState
 from tests.inprocess_app import complete, fast_and_slow, insert_job
 from tests.settings_factory import make_settings
@@ -123,3 +124,24 @@ async def test_long_poll_answers_with_cors_and_etags_are_the_routes_own(
             response = await http.get(f"/v1/jobs/{done}?wait=3", headers=headers)
         answers.append((response.status_code, response.headers.raw, response.content))
     assert answers[0] == answers[1]
+
+
+async def test_a_waiter_is_answered_at_its_deadline_not_before(
+    apps: tuple[FastAPI, FastAPI],
+) -> None:
+    """Deadlines share one timer per step (`TIMER_STEP_S`): never early, at most a step late,
+    and a waiter that went away (cancelled) leaves its job's watch."""
+    fast, _ = apps
+    job_id = await insert_job(fast, JobState.SUBMITTED)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    answer = await _get(fast, f"/v1/jobs/{job_id}?wait=0.3")
+    took = loop.time() - started
+    assert json.loads(answer[2])["status"] == "processing"
+    assert 0.3 <= took < 0.3 + TIMER_STEP_S + 0.5
+    gone = asyncio.create_task(_get(fast, f"/v1/jobs/{job_id}?wait=8"))
+    await asyncio.sleep(0.2)
+    assert len(_reads(fast).waits) == 1
+    gone.cancel()
+    await asyncio.sleep(0.1)
+    assert len(_reads(fast).waits) == 0, "the watch ends with its last waiter"
