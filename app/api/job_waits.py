@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -49,8 +48,16 @@ class _Watch:
     waiting: list[Waiter] = field(default_factory=list)  # may hold waiters already answered
     waiters: int = 0  # those still waiting
     finished: bool = False  # every waiter, present and future, answered with `latest`
-    kicked: asyncio.Event = field(default_factory=asyncio.Event)
+    kicked: bool = False  # the worker just polled the job: re-read it from the database
+    # What the watch sleeps on between re-reads (a future and a timer: lighter than an
+    # `asyncio.Event`, its deque, and `asyncio.timeout`, per job).
+    wake: asyncio.Future[None] | None = None
     task: asyncio.Task[None] | None = None  # held here: the loop keeps only weak references
+
+
+def _wake(watch: _Watch) -> None:
+    if watch.wake is not None and not watch.wake.done():
+        watch.wake.set_result(None)
 
 
 def _finish(watch: _Watch, rendered: Rendered | None) -> None:
@@ -92,7 +99,8 @@ class JobWaits:
         """The worker just polled `job_id` upstream: its watch re-reads it now."""
         watch = self._watches.get(job_id)
         if watch is not None:
-            watch.kicked.set()
+            watch.kicked = True
+            _wake(watch)
 
     async def wait(self, job_id: str, rendered: Rendered, timeout_s: float) -> Rendered | None:
         """`rendered` once final, else the job when it becomes final or after `timeout_s`.
@@ -137,7 +145,7 @@ class JobWaits:
         if not watch.finished:
             watch.waiters -= 1
             if watch.waiters == 0:
-                watch.kicked.set()  # the watch ends now rather than at its next re-read
+                _wake(watch)  # the watch ends now rather than at its next re-read
             elif len(watch.waiting) > 2 * watch.waiters + 16:  # drop those answered
                 watch.waiting[:] = [w for w in watch.waiting if not w.done()]
         return watch.latest if isinstance(answer, _TimedOut) else answer
@@ -149,15 +157,20 @@ class JobWaits:
 
     async def _run(self, job_id: str, watch: _Watch) -> None:
         reads = self._reads
+        loop = asyncio.get_running_loop()
         try:
             while watch.waiters > 0:
-                with suppress(TimeoutError):
-                    async with asyncio.timeout(reads.ttl):
-                        await watch.kicked.wait()
+                if not watch.kicked:
+                    wake = watch.wake = loop.create_future()
+                    timer = loop.call_later(reads.ttl, _wake, watch)
+                    try:
+                        await wake
+                    finally:
+                        timer.cancel()
+                        watch.wake = None
                 if watch.waiters == 0:
                     break
-                fresh = watch.kicked.is_set()
-                watch.kicked.clear()
+                fresh, watch.kicked = watch.kicked, False
                 try:  # a read from the database shows itself to `seen`; one from memory not
                     self.seen(job_id, await (reads.reread(job_id) if fresh else reads.read(job_id)))
                 except Exception:  # the database: waiters keep the last view, we retry
