@@ -16,7 +16,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.api import request_metrics
 from app.api.job_reads import JobReads, job_reads
+from app.api.job_waits import TIMER_STEP_S
 from app.jobs.models import JobState
 from tests.inprocess_app import complete, fast_and_slow, insert_job
 from tests.settings_factory import make_settings
@@ -123,3 +125,56 @@ async def test_long_poll_answers_with_cors_and_etags_are_the_routes_own(
             response = await http.get(f"/v1/jobs/{done}?wait=3", headers=headers)
         answers.append((response.status_code, response.headers.raw, response.content))
     assert answers[0] == answers[1]
+
+
+async def test_a_waiter_is_answered_at_its_deadline_not_before(
+    apps: tuple[FastAPI, FastAPI],
+) -> None:
+    """Deadlines share one timer per step (`TIMER_STEP_S`): never early, at most a step late,
+    and a waiter that went away (cancelled) leaves its job's watch."""
+    fast, _ = apps
+    job_id = await insert_job(fast, JobState.SUBMITTED)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    answer = await _get(fast, f"/v1/jobs/{job_id}?wait=0.3")
+    took = loop.time() - started
+    assert json.loads(answer[2])["status"] == "processing"
+    assert 0.3 <= took < 0.3 + TIMER_STEP_S + 0.5
+    gone = asyncio.create_task(_get(fast, f"/v1/jobs/{job_id}?wait=8"))
+    await asyncio.sleep(0.2)
+    assert len(_reads(fast).waits) == 1
+    gone.cancel()
+    await asyncio.sleep(0.1)
+    assert len(_reads(fast).waits) == 0, "the watch ends with its last waiter"
+
+
+async def test_long_polls_are_counted_as_the_route_counts_them(
+    apps: tuple[FastAPI, FastAPI],
+) -> None:
+    """The front counts a long poll where it answers (no `send` wrapper while it waits): the
+    same route, method and status as the app without its fast paths counts."""
+    done = await insert_job(apps[0], JobState.SUBMITTED)
+    await complete(apps[0], done)
+    in_progress = await insert_job(apps[0], JobState.SUBMITTED)
+    _, headers, _ = await _get(apps[0], f"/v1/jobs/{done}")
+    etag = dict(headers)[b"etag"].decode()
+    counted = []
+    for app in apps:
+        before = dict(request_metrics._answers)
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as http:
+            for path in (done, in_progress, "job_doesnotexist", "nojob"):
+                await http.get(f"/v1/jobs/{path}?wait=0.2")
+            await http.get(f"/v1/jobs/{done}?wait=1", headers={"If-None-Match": etag})
+        after = request_metrics._answers
+        counted.append(
+            {key: n - before.get(key, 0) for key, n in after.items() if n != before.get(key, 0)}
+        )
+    assert counted[0] == counted[1]
+    route = request_metrics.JOB_ROUTE
+    assert counted[0] == {
+        (route, "GET", 200): 2,
+        (route, "GET", 304): 1,
+        (route, "GET", 404): 1,
+        (route, "GET", 422): 1,
+    }

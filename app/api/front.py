@@ -21,7 +21,7 @@ from app.api.fastpath import (
     replaying,
     unpaid_valid_body,
 )
-from app.api.job_reads import job_reads
+from app.api.job_reads import JobReads, job_reads
 from app.api.long_poll import long_poll, wait_seconds
 from app.api.request_metrics import count_route, counting
 from app.context import Gateway
@@ -66,6 +66,7 @@ class FastPathApp(FastAPI):
         # Set at start-up with `app.state.gateway` (app.main): read per request from here, as
         # `State.__getattr__` raises and catches an AttributeError on every read.
         self.gateway: Gateway | None = None
+        self._route = self._stack  # one bound method, not one held by each waiting long poll
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Unpaid edit requests through the front when there is one, the rest into FastAPI;
@@ -77,25 +78,26 @@ class FastPathApp(FastAPI):
             method = scope["method"]
             if method == "POST" and scope["path"] in EDIT_PATHS:
                 return await front.answer(self, scope, receive, send)
-            send = counting(scope, send, EDIT_PATHS)
-            if (
-                method == "GET"
-                and scope["path"].startswith(JOBS_PREFIX)
-                and scope["query_string"]
-                and await self._long_poll(scope, receive, send)
-            ):
-                return None
-            return await super().__call__(scope, receive, send)
+            if method == "GET" and scope["path"].startswith(JOBS_PREFIX) and scope["query_string"]:
+                # Awaited here, counted where it answers: no frame or `send` wrapper of its
+                # own held while it waits.
+                wait_s = wait_seconds(scope["query_string"])
+                reads = self._long_poll_reads(scope) if wait_s is not None else None
+                if (
+                    reads is not None
+                    and wait_s is not None
+                    and await long_poll(
+                        reads, scope, receive, send, wait_s, self._route, _NO_ORIGIN, count=True
+                    )
+                ):
+                    return None
         return await super().__call__(scope, receive, counting(scope, send, EDIT_PATHS))
 
-    async def _long_poll(self, scope: Scope, receive: Receive, send: Send) -> bool:
-        wait_s = wait_seconds(scope["query_string"])
-        if wait_s is None or any(name == b"origin" for name, _ in scope["headers"]):
-            return False  # CORS answers depend on Origin: FastPath serves it inside CORS
-        reads = job_reads(self)
-        if reads is None:
-            return False
-        return await long_poll(reads, scope, receive, send, wait_s, self._stack, _NO_ORIGIN)
+    def _long_poll_reads(self, scope: Scope) -> JobReads | None:
+        """The read path, when the long poll may be served here."""
+        if any(name == b"origin" for name, _ in scope["headers"]):
+            return None  # CORS answers depend on Origin: FastPath serves it inside CORS
+        return job_reads(self)
 
     async def _stack(self, scope: Scope, receive: Receive, send: Send) -> None:
         await FastAPI.__call__(self, scope, receive, send)
