@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import MetaData, event
+from sqlalchemy import Executable, MetaData, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -53,6 +53,13 @@ def dialect_name(executor: Executor) -> str:
     if isinstance(executor, AsyncConnection):
         return executor.dialect.name
     return executor.get_bind().dialect.name
+
+
+async def plain_rows(executor: Executor, stmt: Executable) -> list[Any]:
+    """The statement's rows through the executor's connection: thousands of plain rows
+    without the ORM's result processing."""
+    conn = executor if isinstance(executor, AsyncConnection) else await executor.connection()
+    return list((await conn.execute(stmt)).all())
 
 
 # A pooled connection idle for longer than this is pinged before use; one in steady use is

@@ -18,10 +18,9 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, func, select, true
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
-from app.core.db import Executor, dialect_name
+from app.core.db import Executor, dialect_name, plain_rows
 from app.jobs.models import Job, LedgerEntry
 from app.jobs.rollup_tables import KeyDay, LedgerDay, PayerRunning, PayerTotal
 from app.jobs.totals import Days, midnight, split_days, utc
@@ -40,22 +39,15 @@ def _add(into: dict[Any, Sums], group: Any, kind: str, amount: Any) -> None:
         sums[kind] = sums.get(kind, 0) + int(amount)
 
 
-async def _rows(db: Executor, stmt: Query) -> list[Any]:
-    """The statement's rows, through the session's connection: thousands of plain rows
-    without the ORM's result processing."""
-    conn = db if isinstance(db, AsyncConnection) else await db.connection()
-    return list((await conn.execute(stmt)).all())
-
-
 async def _collect(db: Executor, into: dict[Any, Sums], stmt: Query) -> None:
     """Add rows of (group, kind, amount) to `into`."""
-    for group, kind, amount in await _rows(db, stmt):
+    for group, kind, amount in await plain_rows(db, stmt):
         _add(into, group, str(kind), amount)
 
 
 async def _running(db: Executor, stmt: Query) -> Running:
     """Rows of (payer, charges, upstream, refunds) by payer."""
-    return {str(p): (int(c), int(u), int(r)) for p, c, u, r in await _rows(db, stmt)}
+    return {str(p): (int(c), int(u), int(r)) for p, c, u, r in await plain_rows(db, stmt)}
 
 
 async def _running_before(db: Executor, day: date) -> Running:

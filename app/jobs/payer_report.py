@@ -19,10 +19,9 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Date, DateTime, bindparam, text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.core.db import Executor
-from app.jobs.group_totals import unbounded_where_empty
+from app.core.db import Executor, plain_rows
+from app.jobs.group_totals import KEY_KINDS, ONCHAIN_KINDS, unbounded_where_empty
 from app.jobs.totals import midnight, utc
 
 # The report's row, in `app.operator.report`'s order.
@@ -84,14 +83,17 @@ def bounds(since: datetime | None, until: datetime | None) -> Bounds:
     return out
 
 
+def _listed(kinds: tuple[str, ...]) -> str:
+    """`kinds` as an SQL list of literals (they are our constants, never input)."""
+    return "(" + ", ".join(f"'{k}'" for k in kinds) + ")"
+
+
 def _kinds(kinds: tuple[str, ...], column: str, sign: int = 1) -> str:
     return ", ".join(
         f"CASE WHEN {column}.kind = '{k}' THEN {sign} * {column}.amount ELSE 0 END" for k in kinds
     )
 
 
-_ONCHAIN = ("charge", "upstream", "refund")
-_KEYED = ("debit", "credit")
 _SUMS = ("charges", "upstream_spend", "refunds")
 RECENT_DAYS = 7  # how far back from a bound its rows are read by day instead of per payer
 
@@ -115,8 +117,6 @@ def _running(b: Bounds) -> tuple[list[str], str]:
     columns = {c: f"t.{c}" for c in _SUMS}
     for name, a, day in (("upper", "h", b.upper), ("lower", "l", b.lower)):
         if day is None:
-            if name == "lower":
-                columns = {c: f"{v} - 0" for c, v in columns.items()}
             continue
         recent.append(_RECENT.format(name=name, maxes=maxes, days=RECENT_DAYS))
         sums = ", ".join(f"p.{c}" for c in _SUMS)
@@ -128,11 +128,11 @@ def _running(b: Bounds) -> tuple[list[str], str]:
 
 
 def _key_days(b: Bounds) -> str:
-    where = ["d.kind IN ('debit', 'credit')", "d.payer <> ''"]
+    where = [f"d.kind IN {_listed(KEY_KINDS)}", "d.payer <> ''"]
     where += ["d.day >= :lower"] if b.lower is not None else []
     where += ["d.day < :upper"] if b.upper is not None else []
     return (
-        f"SELECT d.payer, 0, 0, 0, {_kinds(_KEYED, 'd')} FROM key_days d "
+        f"SELECT d.payer, 0, 0, 0, {_kinds(KEY_KINDS, 'd')} FROM key_days d "
         f"WHERE {' AND '.join(where)}"
     )
 
@@ -141,10 +141,10 @@ def _edge(i: int, sign: int) -> list[str]:
     """Both ledgers' rows in edge `i`, under their jobs' payers, with `sign`."""
     span = f"l.created_at >= :low{i} AND l.created_at < :high{i}"
     return [
-        f"SELECT j.payer, {_kinds(_ONCHAIN, 'l', sign)}, 0, 0 FROM ledger l "
+        f"SELECT j.payer, {_kinds(ONCHAIN_KINDS, 'l', sign)}, 0, 0 FROM ledger l "
         f"JOIN jobs j ON j.id = l.job_id WHERE {span}",
-        f"SELECT j.payer, 0, 0, 0, {_kinds(_KEYED, 'l', sign)} FROM key_ledger l "
-        f"JOIN jobs j ON j.id = l.job_id WHERE l.kind IN ('debit', 'credit') AND {span}",
+        f"SELECT j.payer, 0, 0, 0, {_kinds(KEY_KINDS, 'l', sign)} FROM key_ledger l "
+        f"JOIN jobs j ON j.id = l.job_id WHERE l.kind IN {_listed(KEY_KINDS)} AND {span}",
     ]
 
 
@@ -198,6 +198,4 @@ async def payer_rows(
     stmt = statement(bounds(since, until))
     if stmt is None:
         return []
-    conn = db if isinstance(db, AsyncConnection) else await db.connection()
-    rows = (await conn.execute(stmt)).all()
-    return [dict(zip(COLUMNS, row, strict=True)) for row in rows]
+    return [dict(zip(COLUMNS, row, strict=True)) for row in await plain_rows(db, stmt)]
