@@ -19,7 +19,7 @@ from app.jobs.models import Job, LedgerEntry
 from app.keys.models import KeyLedgerEntry
 from app.operator import report
 from app.operator.report import Money, Window
-from tests.test_totals import BEFORE_ROLLUPS, DAY0, ENTRY, JOB_SQL, _write_until, url
+from tests.test_totals import BEFORE_ROLLUPS, DAY0, ENTRY, JOB_SQL, migrate_while_writing, url
 
 __all__ = ["url"]  # the fixture: a Postgres and a SQLite database before the rollups
 
@@ -173,15 +173,7 @@ async def test_group_rollups_count_the_writes_made_while_the_migration_runs(
     try:
         await _keys(engine)
         await _keyed_jobs(engine, 0, 200)
-        done = asyncio.Event()
-        writer = asyncio.create_task(_write_until(engine, done, 300))
-        await asyncio.sleep(0.05)
-        try:
-            await asyncio.to_thread(upgrade_to_head, url)
-            await asyncio.sleep(0.05)
-        finally:
-            done.set()
-        assert await writer > 5
+        assert await migrate_while_writing(engine, url, start=300) > 5
         await _assert_reports_agree(engine)
     finally:
         await engine.dispose()

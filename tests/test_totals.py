@@ -197,6 +197,19 @@ async def _write_until(engine: AsyncEngine, done: asyncio.Event, start: int) -> 
     return written
 
 
+async def migrate_while_writing(engine: AsyncEngine, url: str, start: int) -> int:
+    """Migrate `url` to head while `_write_until` writes (ids from `start`); its writes."""
+    done = asyncio.Event()
+    writer = asyncio.create_task(_write_until(engine, done, start))
+    await asyncio.sleep(0.05)
+    try:
+        await asyncio.to_thread(upgrade_to_head, url)
+        await asyncio.sleep(0.05)
+    finally:
+        done.set()
+    return await writer
+
+
 async def test_migration_counts_the_writes_made_while_it_runs(
     new_database: Callable[[], str],
 ) -> None:
@@ -206,15 +219,7 @@ async def test_migration_counts_the_writes_made_while_it_runs(
     engine = create_engine(url)
     try:
         await _jobs(engine, 0, 300)
-        done = asyncio.Event()
-        writer = asyncio.create_task(_write_until(engine, done, 300))
-        await asyncio.sleep(0.05)
-        try:
-            await asyncio.to_thread(upgrade_to_head, url)
-            await asyncio.sleep(0.05)
-        finally:
-            done.set()
-        assert await writer > 5
+        assert await migrate_while_writing(engine, url, start=300) > 5
         await _assert_agree(engine)
     finally:
         await engine.dispose()
