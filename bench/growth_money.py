@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.jobs.models import Job, LedgerEntry
 from app.jobs.views import rfc3339
-from app.keys.models import ApiKey, KeyLedgerEntry
-from app.operator.report import Money, Window, _key_row, payer_rows_merged
+from app.keys.models import KeyLedgerEntry
+from app.operator.report import Money, Window, payer_rows_merged
 from app.operator.reporting import report_document
-from bench.growth_previous import key_sums, ledger_sums, previous_report
+from bench.growth_previous import key_rows, key_sums, ledger_sums, payer_rows, previous_report
 
 # name -> (grouping, days back from now; None: all time). The dashboard's default is all time.
 REPORTS: dict[str, tuple[str, int | None]] = {
@@ -77,17 +77,11 @@ async def _direct_rows(session: AsyncSession, window: Window, by: str) -> list[d
         return [{"day": d} | sums[d].as_dict() for d in sorted(sums)]
     if by == "payer":
         sums = await _sums(session, window, Job.payer, Job.payer, join_ledger=True, join_keys=True)
-        rows = [{"payer": p} | m.as_dict() for p, m in sums.items()]
-        return sorted(rows, key=lambda r: (-r["revenue"], r["payer"]))
+        return payer_rows(sums)
     sums = await _sums(
         session, window, Job.api_key_id, KeyLedgerEntry.key_id, join_ledger=True, join_keys=False
     )
-    ids = [k for k in sums if k]
-    keys = {
-        k.id: k for k in (await session.execute(select(ApiKey).where(ApiKey.id.in_(ids)))).scalars()
-    }
-    rows = [_key_row(k, keys.get(k)) | m.as_dict() for k, m in sums.items()]
-    return sorted(rows, key=lambda r: (-r["revenue"], r["key"]))
+    return await key_rows(session, sums)
 
 
 async def direct_report(session: AsyncSession, window: Window, by: str) -> dict[str, Any]:

@@ -77,10 +77,21 @@ async def _rows(session: AsyncSession, window: Window, by: str) -> list[dict[str
     if by == "payer":
         await ledger_sums(sums, session, window, Job.payer, join_jobs=True)
         await key_sums(sums, session, window, Job.payer, join_jobs=True)
-        rows = [{"payer": p} | m.as_dict() for p, m in sums.items()]
-        return sorted(rows, key=lambda r: (-r["revenue"], r["payer"]))
+        return payer_rows(sums)
     await ledger_sums(sums, session, window, Job.api_key_id, join_jobs=True)
     await key_sums(sums, session, window, KeyLedgerEntry.key_id, join_jobs=False)
+    return await key_rows(session, sums)
+
+
+def payer_rows(sums: dict[Any, Money]) -> list[dict[str, Any]]:
+    """The report's rows by payer from sums per payer, largest revenue first."""
+    rows = [{"payer": p} | m.as_dict() for p, m in sums.items()]
+    return sorted(rows, key=lambda r: (-r["revenue"], r["payer"]))
+
+
+async def key_rows(session: AsyncSession, sums: dict[Any, Money]) -> list[dict[str, Any]]:
+    """The report's rows by key from sums per key id (None: x402-paid), largest revenue
+    first, with each key's name read from `api_keys`."""
     ids = [k for k in sums if k]
     keys = {
         k.id: k for k in (await session.execute(select(ApiKey).where(ApiKey.id.in_(ids)))).scalars()
