@@ -59,30 +59,29 @@ class Money:
     onchain_refunds: int = 0
     key_credits: int = 0
 
-    @property
-    def revenue(self) -> int:
-        return self.charges + self.key_debits
-
-    @property
-    def refunds(self) -> int:
-        return self.onchain_refunds + self.key_credits
-
-    @property
-    def margin(self) -> int:
-        return self.revenue - self.refunds - self.upstream
-
     def as_dict(self) -> dict[str, int]:
         """Every sum and the three derived figures."""
-        return {
-            "revenue": self.revenue,
-            "charges": self.charges,
-            "keyDebits": self.key_debits,
-            "upstreamSpend": self.upstream,
-            "refunds": self.refunds,
-            "onchainRefunds": self.onchain_refunds,
-            "keyCredits": self.key_credits,
-            "margin": self.margin,
-        }
+        return money_row(
+            self.charges, self.key_debits, self.upstream, self.onchain_refunds, self.key_credits
+        )
+
+
+def money_row(
+    charges: int, key_debits: int, upstream: int, onchain_refunds: int, key_credits: int
+) -> dict[str, int]:
+    """A report row's money: the sums, revenue, refunds and margin (also for the thousands
+    of rows by payer, built without an object each)."""
+    revenue, refunds = charges + key_debits, onchain_refunds + key_credits
+    return {
+        "revenue": revenue,
+        "charges": charges,
+        "keyDebits": key_debits,
+        "upstreamSpend": upstream,
+        "refunds": refunds,
+        "onchainRefunds": onchain_refunds,
+        "keyCredits": key_credits,
+        "margin": revenue - refunds - upstream,
+    }
 
 
 _FIELD = {
@@ -103,24 +102,14 @@ def _add(money: Money, sums: group_totals.Sums) -> Money:
 
 
 def _as_dict(sums: group_totals.Sums) -> dict[str, int]:
-    """`Money.as_dict` straight from amounts per kind: a report row per payer, thousands of
-    them, without an object each."""
-    charges, debits = sums.get("charge", 0), sums.get("debit", 0)
-    onchain, credits, upstream = (
+    """`money_row` straight from amounts per kind."""
+    return money_row(
+        sums.get("charge", 0),
+        sums.get("debit", 0),
+        sums.get("upstream", 0),
         sums.get("refund", 0),
         sums.get("credit", 0),
-        sums.get("upstream", 0),
     )
-    return {
-        "revenue": charges + debits,
-        "charges": charges,
-        "keyDebits": debits,
-        "upstreamSpend": upstream,
-        "refunds": onchain + credits,
-        "onchainRefunds": onchain,
-        "keyCredits": credits,
-        "margin": charges + debits - onchain - credits - upstream,
-    }
 
 
 def _onchain(onchain: totals.Totals) -> group_totals.Sums:
