@@ -66,7 +66,7 @@ class JobReads:
     def __init__(self, gw: Gateway, poller: Poller) -> None:
         self.gateway = gw
         self._poller = poller
-        self.immutable = ImmutableCache(gw.settings.result_cache_mib * 2**20)
+        self.immutable = ImmutableCache(gw.settings.result_cache_bytes)
         self._live: OrderedDict[str, _Live] = OrderedDict()
         self.rows = StatusReads(gw.engine)
         self.interval = gw.settings.poll_interval_s
@@ -205,7 +205,7 @@ def cache_gauges(app: Starlette) -> None:
     RESULT_CACHE_BYTES.set(cache.used_bytes if cache is not None else 0)
     RESULT_CACHE_ENTRIES.set(len(cache) if cache is not None else 0)
     if gw is not None:
-        RESULT_CACHE_BUDGET.set(gw.settings.result_cache_mib * 2**20)
+        RESULT_CACHE_BUDGET.set(gw.settings.result_cache_bytes)
 
 
 async def close_job_reads(app: Starlette) -> None:

@@ -281,6 +281,11 @@ class Settings(BaseSettings):
         return int(self.markup_percent * 100)
 
     @property
+    def result_cache_bytes(self) -> int:
+        """The finished-job cache's budget (`result_cache_mib`) in bytes."""
+        return self.result_cache_mib * 2**20
+
+    @property
     def payer_bound_reads(self) -> bool:
         """Job reads need the payer's sign-in-with-x proof (not only the job id)."""
         return self.job_reads == "payer"
